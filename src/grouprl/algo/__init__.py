@@ -1,0 +1,29 @@
+"""Pure tensor math for GRPO-family algorithms: no nn.Module, no I/O, no distributed, no config objects.
+
+Entry points (DESIGN.md §3): ``preset(name, **overrides)`` and ``compute_loss(...)``; the trainer uses the
+two stages ``group_advantages`` and ``policy_loss`` directly.
+"""
+
+from grouprl.algo.advantages import ADVANTAGES, GroupContext
+from grouprl.algo.aggregation import AGGREGATIONS, Counts
+from grouprl.algo.filters import FILTERS, SHAPING, GroupView
+from grouprl.algo.kl import KL_ESTIMATORS
+from grouprl.algo.loss import Advantages, LossOutput, check_inputs, compute_loss, group_advantages, policy_loss
+from grouprl.algo.objectives import OBJECTIVES
+from grouprl.algo.presets import PRESETS, AlgoSpec, preset
+from grouprl.algo.ratios import RATIOS
+
+REGISTRIES = {
+    "advantage": ADVANTAGES,
+    "ratio": RATIOS,
+    "objective": OBJECTIVES,
+    "aggregation": AGGREGATIONS,
+    "kl": KL_ESTIMATORS,
+    "filter": FILTERS,
+    "shaping": SHAPING,
+}
+
+__all__ = [
+    "PRESETS", "REGISTRIES", "AlgoSpec", "Advantages", "Counts", "GroupContext", "GroupView", "LossOutput",
+    "check_inputs", "compute_loss", "group_advantages", "policy_loss", "preset",
+]

@@ -1,0 +1,105 @@
+"""Group advantage estimators (ALGORITHMS.md §0.1): outcome rewards ``[B, G]`` → advantages ``[B, G]``.
+
+One signature for every estimator::
+
+    fn(rewards [B, G], ctx: GroupContext, **hparams) -> advantages [B, G]
+
+``ctx.valid`` marks the sequences that take part (a group dropped by dynamic sampling is all False); an
+estimator gives 0 to every invalid sequence and never lets one into a statistic. ``ctx.retained`` is GFPO's
+kept subset; ``ctx.lengths`` the completion token counts, for token-weighted statistics.
+
+Std convention: ``ddof`` 0 (population) or 1 (Bessel); ``eps`` added outside the root
+(``std + eps``, verl / TRL) or, with ``eps_inside=True``, inside it (``sqrt(var + eps)``, the project spec's
+``δ``). Batch-level statistics (LitePPO, REINFORCE++-baseline) are over this call's batch; the trainer passes
+the whole rollout, never a micro-batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from grouprl.algo.registry import Registry
+
+ADVANTAGES: Registry = Registry("advantage estimator")
+
+
+@dataclass(frozen=True)
+class GroupContext:
+    """Per-sequence facts an estimator may need, all ``[B, G]``."""
+
+    lengths: torch.Tensor  # completion token counts (float)
+    valid: torch.Tensor  # bool: sequence takes part in the statistics
+    retained: torch.Tensor  # bool: in GFPO's retained subset (all True when no retain_k)
+
+
+def _masked_mean_var(x: torch.Tensor, w: torch.Tensor, ddof: int, dim=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted mean and variance of ``x`` with non-negative weights ``w`` (counts), ``ddof`` on the count."""
+    n = w.sum(dim=dim, keepdim=dim is not None)
+    mean = (x * w).sum(dim=dim, keepdim=dim is not None) / n.clamp(min=1)
+    var = ((x - mean) ** 2 * w).sum(dim=dim, keepdim=dim is not None) / (n - ddof).clamp(min=1)
+    return mean, var
+
+
+def _standardise(x: torch.Tensor, var: torch.Tensor, eps: float, eps_inside: bool) -> torch.Tensor:
+    """``x / std`` with ``eps`` inside or outside the root; 0 where the std is exactly 0 (only with eps=0)."""
+    std = torch.sqrt(var + eps) if eps_inside else torch.sqrt(var) + eps
+    return torch.where(std > 0, x / std.clamp(min=torch.finfo(x.dtype).tiny), torch.zeros_like(x))
+
+
+@ADVANTAGES.register("group_zscore")
+def group_zscore(rewards, ctx: GroupContext, *, ddof: int = 1, eps: float = 1e-6, eps_inside: bool = False):
+    """GRPO: ``(R_i - mean_g R) / std_g R``.
+
+    >>> ctx = GroupContext(torch.ones(1, 4), torch.ones(1, 4, dtype=torch.bool), torch.ones(1, 4, dtype=torch.bool))
+    >>> group_zscore(torch.tensor([[1., 0, 0, 0]], dtype=torch.float64), ctx, eps=0.0)
+    tensor([[ 1.5000, -0.5000, -0.5000, -0.5000]], dtype=torch.float64)
+    """
+    w = ctx.valid.to(rewards.dtype)
+    mean, var = _masked_mean_var(rewards, w, ddof, dim=1)
+    return _standardise(rewards - mean, var, eps, eps_inside) * w
+
+
+@ADVANTAGES.register("group_center")
+def group_center(rewards, ctx: GroupContext):
+    """Dr. GRPO: ``R_i - mean_g R`` (no std, so easy and hard prompts are not up-weighted)."""
+    w = ctx.valid.to(rewards.dtype)
+    mean, _ = _masked_mean_var(rewards, w, 0, dim=1)
+    return (rewards - mean) * w
+
+
+@ADVANTAGES.register("group_mean_batch_std")
+def group_mean_batch_std(rewards, ctx: GroupContext, *, ddof: int = 1, eps: float = 1e-6, eps_inside: bool = False):
+    """LitePPO: ``(R_i - mean_g R) / std_batch R``, the std over the **raw** rewards of the whole batch."""
+    w = ctx.valid.to(rewards.dtype)
+    _, batch_var = _masked_mean_var(rewards, w, ddof)
+    return _standardise(group_center(rewards, ctx), batch_var, eps, eps_inside)
+
+
+@ADVANTAGES.register("rloo")
+def rloo(rewards, ctx: GroupContext):
+    """RLOO: ``R_i - mean_{j != i} R_j`` = ``G/(G-1) (R_i - mean_g R)``, G counting valid members."""
+    w = ctx.valid.to(rewards.dtype)
+    n = w.sum(dim=1, keepdim=True)
+    return group_center(rewards, ctx) * n / (n - 1).clamp(min=1)
+
+
+@ADVANTAGES.register("batch_whiten_tokens")
+def batch_whiten_tokens(rewards, ctx: GroupContext, *, eps: float = 1e-8):
+    """REINFORCE++-baseline: group-centre, then whiten over all response **tokens** of the batch.
+
+    A sequence enters the batch mean and variance once per token (as in the reference implementations), and
+    the variance is Bessel-corrected over the token count: ``A = (a - mu) / sqrt(var + eps)``.
+    """
+    centred = group_center(rewards, ctx)
+    tokens = ctx.lengths * ctx.valid.to(rewards.dtype)
+    mean, var = _masked_mean_var(centred, tokens, 1)
+    return (centred - mean) * torch.rsqrt(var + eps) * ctx.valid.to(rewards.dtype)
+
+
+@ADVANTAGES.register("subset_zscore")
+def subset_zscore(rewards, ctx: GroupContext, *, ddof: int = 1, eps: float = 1e-6, eps_inside: bool = False):
+    """GFPO: z-score with the mean and std of the retained subset only; rejected responses get 0."""
+    retained = GroupContext(ctx.lengths, ctx.valid & ctx.retained, ctx.retained)
+    return group_zscore(rewards, retained, ddof=ddof, eps=eps, eps_inside=eps_inside)

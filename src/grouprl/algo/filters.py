@@ -1,0 +1,86 @@
+"""Group filters and reward shaping (ALGORITHMS.md §9 (e)), on ``[B, G]`` views of a rollout.
+
+Filters share one signature and return a keep-mask; what a kept/dropped sequence means is the caller's role
+for that filter (dynamic sampling drops whole groups from statistics and loss, the overlong filter drops
+sequences from the loss only, retain-k chooses GFPO's subset)::
+
+    fn(view: GroupView, **hparams) -> keep [B, G] bool
+
+Shaping functions return a reward delta::
+
+    fn(view: GroupView, **hparams) -> delta [B, G] float
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from grouprl.algo.registry import Registry
+
+FILTERS: Registry = Registry("group filter")
+SHAPING: Registry = Registry("reward shaping")
+
+
+@dataclass(frozen=True)
+class GroupView:
+    """The per-sequence facts filters look at, all ``[B, G]``."""
+
+    rewards: torch.Tensor  # float, the (shaped) reward
+    accuracy: torch.Tensor  # float, the verifier's correctness signal (dynamic sampling tests this)
+    lengths: torch.Tensor  # float, completion token counts
+    truncated: torch.Tensor  # bool, hit the length cap without EOS
+
+
+@FILTERS.register("nonzero_variance")
+def nonzero_variance(view: GroupView) -> torch.Tensor:
+    """DAPO dynamic sampling: keep a group only if its accuracies are not all equal (``0 < #correct < G``)."""
+    acc = view.accuracy
+    varied = (acc != acc[:, :1]).any(dim=1, keepdim=True)  # [B, 1]
+    return varied.expand_as(acc)
+
+
+@FILTERS.register("drop_truncated")
+def drop_truncated(view: GroupView) -> torch.Tensor:
+    """DAPO overlong filtering: a truncated response is kept out of the loss (not out of its group's stats)."""
+    return ~view.truncated
+
+
+@FILTERS.register("retain_k")
+def retain_k(view: GroupView, *, k: int, metric: str = "length") -> torch.Tensor:
+    """GFPO: keep the ``k`` best responses of each group; ties go to the lower index (stable sort).
+
+    ``metric="length"`` keeps the k shortest; ``"token_efficiency"`` the k highest ``R_i / |o_i|``.
+    """
+    if metric == "length":
+        score = view.lengths
+    elif metric == "token_efficiency":
+        score = -view.rewards / view.lengths.clamp(min=1)
+    else:
+        raise ValueError(f"retain_k metric must be 'length' or 'token_efficiency', got {metric!r}")
+    B, G = score.shape
+    if not 1 <= k <= G:
+        raise ValueError(f"retain_k needs 1 <= k <= group size ({G}), got k={k}")
+    order = torch.sort(score, dim=1, stable=True).indices[:, :k]  # [B, k]
+    keep = torch.zeros(B, G, dtype=torch.bool, device=score.device)
+    return keep.scatter_(1, order, True)
+
+
+@SHAPING.register("soft_overlong")
+def soft_overlong(view: GroupView, *, max_len: int, cache_len: int) -> torch.Tensor:
+    """DAPO soft overlong punishment: 0 up to ``max_len - cache_len``, then linear down to -1 at ``max_len``.
+
+    >>> v = GroupView(None, None, torch.tensor([[2., 3, 4, 5, 6]]), None)
+    >>> soft_overlong(v, max_len=5, cache_len=2)
+    tensor([[ 0.0000,  0.0000, -0.5000, -1.0000, -1.0000]])
+    """
+    expected = max_len - cache_len
+    ramp = (expected - view.lengths) / cache_len
+    return torch.where(view.lengths <= expected, torch.zeros_like(ramp), ramp.clamp(min=-1.0))
+
+
+@SHAPING.register("length_penalty")
+def length_penalty(view: GroupView, *, coef: float, max_len: int) -> torch.Tensor:
+    """A plain linear length cost: ``-coef * |o_i| / max_len``."""
+    return -coef * view.lengths / max_len

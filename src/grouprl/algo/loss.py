@@ -1,0 +1,236 @@
+"""The one place the pieces are composed: rewards → advantages, and log-probs → loss.
+
+Two stages, because they live at different granularities in the trainer:
+
+* ``group_advantages`` runs once per rollout on the whole batch (group and batch statistics need every
+  sequence): shaping, filters, the advantage estimator. It returns per-sequence advantages and the
+  per-sequence loss mask.
+* ``policy_loss`` runs per micro-batch with **global** ``Counts``, so summing micro-batch losses gives the
+  full-batch loss and gradient exactly (ALGORITHMS.md §0.3).
+
+``compute_loss`` chains the two on plain tensors: the contract of DESIGN.md §3, and what the tests check.
+Departures from the papers, all deliberate: the KL "in the reward" (REINFORCE++ style) is folded into the
+sequence reward as ``-beta * sum_t k1`` because the estimators here are outcome-level; log-ratios are
+clamped at 20 before ``exp`` (changes nothing below a ratio of 4.9e8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from grouprl.algo.advantages import ADVANTAGES, GroupContext
+from grouprl.algo.aggregation import AGGREGATIONS, Counts
+from grouprl.algo.filters import FILTERS, SHAPING, GroupView
+from grouprl.algo.kl import KL_ESTIMATORS
+from grouprl.algo.objectives import OBJECTIVES
+from grouprl.algo.presets import AlgoSpec
+from grouprl.algo.ratios import RATIOS
+
+
+@dataclass
+class Advantages:
+    """Output of ``group_advantages``; every field is per sequence ``[N]``."""
+
+    advantages: torch.Tensor  # float, 0 for sequences outside the statistics
+    in_loss: torch.Tensor  # bool, the sequence's tokens enter the loss (and its normaliser)
+    rewards: torch.Tensor  # float, the reward after shaping
+    metrics: dict[str, torch.Tensor]
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor  # scalar to minimise
+    advantages: torch.Tensor  # [N]
+    metrics: dict[str, torch.Tensor]  # detached
+
+
+def _advantage_kwargs(spec: AlgoSpec) -> dict:
+    if spec.advantage in ("group_zscore", "subset_zscore", "group_mean_batch_std"):
+        return dict(ddof=spec.std_ddof, eps=spec.adv_eps, eps_inside=spec.adv_eps_inside)
+    return {}
+
+
+def _objective_kwargs(spec: AlgoSpec) -> dict:
+    if spec.clip == "soft_gate":
+        return dict(tau_pos=spec.tau_pos, tau_neg=spec.tau_neg)
+    if spec.clip == "none":
+        return {}
+    kwargs = dict(epsilon_low=spec.epsilon_low, epsilon_high=spec.epsilon_high)
+    if spec.clip == "ppo_clip":
+        kwargs["clip_ratio_c"] = spec.clip_ratio_c
+    return kwargs
+
+
+def group_advantages(
+    rewards: torch.Tensor,  # [N]
+    group_size: int,
+    lengths: torch.Tensor,  # [N] completion token counts
+    spec: AlgoSpec,
+    *,
+    truncated: torch.Tensor | None = None,  # [N] bool
+    accuracy: torch.Tensor | None = None,  # [N]; dynamic sampling tests it (default: the raw rewards)
+    kl_penalty: torch.Tensor | None = None,  # [N] sum_t k1(old, ref), for kl_placement="reward"
+) -> Advantages:
+    """Shaping → filters → advantage estimator, on the whole rollout (groups contiguous)."""
+    N = rewards.shape[0]
+    B, G = N // group_size, group_size
+    as_groups = lambda x: x.reshape(B, G)  # noqa: E731
+    lengths = lengths.to(rewards.dtype)
+    truncated = torch.zeros(N, dtype=torch.bool, device=rewards.device) if truncated is None else truncated.bool()
+    accuracy = rewards if accuracy is None else accuracy
+
+    shaped = rewards
+    if spec.soft_overlong:
+        view = GroupView(as_groups(rewards), as_groups(accuracy), as_groups(lengths), as_groups(truncated))
+        delta = SHAPING.get("soft_overlong")(view, max_len=spec.overlong_max_len, cache_len=spec.overlong_buffer_len)
+        shaped = shaped + delta.reshape(N)
+    if spec.beta > 0 and spec.kl_placement == "reward":
+        shaped = shaped - spec.beta * kl_penalty
+
+    view = GroupView(as_groups(shaped), as_groups(accuracy), as_groups(lengths), as_groups(truncated))
+    valid = FILTERS.get("nonzero_variance")(view) if spec.dynamic_sampling else torch.ones_like(view.truncated)
+    retained = torch.ones_like(valid)
+    if spec.advantage == "subset_zscore":
+        k = spec.retain_k if spec.retain_k is not None else max(G // 2, 1)
+        retained = FILTERS.get("retain_k")(view, k=k, metric=spec.retain_metric)
+    ctx = GroupContext(lengths=view.lengths, valid=valid, retained=retained)
+    adv = ADVANTAGES.get(spec.advantage)(view.rewards, ctx, **_advantage_kwargs(spec))
+
+    in_loss = valid.clone()
+    if spec.overlong_filter:
+        in_loss &= FILTERS.get("drop_truncated")(view)
+    if spec.advantage == "subset_zscore" and spec.retain_normalise_over == "retained":
+        in_loss &= retained
+
+    group_std = view.rewards.std(dim=1, unbiased=False) if G > 1 else torch.zeros(B)
+    metrics = {
+        "reward/mean": shaped.mean(),
+        "reward/std": shaped.std(unbiased=False),
+        "frac_reward_zero_std": (group_std == 0).to(rewards.dtype).mean(),
+        "adv/mean": adv.mean(),
+        "adv/std": adv.std(unbiased=False),
+        "adv/abs_max": adv.abs().max(),
+        "filter/groups_dropped": (~valid[:, 0]).sum().to(rewards.dtype),
+        "filter/seqs_out_of_loss": (~in_loss).sum().to(rewards.dtype),
+    }
+    return Advantages(adv.reshape(N), in_loss.reshape(N), shaped, {k: v.detach() for k, v in metrics.items()})
+
+
+def policy_loss(
+    logp: torch.Tensor,  # [n, T], differentiable
+    old_logp: torch.Tensor,  # [n, T]
+    ref_logp: torch.Tensor | None,  # [n, T]
+    mask: torch.Tensor,  # [n, T], the loss mask (completion mask of in-loss sequences)
+    advantages: torch.Tensor,  # [n]
+    spec: AlgoSpec,
+    counts: Counts,
+    *,
+    norm_length: int | None = None,  # the generation budget, for seq_mean_token_sum_norm
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The surrogate (plus KL) of one micro-batch, aggregated with the global ``counts``.
+
+    Metrics are this micro-batch's contribution to a **sum** over micro-batches (and ranks): fractions and
+    means are already divided by the global counts.
+    """
+    mask = mask.to(logp.dtype)
+    log_ratio = RATIOS.get(spec.importance_sampling_level)(logp, old_logp.detach(), mask)
+    surrogate = OBJECTIVES.get(spec.clip)(log_ratio, advantages.detach(), mask, logp, **_objective_kwargs(spec))
+    agg_kwargs = {}
+    if spec.loss_type == "seq_mean_token_sum_norm":
+        agg_kwargs["norm_length"] = spec.loss_norm_length or norm_length
+        if not agg_kwargs["norm_length"]:
+            raise ValueError("loss_type='seq_mean_token_sum_norm' (Dr. GRPO) divides by a constant generation "
+                             "budget; pass max_new_tokens= or set loss_norm_length")
+    aggregate = AGGREGATIONS.get(spec.loss_type)
+    pg_loss = -aggregate(surrogate.term, mask, counts, **agg_kwargs)
+    loss = pg_loss
+
+    with torch.no_grad():
+        seq_present = (mask.sum(-1) > 0).to(logp.dtype)
+        unit = seq_present if surrogate.clipped_low.dim() == 1 else mask
+        unit_count = counts.num_seqs if surrogate.clipped_low.dim() == 1 else counts.num_tokens
+        ratio = torch.exp(log_ratio.clamp(max=20.0))
+        ratio_unit = seq_present if ratio.dim() == 1 else mask
+        ratio_count = counts.num_seqs if ratio.dim() == 1 else counts.num_tokens
+        metrics = {
+            "loss/policy": pg_loss.detach(),
+            "clip/low_frac": (surrogate.clipped_low * unit).sum() / max(unit_count, 1.0),
+            "clip/high_frac": (surrogate.clipped_high * unit).sum() / max(unit_count, 1.0),
+            "ratio/mean": (ratio * ratio_unit).sum() / max(ratio_count, 1.0),
+        }
+    if ref_logp is not None and spec.beta > 0 and spec.kl_placement == "loss":
+        kl = KL_ESTIMATORS.get(spec.kl_estimator)(logp, ref_logp.detach())  # [n, T]
+        kl_loss = aggregate(kl, mask, counts, **agg_kwargs) if not spec.sequence_level else \
+            AGGREGATIONS.get("seq_mean")(kl, mask, counts)
+        loss = loss + spec.beta * kl_loss
+        metrics["loss/kl"] = kl_loss.detach()
+    if ref_logp is not None:
+        with torch.no_grad():
+            metrics["kl/mean"] = (KL_ESTIMATORS.get("k3")(logp, ref_logp) * mask).sum() / max(counts.num_tokens, 1.0)
+    return loss, metrics
+
+
+def check_inputs(rewards, group_size, logp, old_logp, ref_logp, mask, truncated=None) -> None:
+    """Reject malformed inputs with a message naming the argument and the fix."""
+    if not isinstance(group_size, int) or group_size < 2:
+        raise ValueError(f"group_size must be an integer >= 2, got {group_size!r}: a group of one has no "
+                         "baseline to compare against; sample at least 2 completions per prompt")
+    if rewards.dim() != 1:
+        raise ValueError(f"rewards must be 1-D [N], got shape {tuple(rewards.shape)}; flatten groups contiguously")
+    N = rewards.shape[0]
+    if N == 0 or N % group_size:
+        raise ValueError(f"rewards has {N} entries, not a positive multiple of group_size={group_size}; "
+                         "pass whole groups, contiguous")
+    if logp.dim() != 2 or logp.shape[0] != N:
+        raise ValueError(f"logp must be [N={N}, T], got shape {tuple(logp.shape)}")
+    for name, t in (("old_logp", old_logp), ("ref_logp", ref_logp), ("mask", mask)):
+        if t is not None and tuple(t.shape) != tuple(logp.shape):
+            raise ValueError(f"{name} must have logp's shape {tuple(logp.shape)}, got {tuple(t.shape)}")
+    if truncated is not None and tuple(truncated.shape) != (N,):
+        raise ValueError(f"truncated must be [N={N}], got shape {tuple(truncated.shape)}")
+    if mask.sum() == 0:
+        raise ValueError("mask has no unmasked token: there is nothing to train on; check the completion mask")
+    on = mask.bool()
+    for name, t in (("rewards", rewards), ("logp", logp), ("old_logp", old_logp), ("ref_logp", ref_logp)):
+        if t is None:
+            continue
+        values = t if name == "rewards" else t[on]
+        if not torch.isfinite(values).all():
+            raise ValueError(f"{name} contains NaN or inf (at unmasked positions); fix the producer, or give the "
+                             "sample a finite fallback value")
+
+
+def compute_loss(
+    rewards: torch.Tensor,  # [N]
+    group_size: int,
+    logp: torch.Tensor,  # [N, T]
+    old_logp: torch.Tensor | None,  # [N, T]; None: on-policy (equal to logp, detached)
+    ref_logp: torch.Tensor | None,  # [N, T]; needed when spec.beta > 0
+    mask: torch.Tensor,  # [N, T]
+    spec: AlgoSpec,
+    *,
+    truncated: torch.Tensor | None = None,  # [N] bool
+    accuracy: torch.Tensor | None = None,  # [N]
+    max_new_tokens: int | None = None,
+) -> LossOutput:
+    """Advantages and loss of any preset on plain tensors (DESIGN.md §3).
+
+    An empty completion (a mask row of zeros) contributes nothing to the loss and never a NaN.
+    """
+    if old_logp is None:
+        old_logp = logp.detach()
+    check_inputs(rewards, group_size, logp, old_logp, ref_logp, mask, truncated)
+    if spec.beta > 0 and ref_logp is None:
+        raise ValueError(f"beta={spec.beta} needs ref_logp (the reference policy's log-probs); pass it, or beta=0")
+    mask = mask.to(logp.dtype)
+    kl_penalty = None
+    if spec.beta > 0 and spec.kl_placement == "reward":
+        kl_penalty = (KL_ESTIMATORS.get("k1")(old_logp, ref_logp) * mask).sum(-1).detach()
+    adv = group_advantages(rewards.to(logp.dtype), group_size, mask.sum(-1), spec, truncated=truncated,
+                           accuracy=accuracy, kl_penalty=kl_penalty)
+    loss_mask = mask * adv.in_loss[:, None].to(mask.dtype)
+    loss, metrics = policy_loss(logp, old_logp, ref_logp, loss_mask, adv.advantages, spec, Counts.of(loss_mask),
+                                norm_length=max_new_tokens)
+    return LossOutput(loss, adv.advantages, {**adv.metrics, **metrics})

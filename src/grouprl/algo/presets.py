@@ -1,0 +1,218 @@
+"""THE table: every algorithm is a named point in six orthogonal choices (ALGORITHMS.md §9).
+
+``AlgoSpec`` holds the choices and their hyperparameters; ``preset(name, **overrides)`` returns a validated
+spec. Knobs carry TRL's names where TRL has the concept (``beta``, ``epsilon_low``, ``epsilon_high``,
+``importance_sampling_level``, ``loss_type``) and TRL's spellings are accepted as overrides
+(``scale_rewards``, ``epsilon``, ``delta``, ``loss_type="grpo" | "dapo" | "bnpo" | "dr_grpo"``).
+An incoherent combination is rejected with the rule, the reason and the fix; nothing is silently changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from grouprl.algo.advantages import ADVANTAGES
+from grouprl.algo.aggregation import AGGREGATIONS
+from grouprl.algo.kl import KL_ESTIMATORS
+from grouprl.algo.objectives import OBJECTIVES
+from grouprl.algo.ratios import RATIOS
+from grouprl.algo.registry import UnknownNameError
+
+
+@dataclass(frozen=True)
+class AlgoSpec:
+    """One algorithm: the six choices of ALGORITHMS.md §9 and their hyperparameters."""
+
+    name: str = "custom"
+    paper: str = ""  # arXiv id
+    summary: str = ""
+
+    # (a) advantage estimator: group_zscore | group_center | group_mean_batch_std | rloo |
+    #     batch_whiten_tokens | subset_zscore
+    advantage: str = "group_zscore"
+    std_ddof: int = 1  # 0: population std (project spec), 1: Bessel-corrected (verl, TRL)
+    adv_eps: float = 1e-6  # added to the std, or inside the root with adv_eps_inside
+    adv_eps_inside: bool = False  # sqrt(var + eps) (project spec's delta) instead of sqrt(var) + eps
+
+    # (b) ratio level: token | sequence (GSPO) | sequence_token (GSPO-token) | geometric (GMPO)
+    importance_sampling_level: str = "token"
+
+    # (c) surrogate: ppo_clip | log_clip (GMPO) | is_weight_clip (CISPO) | soft_gate (SAPO) | none
+    clip: str = "ppo_clip"
+    epsilon_low: float | None = 0.2  # lower clip (ratio space; log space for log_clip; None: no bound, CISPO)
+    epsilon_high: float = 0.2  # upper clip; > epsilon_low is DAPO's clip-higher
+    clip_ratio_c: float | None = None  # dual-clip floor c > 1 for A < 0 (arXiv 1912.09729); None: off
+    tau_pos: float = 1.0  # SAPO gate temperature for A > 0
+    tau_neg: float = 1.05  # SAPO gate temperature for A <= 0
+
+    # (d) aggregation: seq_mean_token_mean | token_mean | seq_mean_token_sum_norm | seq_mean_token_sum | seq_mean
+    loss_type: str = "seq_mean_token_mean"
+    loss_norm_length: int | None = None  # L_norm for seq_mean_token_sum_norm; None: the generation budget
+
+    # (e) filters and shaping
+    dynamic_sampling: bool = False  # DAPO: drop groups whose accuracies are all equal (the trainer refills)
+    overlong_filter: bool = False  # DAPO: keep truncated responses out of the loss
+    soft_overlong: bool = False  # DAPO: linear length penalty over the last overlong_buffer_len tokens
+    overlong_max_len: int = 20480  # DAPO's L_max (paper value; set it to your max_new_tokens)
+    overlong_buffer_len: int = 4096  # DAPO's L_cache
+    retain_k: int | None = None  # GFPO: responses kept per group; None with subset_zscore: half the group
+    retain_metric: str = "length"  # GFPO: length (shortest) | token_efficiency (highest R/|o|)
+    retain_normalise_over: str = "all"  # GFPO: rejected tokens count in the normaliser ("all") or not
+
+    # (f) KL to the reference policy
+    beta: float = 0.0  # coefficient; 0 turns the reference model off
+    kl_estimator: str = "k3"  # k1 | k2 | k3
+    kl_placement: str = "loss"  # loss (GRPO) | reward (beta * k1 subtracted from the sequence reward)
+
+    def replace(self, **overrides) -> AlgoSpec:
+        return preset(self, **overrides)
+
+    @property
+    def sequence_level(self) -> bool:
+        """One loss term per sequence (GSPO, GMPO) rather than per token."""
+        return self.importance_sampling_level in ("sequence", "geometric")
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.beta > 0
+
+    def validate(self) -> AlgoSpec:
+        _validate(self)
+        return self
+
+
+def _fail(rule: str, fix: str) -> None:
+    raise ValueError(f"{rule}; {fix}")
+
+
+def _validate(s: AlgoSpec) -> None:
+    for value, registry in ((s.advantage, ADVANTAGES), (s.importance_sampling_level, RATIOS),
+                            (s.clip, OBJECTIVES), (s.loss_type, AGGREGATIONS), (s.kl_estimator, KL_ESTIMATORS)):
+        registry.get(value)
+    if s.std_ddof not in (0, 1):
+        _fail(f"std_ddof must be 0 or 1, got {s.std_ddof}", "use 0 (population std) or 1 (Bessel)")
+    if s.adv_eps < 0:
+        _fail(f"adv_eps must be >= 0, got {s.adv_eps}", "use a small positive value such as 1e-6")
+    if s.epsilon_high < 0 or (s.epsilon_low is not None and s.epsilon_low < 0):
+        _fail("epsilon_low and epsilon_high must be >= 0", "clip bounds are distances from ratio 1")
+    if s.epsilon_low is None and s.clip != "is_weight_clip":
+        _fail(f"epsilon_low=None (no lower bound) is only meaningful for is_weight_clip, not {s.clip}",
+              "give epsilon_low a value")
+    if s.clip_ratio_c is not None and (s.clip != "ppo_clip" or s.clip_ratio_c <= 1):
+        _fail("clip_ratio_c (dual-clip) needs clip='ppo_clip' and c > 1", "use e.g. clip_ratio_c=3, or None")
+    if s.sequence_level and s.loss_type != "seq_mean":
+        _fail(f"importance_sampling_level={s.importance_sampling_level!r} gives one term per sequence, "
+              f"which loss_type={s.loss_type!r} cannot weigh by tokens",
+              "use loss_type='seq_mean' (the paper's), or importance_sampling_level='sequence_token' "
+              "for a token-level GSPO")
+    if (s.importance_sampling_level == "geometric") != (s.clip == "log_clip"):
+        _fail("GMPO's geometric ratio and the log-space clip go together",
+              "use importance_sampling_level='geometric' with clip='log_clip' (or neither)")
+    if s.clip in ("is_weight_clip", "soft_gate") and s.importance_sampling_level != "token":
+        _fail(f"clip={s.clip!r} is defined on token ratios", "use importance_sampling_level='token'")
+    if s.retain_k is not None and s.advantage != "subset_zscore":
+        _fail("retain_k (GFPO) chooses a subset whose statistics the advantage must use",
+              "use advantage='subset_zscore' with retain_k")
+    if s.retain_k is not None and s.retain_k < 1:
+        _fail(f"retain_k must be >= 1, got {s.retain_k}", "keep at least one response per group")
+    if s.retain_metric not in ("length", "token_efficiency"):
+        _fail(f"retain_metric must be 'length' or 'token_efficiency', got {s.retain_metric!r}", "pick one")
+    if s.retain_normalise_over not in ("all", "retained"):
+        _fail(f"retain_normalise_over must be 'all' or 'retained', got {s.retain_normalise_over!r}", "pick one")
+    if s.soft_overlong and not 0 < s.overlong_buffer_len <= s.overlong_max_len:
+        _fail("soft overlong needs 0 < overlong_buffer_len <= overlong_max_len",
+              f"got buffer {s.overlong_buffer_len}, max {s.overlong_max_len}")
+    if s.loss_norm_length is not None and s.loss_norm_length <= 0:
+        _fail(f"loss_norm_length must be > 0, got {s.loss_norm_length}", "set it to max_new_tokens")
+    if s.beta < 0:
+        _fail(f"beta must be >= 0, got {s.beta}", "0 disables the KL term")
+    if s.kl_placement not in ("loss", "reward"):
+        _fail(f"kl_placement must be 'loss' or 'reward', got {s.kl_placement!r}", "pick one")
+    if s.kl_placement == "reward" and s.kl_estimator != "k1":
+        _fail("a KL penalty in the reward uses k1 (its expectation is the sequence KL)", "set kl_estimator='k1'")
+    if min(s.tau_pos, s.tau_neg) <= 0:
+        _fail("SAPO temperatures tau_pos and tau_neg must be > 0", "use the paper's 1.0 / 1.05")
+
+
+_G = dict(std_ddof=1, adv_eps=1e-6)  # the verl / paper-code convention, used by every preset but grpo
+
+PRESETS: dict[str, AlgoSpec] = {
+    s.name: s.validate()
+    for s in (
+        AlgoSpec("grpo", "2402.03300", "group z-score, token ratio, clip 0.2, seq-mean-token-mean, k3 KL in the loss",
+                 std_ddof=0, adv_eps=1e-8, adv_eps_inside=True, beta=0.04),
+        AlgoSpec("dr_grpo", "2503.20783", "no std, no length normalisation: token sum over a constant budget",
+                 advantage="group_center", loss_type="seq_mean_token_sum_norm", **_G),
+        AlgoSpec("dapo", "2503.14476", "clip-higher, dynamic sampling, token-mean, soft overlong punishment",
+                 epsilon_high=0.28, loss_type="token_mean", dynamic_sampling=True, soft_overlong=True, **_G),
+        AlgoSpec("gspo", "2507.18071", "sequence-level (geometric-mean) ratio, clipped per sequence",
+                 importance_sampling_level="sequence", epsilon_low=3e-4, epsilon_high=4e-4, loss_type="seq_mean",
+                 **_G),
+        AlgoSpec("gspo_token", "2507.18071", "GSPO with the ratio's value per sequence and gradient per token",
+                 importance_sampling_level="sequence_token", epsilon_low=3e-4, epsilon_high=4e-4, **_G),
+        AlgoSpec("gmpo", "2507.20673", "geometric mean of token ratios, clipped per token in log space",
+                 importance_sampling_level="geometric", clip="log_clip", epsilon_low=0.4, epsilon_high=0.4,
+                 loss_type="seq_mean", **_G),
+        AlgoSpec("gfpo", "2508.09726", "keep the k best (shortest) of each group; z-score over the kept set",
+                 advantage="subset_zscore", epsilon_high=0.28, loss_type="token_mean", retain_metric="length",
+                 **_G),
+        AlgoSpec("lite_ppo", "2508.08221", "group mean with batch std, token-mean aggregation",
+                 advantage="group_mean_batch_std", loss_type="token_mean", **_G),
+        AlgoSpec("rloo", "2402.14740", "leave-one-out baseline", advantage="rloo", loss_type="token_mean", **_G),
+        AlgoSpec("reinforce_pp_baseline", "2501.03262", "group-centre, then whiten over the batch's tokens",
+                 advantage="batch_whiten_tokens", loss_type="token_mean", kl_estimator="k2", **_G),
+        AlgoSpec("cispo", "2506.13585", "clip the importance weight (stop-gradient), never drop a token's gradient",
+                 clip="is_weight_clip", epsilon_low=None, epsilon_high=0.28, loss_type="token_mean",
+                 dynamic_sampling=True, **_G),
+        AlgoSpec("sapo", "2511.20347", "a smooth sigmoid gate instead of the hard clip",
+                 clip="soft_gate", **_G),
+    )
+}
+
+_TRL_LOSS_TYPES = {"grpo": "seq_mean_token_mean", "dapo": "token_mean", "bnpo": "token_mean",
+                   "dr_grpo": "seq_mean_token_sum_norm"}
+_TRL_SCALE_REWARDS = {"group": "group_zscore", True: "group_zscore", "batch": "group_mean_batch_std",
+                      "none": "group_center", False: "group_center"}
+
+
+def _translate_trl(overrides: dict) -> dict:
+    """Accept TRL's spellings of the same knobs."""
+    out = dict(overrides)
+    if "epsilon" in out:
+        eps = out.pop("epsilon")
+        out.setdefault("epsilon_low", eps)
+        out.setdefault("epsilon_high", eps)
+    if "delta" in out:
+        out["clip_ratio_c"] = out.pop("delta")
+    if "scale_rewards" in out:
+        value = out.pop("scale_rewards")
+        if value not in _TRL_SCALE_REWARDS:
+            _fail(f"scale_rewards must be 'group', 'batch' or 'none', got {value!r}", "pick one")
+        out["advantage"] = _TRL_SCALE_REWARDS[value]
+    if out.get("loss_type") in _TRL_LOSS_TYPES:
+        out["loss_type"] = _TRL_LOSS_TYPES[out["loss_type"]]
+    return out
+
+
+def preset(name: str | AlgoSpec, **overrides) -> AlgoSpec:
+    """The validated spec of a named algorithm, with any field overridden.
+
+    >>> preset("dapo").epsilon_high
+    0.28
+    >>> preset("grpo", beta=0.0).beta
+    0.0
+    """
+    if isinstance(name, AlgoSpec):
+        base = name
+    elif name in PRESETS:
+        base = PRESETS[name]
+    else:
+        raise UnknownNameError(f"unknown algorithm {name!r}; known: {', '.join(PRESETS)}")
+    overrides = _translate_trl(overrides)
+    fields = {f.name for f in dataclasses.fields(AlgoSpec)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown algorithm field(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+    return dataclasses.replace(base, **overrides).validate()
+

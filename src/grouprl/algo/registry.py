@@ -1,0 +1,48 @@
+"""One small generic registry: each extension kind (advantage, ratio, objective, ...) gets one instance.
+
+Registering is a decorator and nothing else; lookup is by name, and an unknown name is an error that lists
+the known ones, so a typo in a config never falls through to a default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+F = TypeVar("F", bound=Callable)
+
+
+class UnknownNameError(KeyError, ValueError):
+    """A name that is not registered. Both a KeyError (lookup) and a ValueError (bad input)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class Registry(Generic[F]):
+    """A named table of functions that all share one signature (documented where the kind is defined)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._table: dict[str, F] = {}
+
+    def register(self, name: str) -> Callable[[F], F]:
+        def add(fn: F) -> F:
+            if name in self._table:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._table[name] = fn
+            return fn
+
+        return add
+
+    def get(self, name: str) -> F:
+        try:
+            return self._table[name]
+        except KeyError:
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._table)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._table

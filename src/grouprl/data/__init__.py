@@ -1,0 +1,1 @@
+"""Prompt data: dataset loading, formatting and collation; ``tasks/`` holds the built-in generated tasks."""

@@ -1,0 +1,121 @@
+"""Integer arithmetic: prompts like ``"37+48="`` whose answer is the exact result, ``"85"``.
+
+The task is the embedded default: small enough for a char-level model with under a million parameters to learn
+on two CPU cores, yet with a carry structure that an under-trained model gets only partly right, which leaves
+room for RL to turn sampled successes into greedy ones.
+
+Operands are drawn uniformly from ``[0, 10**digits)``; ``+`` and ``-`` have equal precedence and are evaluated
+left to right, so answers may be negative (``"3-15="`` → ``"-12"``). The train / eval split is a fixed
+partition of the prompt space by a stable hash of the prompt text: it does not depend on the seed, so the two
+splits are disjoint for every pair of seeds. (Only the exact prompt is held out: ``"48+37="`` may be in train
+while ``"37+48="`` is in eval.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+_OPS = ("+", "-")
+_INTEGER = re.compile(r"-?\d+")
+
+
+def correct_answer(prompts, completions, completion_ids=None, *, answer, **columns) -> list[float]:
+    """Reward 1.0 when a completion, stripped of surrounding whitespace, is exactly its answer, else 0.0.
+
+    The verifier of the arithmetic task, following the TRL reward protocol. The EOS token is not part of a
+    decoded completion. Anything else (empty text, extra characters, leading zeros, non-strings) scores 0.0.
+
+    >>> correct_answer(["2+2="] * 5, ["4", " 4\\n", "04", "", "4 apples"], answer=["4"] * 5)
+    [1.0, 1.0, 0.0, 0.0, 0.0]
+    """
+    return [float(isinstance(c, str) and c.strip() == str(a)) for c, a in zip(completions, answer, strict=True)]
+
+
+def integer_format(prompts, completions, completion_ids=None, **columns) -> list[float]:
+    """Reward 1.0 when a completion, stripped of surrounding whitespace, is an integer, else 0.0.
+
+    Checks the answer format only, not the value.
+
+    >>> integer_format(["2+2="] * 4, ["5", "-12", "4 apples", ""])
+    [1.0, 1.0, 0.0, 0.0]
+    """
+    return [float(isinstance(c, str) and _INTEGER.fullmatch(c.strip()) is not None) for c in completions]
+
+
+@dataclass(frozen=True)
+class ArithmeticTask:
+    """Generator of ``a op b [op c ...] =`` prompts; see the module docstring for the rules."""
+
+    name: ClassVar[str] = "arithmetic"
+
+    digits: int = 2
+    """Maximum digits per operand: each operand is uniform in ``[0, 10**digits)``. Carries make the work."""
+    operands: int = 2
+    """Number of operands per prompt (2 or more)."""
+    ops: tuple[str, ...] = ("+",)
+    """Operators to draw from, a subset of ``("+", "-")``. ``-`` brings negative answers."""
+    eval_fraction: float = 0.1
+    """Share of the prompt space held out for the ``eval`` split."""
+
+    def __post_init__(self) -> None:
+        if self.digits < 1 or self.operands < 2:
+            raise ValueError(
+                f"digits={self.digits}, operands={self.operands}: need digits >= 1 and operands >= 2 "
+                "so that every prompt is a real operation; raise the value that is too small."
+            )
+        if not self.ops or not set(self.ops) <= set(_OPS):
+            raise ValueError(f"ops={self.ops!r}: give a non-empty subset of {_OPS}, the operators the task knows.")
+        if not 0.0 < self.eval_fraction < 1.0:
+            raise ValueError(
+                f"eval_fraction={self.eval_fraction}: must be strictly between 0 and 1 so both splits have "
+                "prompts; 0.1 is a good default."
+            )
+
+    @property
+    def reward_fns(self) -> list:
+        """The RL reward: exact correctness of the answer."""
+        return [correct_answer]
+
+    def split_of(self, prompt: str) -> str:
+        """The split (``"train"`` or ``"eval"``) that ``prompt`` belongs to, from a stable hash of its text."""
+        digest = hashlib.blake2b(prompt.encode(), digest_size=8).digest()
+        return "eval" if int.from_bytes(digest, "big") < self.eval_fraction * 2**64 else "train"
+
+    def generate(self, split: str, n: int, seed: int) -> list[dict[str, Any]]:
+        """``n`` distinct rows ``{"prompt", "answer"}`` of ``split``, deterministic in ``seed``.
+
+        Raises ``ValueError`` when the split holds too few distinct prompts for ``n``.
+        """
+        if split not in ("train", "eval"):
+            raise ValueError(f"split={split!r}: must be 'train' or 'eval'.")
+        rng = random.Random(f"{self.name}/{split}/{seed}")  # str seeds hash with sha512: stable across runs
+        rows: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for _ in range(50 * n + 1000):  # rejection sampling; the bound only stops a hopeless request
+            if len(rows) == n:
+                break
+            row = self._draw(rng)
+            if row["prompt"] not in seen and self.split_of(row["prompt"]) == split:
+                seen.add(row["prompt"])
+                rows.append(row)
+        if len(rows) < n:
+            raise ValueError(
+                f"found only {len(rows)} distinct {split!r} prompts of the {n} asked for: the prompt space of "
+                f"this task is too small; ask for fewer rows or raise digits / operands."
+            )
+        return rows
+
+    def _draw(self, rng: random.Random) -> dict[str, Any]:
+        """One random problem as a row."""
+        values = [rng.randrange(10**self.digits) for _ in range(self.operands)]
+        ops = [rng.choice(self.ops) for _ in range(self.operands - 1)]
+        result = values[0]
+        prompt = str(values[0])
+        for op, value in zip(ops, values[1:]):
+            result = result + value if op == "+" else result - value
+            prompt += f"{op}{value}"
+        return {"prompt": prompt + "=", "answer": str(result)}
