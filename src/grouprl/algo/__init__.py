@@ -8,7 +8,14 @@ from grouprl.algo.advantages import ADVANTAGES, GroupContext
 from grouprl.algo.aggregation import AGGREGATIONS, Counts
 from grouprl.algo.filters import FILTERS, SHAPING, GroupView
 from grouprl.algo.kl import KL_ESTIMATORS
-from grouprl.algo.loss import Advantages, LossOutput, check_inputs, compute_loss, group_advantages, policy_loss
+from grouprl.algo.loss import (
+    Advantages,
+    LossOutput,
+    check_inputs,
+    compute_loss,
+    group_advantages,
+    policy_loss,
+)
 from grouprl.algo.objectives import OBJECTIVES
 from grouprl.algo.presets import PRESETS, AlgoSpec, preset
 from grouprl.algo.ratios import RATIOS

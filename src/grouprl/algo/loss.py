@@ -134,6 +134,10 @@ def policy_loss(
     Metrics are this micro-batch's contribution to a **sum** over micro-batches (and ranks): fractions and
     means are already divided by the global counts.
     """
+    on = mask.bool()
+    # Padding may hold anything (even NaN); select rather than multiply, so it cannot leak into the loss.
+    logp, old_logp = torch.where(on, logp, 0.0), torch.where(on, old_logp.detach(), 0.0)
+    ref_logp = None if ref_logp is None else torch.where(on, ref_logp.detach(), 0.0)
     mask = mask.to(logp.dtype)
     log_ratio = RATIOS.get(spec.importance_sampling_level)(logp, old_logp.detach(), mask)
     surrogate = OBJECTIVES.get(spec.clip)(log_ratio, advantages.detach(), mask, logp, **_objective_kwargs(spec))
@@ -161,7 +165,7 @@ def policy_loss(
             "ratio/mean": (ratio * ratio_unit).sum() / max(ratio_count, 1.0),
         }
     if ref_logp is not None and spec.beta > 0 and spec.kl_placement == "loss":
-        kl = KL_ESTIMATORS.get(spec.kl_estimator)(logp, ref_logp.detach())  # [n, T]
+        kl = KL_ESTIMATORS.get(spec.kl_estimator)(logp, ref_logp)  # [n, T]
         kl_loss = aggregate(kl, mask, counts, **agg_kwargs) if not spec.sequence_level else \
             AGGREGATIONS.get("seq_mean")(kl, mask, counts)
         loss = loss + spec.beta * kl_loss
@@ -227,7 +231,8 @@ def compute_loss(
     mask = mask.to(logp.dtype)
     kl_penalty = None
     if spec.beta > 0 and spec.kl_placement == "reward":
-        kl_penalty = (KL_ESTIMATORS.get("k1")(old_logp, ref_logp) * mask).sum(-1).detach()
+        on = mask.bool()
+        kl_penalty = torch.where(on, KL_ESTIMATORS.get("k1")(old_logp, ref_logp), 0.0).sum(-1).detach()
     adv = group_advantages(rewards.to(logp.dtype), group_size, mask.sum(-1), spec, truncated=truncated,
                            accuracy=accuracy, kl_penalty=kl_penalty)
     loss_mask = mask * adv.in_loss[:, None].to(mask.dtype)

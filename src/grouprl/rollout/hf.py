@@ -82,6 +82,7 @@ def _sampling_state(model: PreTrainedModel, seed: int | None) -> Iterator[None]:
 
 
 def _validate(prompt_ids: list[list[int]], num_generations: int, sampling: SamplingParams) -> None:
+    """Reject requests ``generate`` cannot serve, naming the offending values."""
     if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
         raise ValueError(
             "Every prompt needs at least one token; got an empty prompt list or an empty prompt."

@@ -46,7 +46,9 @@ def test_load_tokenizer_uses_eos_when_pad_missing(tmp_path):
     assert loaded.pad_token == loaded.eos_token == "<eos>"
 
 
-@pytest.mark.parametrize("missing", ["/no/such/checkpoint", "./missing_ckpt", "runs/x/checkpoints/step-5", "~/nope"])
+@pytest.mark.parametrize(
+    "missing", ["/no/such/checkpoint", "./missing_ckpt", "runs/x/checkpoints/step-5", "~/nope"]
+)
 def test_missing_local_path_is_a_clear_error(missing):
     with pytest.raises(FileNotFoundError, match="not an existing directory"):
         load_model(missing)

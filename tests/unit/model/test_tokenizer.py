@@ -12,7 +12,11 @@ TEXT = "Q: 12+3 = ?\n A: (15) [ok], {x_1}; 'a' \"b\" #!"
 
 
 def test_special_ids_and_padding_side(char_tokenizer):
-    assert (char_tokenizer.pad_token_id, char_tokenizer.bos_token_id, char_tokenizer.eos_token_id) == (0, 1, 2)
+    assert (char_tokenizer.pad_token_id, char_tokenizer.bos_token_id, char_tokenizer.eos_token_id) == (
+        0,
+        1,
+        2,
+    )
     assert char_tokenizer.unk_token_id == 3
     assert char_tokenizer.padding_side == "left"
     assert len(char_tokenizer) == 4 + len(DEFAULT_ALPHABET)

@@ -1,0 +1,174 @@
+"""A slow, obviously-correct per-sequence loop written straight from ALGORITHMS.md, for reference tests.
+
+Everything is Python floats and 0-d tensors in explicit loops; it shares no code with ``grouprl.algo``
+beyond reading the spec's fields. The loss is a 0-d tensor built from ``logp[i, t]`` so autograd gives the
+reference gradient.
+"""
+
+import math
+
+import torch
+
+
+def _mean(xs):
+    return sum(xs) / len(xs)
+
+
+def _std(xs, ddof):
+    m = _mean(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - ddof)) if len(xs) > ddof else 0.0
+
+
+def _scale(xs, spec):
+    """std with the spec's ddof and eps placement."""
+    var = _std(xs, spec.std_ddof) ** 2
+    return math.sqrt(var + spec.adv_eps) if spec.adv_eps_inside else math.sqrt(var) + spec.adv_eps
+
+
+def _div(x, s):
+    return x / s if s > 0 else 0.0
+
+
+def advantages(R, G, lengths, spec, truncated, accuracy):
+    """Returns (advantages, in_loss) as Python lists."""
+    N = len(R)
+    R = list(R)
+    if spec.soft_overlong:
+        lmax, cache = spec.overlong_max_len, spec.overlong_buffer_len
+        for i in range(N):
+            L = lengths[i]
+            R[i] += 0.0 if L <= lmax - cache else (((lmax - cache) - L) / cache if L <= lmax else -1.0)
+    groups = [list(range(b * G, (b + 1) * G)) for b in range(N // G)]
+    valid = [True] * N
+    if spec.dynamic_sampling:
+        for idx in groups:
+            if len({accuracy[i] for i in idx}) == 1:
+                for i in idx:
+                    valid[i] = False
+    retained = [True] * N
+    if spec.advantage == "subset_zscore":
+        k = spec.retain_k or G // 2
+        for idx in groups:
+            if spec.retain_metric == "length":
+                key = lambda i: lengths[i]  # noqa: E731
+            else:
+                key = lambda i: -R[i] / max(lengths[i], 1)  # noqa: E731
+            kept = sorted(idx, key=key)[:k]  # Python's sort is stable: ties keep index order
+            for i in idx:
+                retained[i] = i in kept
+    A = [0.0] * N
+    live = [i for i in range(N) if valid[i]]
+    if spec.advantage == "group_mean_batch_std":
+        batch_scale = _scale([R[i] for i in live], spec)
+    for idx in groups:
+        members = [i for i in idx if valid[i]]
+        if not members:
+            continue
+        mu = _mean([R[i] for i in members])
+        for i in members:
+            if spec.advantage == "group_zscore":
+                A[i] = _div(R[i] - mu, _scale([R[j] for j in members], spec))
+            elif spec.advantage == "group_center":
+                A[i] = R[i] - mu
+            elif spec.advantage == "group_mean_batch_std":
+                A[i] = _div(R[i] - mu, batch_scale)
+            elif spec.advantage == "rloo":
+                others = [R[j] for j in members if j != i]
+                A[i] = R[i] - _mean(others)
+            elif spec.advantage == "batch_whiten_tokens":
+                A[i] = R[i] - mu  # whitened below
+            elif spec.advantage == "subset_zscore":
+                sub = [j for j in members if retained[j]]
+                A[i] = _div(R[i] - _mean([R[j] for j in sub]), _scale([R[j] for j in sub], spec)) if retained[i] else 0.0
+    if spec.advantage == "batch_whiten_tokens":
+        tokens = [A[i] for i in live for _ in range(int(lengths[i]))]
+        mu = _mean(tokens)
+        var = sum((x - mu) ** 2 for x in tokens) / (len(tokens) - 1)
+        for i in live:
+            A[i] = (A[i] - mu) / math.sqrt(var + 1e-8)
+    in_loss = list(valid)
+    for i in range(N):
+        if spec.overlong_filter and truncated[i]:
+            in_loss[i] = False
+        if spec.advantage == "subset_zscore" and spec.retain_normalise_over == "retained" and not retained[i]:
+            in_loss[i] = False
+    return A, in_loss
+
+
+def _kl(spec, lp, rp):
+    d = rp - lp
+    return {"k1": -d, "k2": d * d / 2, "k3": torch.exp(d) - d - 1}[spec.kl_estimator]
+
+
+def _token_term(spec, lp, op, A, L_i, log_s=None):
+    """Objective term of one token (maximise)."""
+    if spec.importance_sampling_level == "sequence_token":
+        r = torch.exp(log_s.detach() + lp - lp.detach())
+    else:
+        r = torch.exp(lp - op)
+    if spec.clip == "ppo_clip":
+        o = torch.minimum(r * A, torch.clamp(r, 1 - spec.epsilon_low, 1 + spec.epsilon_high) * A)
+        if spec.clip_ratio_c is not None and A < 0:
+            o = torch.maximum(o, torch.tensor(spec.clip_ratio_c * A, dtype=o.dtype))
+        return o
+    if spec.clip == "is_weight_clip":
+        w = r.detach()
+        if spec.epsilon_low is not None:
+            w = torch.clamp(w, min=1 - spec.epsilon_low)
+        return torch.clamp(w, max=1 + spec.epsilon_high) * A * lp
+    if spec.clip == "soft_gate":
+        tau = spec.tau_pos if A > 0 else spec.tau_neg
+        return torch.sigmoid(tau * (r - 1)) * 4 / tau * A
+    return r * A  # clip "none"
+
+
+def loss(R, G, logp, old, ref, mask, spec, truncated=None, accuracy=None, norm_length=None):
+    """The loss as a 0-d tensor, and the advantages list."""
+    N, T = logp.shape
+    lengths = [int(mask[i].sum()) for i in range(N)]
+    truncated = [False] * N if truncated is None else [bool(x) for x in truncated]
+    accuracy = list(R) if accuracy is None else list(accuracy)
+    R = list(R)
+    if spec.beta > 0 and spec.kl_placement == "reward":
+        for i in range(N):
+            R[i] -= spec.beta * sum(float(old[i, t] - ref[i, t]) for t in range(lengths[i]))
+    A, in_loss = advantages(R, G, lengths, spec, truncated, accuracy)
+    seqs = [i for i in range(N) if in_loss[i] and lengths[i] > 0]
+    n_seq, n_tok = len(seqs), sum(lengths[i] for i in seqs)
+    total = torch.zeros((), dtype=logp.dtype)
+    for i in seqs:
+        L = lengths[i]
+        toks = range(L)
+        kl_terms = [_kl(spec, logp[i, t], ref[i, t]) for t in toks] if spec.beta > 0 and spec.kl_placement == "loss" else []
+        kl_mean = sum(kl_terms) / L if kl_terms else 0.0
+        if spec.importance_sampling_level == "sequence":
+            log_s = sum(logp[i, t] - old[i, t] for t in toks) / L
+            s = torch.exp(log_s)
+            term = torch.minimum(s * A[i], torch.clamp(s, 1 - spec.epsilon_low, 1 + spec.epsilon_high) * A[i])
+            total = total + (-term + spec.beta * kl_mean) / n_seq
+            continue
+        if spec.importance_sampling_level == "geometric":
+            sign = (A[i] > 0) - (A[i] < 0)
+            dts = []
+            for t in toks:
+                d = logp[i, t] - old[i, t]
+                dc = torch.clamp(d, -spec.epsilon_low, spec.epsilon_high)
+                dts.append(sign * torch.minimum(sign * d, sign * dc))
+            term = A[i] * torch.exp(sum(dts) / L)
+            total = total + (-term + spec.beta * kl_mean) / n_seq
+            continue
+        log_s = sum(logp[i, t] - old[i, t] for t in toks) / L
+        per_tok = [-_token_term(spec, logp[i, t], old[i, t], A[i], L, log_s) for t in toks]
+        if kl_terms:
+            per_tok = [p + spec.beta * k for p, k in zip(per_tok, kl_terms)]
+        if spec.loss_type == "seq_mean_token_mean":
+            total = total + sum(per_tok) / L / n_seq
+        elif spec.loss_type == "token_mean":
+            total = total + sum(per_tok) / n_tok
+        elif spec.loss_type == "seq_mean_token_sum_norm":
+            total = total + sum(per_tok) / ((spec.loss_norm_length or norm_length) * n_seq)
+        elif spec.loss_type == "seq_mean_token_sum":
+            total = total + sum(per_tok) / n_seq
+        else:
+            raise AssertionError(spec.loss_type)
+    return total, A
