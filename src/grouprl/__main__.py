@@ -1,0 +1,5 @@
+import sys
+
+from grouprl.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,147 @@
+"""``grouprl`` command line: train | eval | sft | list.
+
+Every user-facing failure is one line on stderr (what, where, how to fix) and exit status 2; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """A mistake in the user's input, reported as one line."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from grouprl.config import ConfigError
+    from grouprl.data.prompts import DataError
+    from grouprl.rewards import RewardError
+
+    return (UserError, ConfigError, DataError, RewardError, FileNotFoundError, KeyError, ValueError, OSError)
+
+
+def _run_dir(cfg, command: str) -> Path:
+    if cfg.output.run_dir:
+        return Path(cfg.output.run_dir)
+    return Path("runs") / f"{command}-{cfg.algorithm}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def cmd_train(args) -> int:
+    from grouprl.config import load_config
+    from grouprl.logging.report import write_report
+    from grouprl.train.loop import train
+
+    cfg = load_config(args.config, args.overrides)
+    run_dir = _run_dir(cfg, "train")
+    if (run_dir / "metrics.jsonl").exists():
+        raise UserError(f"run directory {run_dir} already holds a run; choose another output.run_dir")
+    result = train(cfg, run_dir)
+    if cfg.output.plots:
+        write_report(run_dir)
+    before, after = result["before"].get("eval/pass@1"), result["after"].get("eval/pass@1")
+    if before is not None and after is not None:
+        print(f"held-out pass@1 (greedy): {before:.3f} -> {after:.3f} ({100 * (after - before):+.1f} points); "
+              f"run directory: {run_dir}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from grouprl.algo import PRESETS
+    from grouprl.data.tasks import TASKS
+    from grouprl.rewards import BUILTIN_REWARDS
+
+    if args.what == "algorithms":
+        print(f"{'name':<22} {'paper':<11} {'advantage':<21} {'ratio':<15} {'clip':<15} {'eps':<13} "
+              f"{'aggregation':<24} {'filters':<28} kl")
+        for spec in PRESETS.values():
+            filters = [n for n, on in (("dynamic_sampling", spec.dynamic_sampling),
+                                       ("overlong_filter", spec.overlong_filter),
+                                       ("soft_overlong", spec.soft_overlong),
+                                       ("retain_k", spec.advantage == "subset_zscore")) if on]
+            eps = "-" if spec.clip in ("soft_gate", "none") else f"{spec.epsilon_low}/{spec.epsilon_high}"
+            kl = f"{spec.kl_estimator} beta={spec.beta}" if spec.beta else "none"
+            print(f"{spec.name:<22} {spec.paper:<11} {spec.advantage:<21} {spec.importance_sampling_level:<15} "
+                  f"{spec.clip:<15} {eps:<13} {spec.loss_type:<24} {','.join(filters) or 'none':<28} {kl}")
+    elif args.what == "tasks":
+        for name in sorted(TASKS):
+            print(f"{name:<14} {(TASKS[name].__doc__ or '').strip().splitlines()[0]}")
+    else:
+        for name, fn in sorted(BUILTIN_REWARDS.items()):
+            print(f"{name:<16} {(fn.__doc__ or '').strip().splitlines()[0]}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from grouprl.config import load_config
+    from grouprl.train.loop import build, run_eval
+
+    overrides = list(args.overrides) + [f"model.name_or_path={args.model}"] if args.model else list(args.overrides)
+    cfg = load_config(args.config, overrides)
+    run_dir = _run_dir(cfg, "eval")
+    setup = build(cfg, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = run_eval(setup, 0)
+    for key, value in out.items():
+        print(f"{key:<20} {value:.4f}" if isinstance(value, float) else f"{key:<20} {value}")
+    return 0
+
+
+def cmd_sft(args) -> int:
+    from grouprl.train.sft_cli import run_sft
+
+    return run_sft(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="grouprl", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="RL-train a model (no arguments: the embedded default with grpo)")
+    train.add_argument("--config", help="a YAML config file")
+    train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. algorithm=dapo train.lr=1e-5")
+    train.set_defaults(fn=cmd_train)
+
+    ev = sub.add_parser("eval", help="held-out pass@1 (greedy), pass@k and mean@k (sampled)")
+    ev.add_argument("--config")
+    ev.add_argument("--model", help="model directory or hub id (default: the config's)")
+    ev.add_argument("overrides", nargs="*")
+    ev.set_defaults(fn=cmd_eval)
+
+    sft = sub.add_parser("sft", help="supervised warm start on a built-in task (how the embedded default is made)")
+    sft.add_argument("--output", required=True, help="directory to save the model and tokenizer in")
+    sft.add_argument("--task", default="arithmetic")
+    sft.add_argument("--steps", type=int, default=None)
+    sft.add_argument("--seed", type=int, default=0)
+    sft.set_defaults(fn=cmd_sft)
+
+    ls = sub.add_parser("list", help="list algorithms, tasks or rewards")
+    ls.add_argument("what", choices=["algorithms", "tasks", "rewards"])
+    ls.set_defaults(fn=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        print("grouprl: interrupted", file=sys.stderr)
+        return 130
+    except _user_errors() as err:
+        if args.debug:
+            raise
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"grouprl {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The one typed configuration schema. Every field is documented where it is declared.
+
+Resolution order: schema defaults → the algorithm preset (``algorithm``; its fields can be overridden in
+``algo:``) → a YAML file → ``a.b=c`` command-line overrides. Unknown keys, wrong types and incoherent
+values fail here, before any model loads, naming the key and the fix. Field names follow TRL where TRL has
+the concept (``num_generations``, ``max_completion_length`` is ``max_new_tokens`` here, ``num_iterations``,
+``beta``, ``epsilon_low`` …).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = "default"
+    """The policy: a local ``save_pretrained`` directory, a hub id, or ``default`` (the embedded tiny model)."""
+    dtype: str = "float32"
+    """Weights dtype: float32 | bfloat16 | float16 | auto. On CPU keep float32."""
+    trust_remote_code: bool = False
+    """Run the model repository's own Python code. Off unless you trust the repository."""
+    ref_name_or_path: str | None = None
+    """The frozen reference policy for the KL term; None: a frozen copy of the initial policy."""
+    logprob_chunk_size: int = 1024
+    """Positions per chunk when turning hidden states into log-probs: bounds the [chunk, vocab] buffer."""
+
+
+@dataclass
+class DataConfig:
+    task: str | None = "arithmetic"
+    """A built-in procedural task (``grouprl list tasks``); ignored when ``path`` is set."""
+    task_kwargs: dict = field(default_factory=dict)
+    """Difficulty knobs of the built-in task, e.g. ``{digits: 2}``."""
+    path: str | None = None
+    """A prompt dataset: .jsonl, .json, .csv, .parquet or a ``datasets.save_to_disk`` directory."""
+    prompt_column: str = "prompt"
+    """Column holding the prompt text (or a chat ``messages`` list)."""
+    eval_path: str | None = None
+    """Held-out prompts for evaluation; None with a built-in task: its eval split."""
+    system_prompt: str | None = None
+    """Prepended as a system message when the tokenizer has a chat template, else as a line of text."""
+    num_train: int = 20000
+    """Built-in task: training prompts generated (the data is cycled, reshuffled each epoch)."""
+    num_eval: int = 256
+    """Held-out prompts used for evaluation."""
+    seed: int = 0
+    """Seed of the task generator and of the shuffling."""
+
+
+@dataclass
+class RolloutConfig:
+    num_generations: int = 8
+    """G, completions sampled per prompt (the group). At least 2: a group of one has no baseline."""
+    max_new_tokens: int = 8
+    """Generation budget per completion (TRL: max_completion_length); a longer answer is truncated."""
+    temperature: float = 1.0
+    """Sampling temperature; log-probs for the loss use the same temperature, so the ratio starts at 1."""
+    top_p: float = 1.0
+    """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p (1.0: off)."""
+    top_k: int = 0
+    """Keep only the k most likely tokens (0: off)."""
+    backend: str = "hf"
+    """Rollout engine: hf (transformers.generate, the reference)."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 60
+    """Optimizer-visible training steps; one step = one rollout of prompts_per_step × num_generations."""
+    prompts_per_step: int = 16
+    """B, prompts per rollout. The batch is B × G sequences, whole groups always."""
+    num_iterations: int = 1
+    """μ, passes over each rollout. μ > 1 makes the update off-policy (π_old log-probs are computed)."""
+    mini_batches: int = 1
+    """Optimizer steps per pass: the rollout's groups are split into this many mini-batches."""
+    micro_batch_size: int = 64
+    """Sequences per forward/backward (gradient accumulation); does not change the gradient."""
+    lr: float = 2e-4
+    """Peak learning rate of AdamW."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    adam_betas: tuple[float, float] = (0.9, 0.99)
+    """AdamW betas."""
+    warmup_steps: int = 5
+    """Linear warm-up of the learning rate, in optimizer steps."""
+    lr_scheduler: str = "constant"
+    """After warm-up: constant | linear (to 0) | cosine (to 0)."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this (0: off)."""
+    max_refill_rounds: int = 4
+    """Dynamic sampling: extra rollouts allowed per step to refill dropped groups."""
+    seed: int = 0
+    """Seeds python, numpy and torch, and the sampler."""
+    threads: int = 0
+    """torch intra-op threads (0: leave torch's default)."""
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0
+    """Evaluate on held-out prompts every this many steps (0: only before and after training)."""
+    num_samples: int = 8
+    """k for sampled pass@k and mean@k (0: greedy pass@1 only)."""
+    temperature: float = 1.0
+    """Temperature for the sampled metrics."""
+    batch_size: int = 256
+    """Prompts per generation call during evaluation."""
+
+
+@dataclass
+class OutputConfig:
+    run_dir: str | None = None
+    """Where the run writes everything; None: runs/<algorithm>-<timestamp>."""
+    save_every: int = 0
+    """Write a checkpoint every this many steps (0: only at the end)."""
+    keep_last: int = 2
+    """Checkpoints kept (older ones are deleted)."""
+    log_completions: int = 16
+    """Completions per step written to completions.jsonl (0: none)."""
+    plots: bool = True
+    """Write plots/*.png and report.md at the end."""
+    progress: bool = True
+    """Show a live progress bar."""
+
+
+@dataclass
+class Config:
+    algorithm: str = "grpo"
+    """The algorithm preset (``grouprl list algorithms``)."""
+    algo: dict = field(default_factory=dict)
+    """Overrides of the preset's fields, e.g. ``{beta: 0.0, epsilon_high: 0.28}`` (see docs/algorithms)."""
+    rewards: list = field(default_factory=list)
+    """Reward functions: names (``grouprl list rewards``), ``module:function`` or ``file.py:function``; or
+    ``{name: ..., weight: ...}``. Empty: the task's own verifier."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)

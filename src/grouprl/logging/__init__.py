@@ -1,0 +1,1 @@
+"""Metric sinks (JSONL always; console progress), plots and the run report."""

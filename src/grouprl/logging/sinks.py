@@ -1,0 +1,57 @@
+"""Where metrics go: ``metrics.jsonl`` (one line per step, always) and a live console progress bar."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+def _jsonable(value):
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class JsonlSink:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
+
+
+class ConsoleProgress:
+    """A rich progress bar showing step, reward, accuracy, KL, completion length, s/step and ETA."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.enabled = enabled and total > 0
+        self.progress = Progress(
+            TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            disable=not self.enabled, transient=False, console=None,
+        )
+        self.task = self.progress.add_task("train", total=total, stats="")
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def update(self, step: int, metrics: dict) -> None:
+        get = lambda k: float(metrics.get(k) or 0.0)  # noqa: E731
+        stats = (f"reward {get('reward/mean'):.3f} acc {get('accuracy'):.3f} kl {get('kl/mean'):.4f} "
+                 f"len {get('completion/len_mean'):.1f} {get('time/step'):.2f}s/step")
+        self.progress.update(self.task, completed=step, stats=stats)
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)

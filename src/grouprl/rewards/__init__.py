@@ -1,0 +1,151 @@
+"""Reward functions: the TRL protocol, name resolution and the weighted combination.
+
+A reward function is a plain callable (sync or async)::
+
+    fn(prompts: list[str], completions: list[str], completion_ids=None, **dataset_columns) -> list[float | None]
+
+``None`` means "not applicable to this sample": it is left out of that function's statistics and contributes
+0 to the weighted sum. A function that raises, or returns a non-number or NaN for a sample, gets the fallback
+value (0 by default) for the affected samples, and the event is counted in ``reward/<fn>/errors`` —
+never a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import inspect
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from grouprl.data.tasks.arithmetic import correct_answer, integer_format
+
+BUILTIN_REWARDS: dict[str, Callable] = {
+    "correct_answer": correct_answer,
+    "integer_format": integer_format,
+}
+
+
+class RewardError(ValueError):
+    """A reward specification that cannot be resolved."""
+
+
+@dataclass
+class Reward:
+    name: str
+    fn: Callable
+    weight: float = 1.0
+
+
+def load_reward_fn(spec: str) -> Callable:
+    """A built-in short name, ``package.module:function`` or ``path/to/file.py:function``."""
+    if spec in BUILTIN_REWARDS:
+        return BUILTIN_REWARDS[spec]
+    if ":" not in spec:
+        raise RewardError(f"unknown reward {spec!r}; built-in: {', '.join(sorted(BUILTIN_REWARDS))}; or give "
+                          "module:function or path/to/file.py:function")
+    target, _, attr = spec.rpartition(":")
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_file():
+                raise RewardError(f"reward file {path} does not exist (from reward {spec!r})")
+            module_name = f"grouprl_user_reward_{path.stem}"
+            module_spec = importlib.util.spec_from_file_location(module_name, path)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[module_name] = module
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except RewardError:
+        raise
+    except Exception as err:  # an import error in user code is reported, not raised raw
+        raise RewardError(f"reward {spec!r}: importing {target} failed: {type(err).__name__}: {err}") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise RewardError(f"reward {spec!r}: {target} has no callable {attr!r}")
+    return fn
+
+
+def resolve_rewards(entries: list, default: list[Callable]) -> list[Reward]:
+    """Config entries (``"name"`` or ``{name: ..., weight: ...}``) → rewards; empty: the task's own."""
+    if not entries:
+        return [Reward(fn.__name__, fn) for fn in default]
+    rewards = []
+    for entry in entries:
+        if isinstance(entry, str):
+            name, weight = entry, 1.0
+        elif isinstance(entry, dict) and "name" in entry and set(entry) <= {"name", "weight"}:
+            name, weight = entry["name"], float(entry.get("weight", 1.0))
+        else:
+            raise RewardError(f"rewards: entry {entry!r} must be a name or {{name: ..., weight: ...}}")
+        fn = load_reward_fn(name)
+        rewards.append(Reward(name.rpartition(":")[2] or name, fn, weight))
+    return rewards
+
+
+def _call(fn: Callable, prompts, completions, completion_ids, columns) -> list:
+    out = fn(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns)
+    if inspect.isawaitable(out):
+        out = asyncio.run(_await(out))
+    return list(out)
+
+
+async def _await(awaitable):
+    return await awaitable
+
+
+def _as_float(value) -> float | None:
+    """A returned value as float; None stays None; anything unusable becomes NaN (counted as an error)."""
+    if value is None:
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return out
+
+
+def score(rewards: list[Reward], prompts: list[str], completions: list[str], completion_ids, columns: dict,
+          *, fallback: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, int]]:
+    """Run every reward function on every completion.
+
+    Returns ``(total [N], parts, errors)``: the weighted sum (None counts 0), each function's values ``[N]``
+    (NaN where not applicable), and each function's error count.
+    """
+    N = len(completions)
+    total = torch.zeros(N, dtype=torch.float64)
+    parts, errors = {}, {}
+    for reward in rewards:
+        try:
+            values = [_as_float(v) for v in _call(reward.fn, prompts, completions, completion_ids, columns)]
+            if len(values) != N:
+                raise ValueError(f"returned {len(values)} values for {N} completions")
+        except Exception as err:  # noqa: BLE001 - a failing reward must not end training
+            _warn_once(reward.name, f"{type(err).__name__}: {err}", completions[:1])
+            values, bad = [fallback] * N, N
+        else:
+            bad = sum(v is not None and not math.isfinite(v) for v in values)
+            if bad:
+                _warn_once(reward.name, "returned a non-number or NaN", completions[:1])
+            values = [fallback if v is not None and not math.isfinite(v) else v for v in values]
+        parts[reward.name] = torch.tensor([math.nan if v is None else v for v in values], dtype=torch.float64)
+        total += reward.weight * torch.nan_to_num(parts[reward.name], nan=0.0)
+        errors[reward.name] = bad
+    return total, parts, errors
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(name: str, what: str, sample: list[str]) -> None:
+    if name not in _WARNED:
+        _WARNED.add(name)
+        print(f"warning: reward {name} {what} (sample completion: {sample[0]!r}); using the fallback value",
+              file=sys.stderr)

@@ -1,0 +1,256 @@
+"""The online training loop: a straight line of numbered stages (DESIGN.md §1).
+
+    1 sample prompts → 2 rollout → 3 rewards → 4 filter/refill → 5 advantages → 6 log-prob passes
+    → 7 update (μ passes × mini-batches × micro-batches) → 8 metrics, eval, checkpoint
+
+It never names an algorithm: what differs between GRPO, DAPO, GSPO … is a field of the ``AlgoSpec`` that the
+``grouprl.algo`` functions read.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from grouprl.config import Config, algo_spec, dump_config
+from grouprl.data.prompts import PromptSource, load_rows, task_rows
+from grouprl.data.tasks import get_task
+from grouprl.eval.evaluate import evaluate
+from grouprl.logging.sinks import ConsoleProgress, JsonlSink, say
+from grouprl.model.assets import resolve_model_path
+from grouprl.model.load import format_prompt, load_model, load_tokenizer
+from grouprl.rewards import resolve_rewards
+from grouprl.rollout.hf import HFRollout
+from grouprl.train import step as stages
+from grouprl.train.checkpoint import rng_state, save_checkpoint
+from grouprl.train.optim import build_optimizer, build_scheduler
+from grouprl.types import SamplingParams
+
+
+@dataclass
+class Setup:
+    """Everything a run needs, built once before the first step."""
+
+    cfg: Config
+    run_dir: Path
+    tokenizer: object
+    policy: torch.nn.Module
+    reference: torch.nn.Module | None
+    backend: HFRollout
+    rewards: list
+    source: PromptSource
+    eval_rows: list[dict]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rows(cfg: Config) -> tuple[list[dict], list[dict], list]:
+    """Training rows, evaluation rows, and the default reward functions."""
+    d = cfg.data
+    if d.path is not None:
+        train = load_rows(d.path, d.prompt_column)
+        evals = load_rows(d.eval_path, d.prompt_column)[: d.num_eval] if d.eval_path else []
+        default = get_task(d.task, **d.task_kwargs).reward_fns if d.task else []
+        return [{**r, "prompt": r[d.prompt_column]} for r in train], evals, default
+    task = get_task(d.task, **d.task_kwargs)
+    return (task_rows(d.task, d.task_kwargs, "train", d.num_train, d.seed),
+            task_rows(d.task, d.task_kwargs, "eval", d.num_eval, d.seed) if d.num_eval else [],
+            task.reward_fns)
+
+
+def build(cfg: Config, run_dir: Path) -> Setup:
+    """Load models, data, rewards and the optimizer. Raises before anything is written on bad input."""
+    seed_everything(cfg.train.seed)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    spec = algo_spec(cfg)
+    path = resolve_model_path(cfg.model.name_or_path)
+    tokenizer = load_tokenizer(path, trust_remote_code=cfg.model.trust_remote_code)
+    policy = load_model(path, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code)
+    reference = None
+    if spec.needs_reference:
+        if cfg.model.ref_name_or_path:
+            reference = load_model(resolve_model_path(cfg.model.ref_name_or_path), dtype=cfg.model.dtype,
+                                   trust_remote_code=cfg.model.trust_remote_code)
+        else:
+            reference = copy.deepcopy(policy)
+        reference.requires_grad_(False).eval()
+    train_rows, eval_rows, default_rewards = _rows(cfg)
+    rewards = resolve_rewards(cfg.rewards, default_rewards)
+    if not rewards:
+        raise ValueError("no reward function: set rewards: [...] or use a built-in data.task")
+    optimizer = build_optimizer(policy.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                                betas=cfg.train.adam_betas)
+    total_updates = cfg.train.steps * cfg.train.num_iterations * cfg.train.mini_batches
+    scheduler = build_scheduler(optimizer, warmup_steps=cfg.train.warmup_steps, total_steps=total_updates,
+                                kind=cfg.train.lr_scheduler)
+    return Setup(cfg, run_dir, tokenizer, policy, reference, HFRollout(policy, tokenizer), rewards,
+                 PromptSource(train_rows, cfg.data.seed), eval_rows, optimizer, scheduler)
+
+
+def prompt_texts(s: Setup, rows: list[dict]) -> list[str]:
+    return [format_prompt(s.tokenizer, row["prompt"], s.cfg.data.system_prompt) for row in rows]
+
+
+def run_eval(s: Setup, step: int) -> dict:
+    s.policy.eval()
+    out = evaluate(s.backend, s.tokenizer, s.rewards, s.eval_rows, prompt_texts(s, s.eval_rows),
+                   max_new_tokens=s.cfg.rollout.max_new_tokens, k=s.cfg.eval.num_samples,
+                   temperature=s.cfg.eval.temperature, batch_size=s.cfg.eval.batch_size, seed=s.cfg.train.seed)
+    JsonlSink(s.run_dir / "eval.jsonl").write({"step": step, **out})
+    return out
+
+
+def sample_batch(s: Setup, step: int) -> tuple[stages.Scored, int]:
+    """Stages 1–4: prompts → rollout → rewards, refilling dropped groups when dynamic sampling is on."""
+    cfg, spec, G, B = s.cfg, algo_spec(s.cfg), s.cfg.rollout.num_generations, s.cfg.train.prompts_per_step
+    s.policy.eval()
+    batches, kept, rounds = [], [], 0
+    while True:
+        need = B - len(kept) if spec.dynamic_sampling else B
+        rows = s.source.take(need)
+        sampling = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
+                                  top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
+                                  seed=cfg.train.seed * 100_003 + step * 101 + rounds)
+        batch = stages.rollout_and_score(s.backend, s.tokenizer, s.rewards, rows, prompt_texts(s, rows), G, sampling)
+        offset = sum(len(b.rows) for b in batches)
+        batches.append(batch)
+        if not spec.dynamic_sampling:
+            return batch, 0
+        kept += [offset + g for g in stages.informative_groups(batch, G)]
+        if len(kept) >= B or rounds >= cfg.train.max_refill_rounds:
+            break
+        rounds += 1
+    joined = stages.concat(batches, s.tokenizer.pad_token_id)
+    dropped = len(joined.rows) - len(kept)
+    return stages.select_groups(joined, kept[:B], G) if kept else joined, dropped
+
+
+def update(s: Setup, batch: stages.Scored) -> dict:
+    """Stages 5–7: advantages, the log-prob passes that are needed, and μ × mini-batch optimizer steps."""
+    cfg, spec, G = s.cfg, algo_spec(s.cfg), s.cfg.rollout.num_generations
+    temp, mbs, chunk = cfg.rollout.temperature, cfg.train.micro_batch_size, cfg.model.logprob_chunk_size
+    off_policy = cfg.train.num_iterations > 1 or cfg.train.mini_batches > 1
+    t0 = time.perf_counter()
+    old = stages.frozen_logprobs(s.policy, batch.rollout, temp, mbs, chunk) if off_policy else None
+    ref = stages.frozen_logprobs(s.reference, batch.rollout, temp, mbs, chunk) if s.reference is not None else None
+    t_logprobs = time.perf_counter() - t0
+    if ref is not None and spec.kl_placement == "reward" and old is None:
+        old = stages.frozen_logprobs(s.policy, batch.rollout, temp, mbs, chunk)
+    adv, loss_mask = stages.advantages_stage(batch, G, spec, ref, old)
+    inputs = stages.UpdateInputs(batch.rollout, adv.advantages, loss_mask, old, ref)
+
+    s.policy.train()
+    t0 = time.perf_counter()
+    groups = torch.arange(len(batch.rows))
+    sums: dict[str, float] = {}
+    updates = skipped = 0
+    for _ in range(cfg.train.num_iterations):
+        for mini in torch.tensor_split(groups, cfg.train.mini_batches):
+            rows = (mini[:, None] * G + torch.arange(G)).flatten()
+            if loss_mask[rows].sum() == 0:
+                continue
+            s.optimizer.zero_grad(set_to_none=True)
+            metrics = stages.accumulate_gradients(s.policy, inputs, rows, spec, temperature=temp,
+                                                  micro_batch_size=mbs, chunk_size=chunk,
+                                                  norm_length=cfg.rollout.max_new_tokens)
+            norm = torch.nn.utils.clip_grad_norm_(s.policy.parameters(),
+                                                  cfg.train.max_grad_norm or float("inf"))
+            if not torch.isfinite(norm):
+                skipped += 1  # a NaN/inf gradient never reaches the weights
+                continue
+            s.optimizer.step()
+            s.scheduler.step()
+            updates += 1
+            metrics["grad_norm"] = norm
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+    s.policy.eval()
+    out = {k: v / max(updates, 1) for k, v in sums.items()}
+    out.update({k: float(v) for k, v in adv.metrics.items()})
+    out.update({"update/steps": updates, "update/skipped_nonfinite": skipped, "lr": s.scheduler.get_last_lr()[0],
+                "time/logprobs": t_logprobs, "time/update": time.perf_counter() - t0})
+    batch.advantages = adv.advantages  # for completions.jsonl
+    return out
+
+
+def step_metrics(batch: stages.Scored, dropped: int) -> dict:
+    r = batch.rollout
+    lengths = r.completion_mask.sum(-1).double()
+    out = {"accuracy": batch.accuracy.mean().item(), "completion/len_mean": lengths.mean().item(),
+           "completion/len_max": lengths.max().item(), "completion/truncated_frac": r.truncated.double().mean().item(),
+           "filter/groups_refilled": float(dropped)}
+    for name, values in batch.parts.items():
+        finite = values[~torch.isnan(values)]
+        out[f"reward/{name}/mean"] = finite.mean().item() if len(finite) else math.nan
+        out[f"reward/{name}/errors"] = float(batch.errors.get(name, 0))
+    return out
+
+
+def log_completions(s: Setup, step: int, batch: stages.Scored) -> None:
+    n = min(s.cfg.output.log_completions, len(batch.completions))
+    if n == 0:
+        return
+    G = s.cfg.rollout.num_generations
+    sink = JsonlSink(s.run_dir / "completions.jsonl")
+    for i in range(n):
+        row = {"step": step, "prompt": batch.rows[i // G]["prompt"], "completion": batch.completions[i],
+               "reward": batch.rewards[i].item(), "advantage": float(batch.advantages[i])}
+        row.update({f"reward/{k}": v[i].item() for k, v in batch.parts.items()})
+        sink.write(row)
+
+
+def trainer_state(s: Setup, step: int) -> dict:
+    return {"step": step, "optimizer": s.optimizer.state_dict(), "scheduler": s.scheduler.state_dict(),
+            "rng": rng_state(), "data": s.source.state_dict()}
+
+
+def train(cfg: Config, run_dir: Path) -> dict:
+    """Run ``cfg.train.steps`` steps; returns the evaluation before and after."""
+    s = build(cfg, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    metrics_sink = JsonlSink(run_dir / "metrics.jsonl")
+    say(f"run directory: {run_dir}")
+    before = run_eval(s, 0) if s.eval_rows else {}
+    if before:
+        say(f"held-out before training: {json.dumps(before)}")
+    with ConsoleProgress(cfg.train.steps, cfg.output.progress) as progress:
+        for step in range(1, cfg.train.steps + 1):
+            t_step = time.perf_counter()
+            t0 = time.perf_counter()
+            batch, dropped = sample_batch(s, step)  # 1–4
+            t_rollout = time.perf_counter() - t0
+            metrics = update(s, batch)  # 5–7
+            metrics.update(step_metrics(batch, dropped))
+            elapsed = time.perf_counter() - t_step
+            generated = int(batch.rollout.completion_mask.sum())
+            metrics.update({"step": step, "time/rollout": t_rollout, "time/step": elapsed,
+                            "tokens_per_s": generated / elapsed})
+            metrics_sink.write(metrics)  # 8
+            log_completions(s, step, batch)
+            progress.update(step, metrics)
+            if cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.train.steps:
+                run_eval(s, step)
+            if cfg.output.save_every and step % cfg.output.save_every == 0:
+                save_checkpoint(run_dir, step, s.policy, s.tokenizer, trainer_state(s, step), cfg.output.keep_last)
+    save_checkpoint(run_dir, cfg.train.steps, s.policy, s.tokenizer, trainer_state(s, cfg.train.steps),
+                    cfg.output.keep_last)
+    after = run_eval(s, cfg.train.steps) if s.eval_rows else {}
+    if after:
+        say(f"held-out after training:  {json.dumps(after)}")
+    return {"before": before, "after": after}
