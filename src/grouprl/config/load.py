@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -89,10 +90,8 @@ def parse_override(text: str) -> dict:
     except yaml.YAMLError:
         value = raw
     if isinstance(value, str):  # PyYAML reads 1e-5 (no dot) as a string; a number should be a number
-        try:
+        with contextlib.suppress(ValueError):
             value = float(raw)
-        except ValueError:
-            pass
     out: dict = {}
     node = out
     parts = key.split(".")

@@ -40,7 +40,7 @@ class DataConfig:
     """Held-out prompts for evaluation; None with a built-in task: its eval split."""
     system_prompt: str | None = None
     """Prepended as a system message when the tokenizer has a chat template, else as a line of text."""
-    num_train: int = 20000
+    num_train: int = 4000
     """Built-in task: training prompts generated (the data is cycled, reshuffled each epoch)."""
     num_eval: int = 256
     """Held-out prompts used for evaluation."""

@@ -78,6 +78,10 @@ def build(cfg: Config, run_dir: Path) -> Setup:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     spec = algo_spec(cfg)
+    train_rows, eval_rows, default_rewards = _rows(cfg)  # data and rewards first: cheap to check, fail fast
+    rewards = resolve_rewards(cfg.rewards, default_rewards)
+    if not rewards:
+        raise ValueError("no reward function: set rewards: [...] or use a built-in data.task")
     path = resolve_model_path(cfg.model.name_or_path)
     tokenizer = load_tokenizer(path, trust_remote_code=cfg.model.trust_remote_code)
     policy = load_model(path, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code)
@@ -89,10 +93,6 @@ def build(cfg: Config, run_dir: Path) -> Setup:
         else:
             reference = copy.deepcopy(policy)
         reference.requires_grad_(False).eval()
-    train_rows, eval_rows, default_rewards = _rows(cfg)
-    rewards = resolve_rewards(cfg.rewards, default_rewards)
-    if not rewards:
-        raise ValueError("no reward function: set rewards: [...] or use a built-in data.task")
     optimizer = build_optimizer(policy.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                                 betas=cfg.train.adam_betas)
     total_updates = cfg.train.steps * cfg.train.num_iterations * cfg.train.mini_batches
