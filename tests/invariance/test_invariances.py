@@ -166,3 +166,12 @@ def test_an_empty_completion_contributes_nothing(name):
     again = compute_loss(torch.tensor([1.0, 0, 1, 0], dtype=torch.float64), 4, changed, old, ref, mask,
                          preset(name), max_new_tokens=5)
     assert again.loss.item() == pytest.approx(out.loss.item(), abs=1e-12)
+
+
+def test_gspo_with_trl_grpo_loss_type_equals_the_papers_seq_mean():
+    """TRL reproduces GSPO with importance_sampling_level='sequence' and loss_type='grpo'; same numbers."""
+    rewards, new, old, ref, mask, _ = random_batch(2, 4, 2, 6)
+    a, ga = _loss_and_grad("gspo", rewards, 4, new, old, ref, mask, epsilon=0.05)
+    b, gb = _loss_and_grad("gspo", rewards, 4, new, old, ref, mask, epsilon=0.05, loss_type="grpo")
+    assert a.item() == b.item()
+    torch.testing.assert_close(ga, gb, atol=0, rtol=0)

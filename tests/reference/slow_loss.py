@@ -47,7 +47,7 @@ def advantages(R, G, lengths, spec, truncated, accuracy):
                     valid[i] = False
     retained = [True] * N
     if spec.advantage == "subset_zscore":
-        k = spec.retain_k or G // 2
+        k = spec.retain_k or min(max(G // 2, 2), G)
         for idx in groups:
             if spec.retain_metric == "length":
                 key = lambda i: lengths[i]  # noqa: E731

@@ -41,8 +41,11 @@ def _need_tokens(values: torch.Tensor, mode: str) -> None:
 
 @AGGREGATIONS.register("seq_mean_token_mean")
 def seq_mean_token_mean(values, mask, counts: Counts):
-    """GRPO: ``(1/N_seq) sum_i (1/|o_i|) sum_t v_{i,t}``; every sequence weighs the same."""
-    _need_tokens(values, "seq_mean_token_mean")
+    """GRPO: ``(1/N_seq) sum_i (1/|o_i|) sum_t v_{i,t}``; every sequence weighs the same.
+
+    A sequence-level term ``[N]`` (GSPO with TRL's ``loss_type="grpo"``) is its own token mean: ``seq_mean``."""
+    if values.dim() == 1:
+        return seq_mean(values, mask, counts)
     return masked_token_mean(values, mask).sum() / max(counts.num_seqs, 1.0)
 
 

@@ -93,7 +93,7 @@ def group_advantages(
     valid = FILTERS.get("nonzero_variance")(view) if spec.dynamic_sampling else torch.ones_like(view.truncated)
     retained = torch.ones_like(valid)
     if spec.advantage == "subset_zscore":
-        k = spec.retain_k if spec.retain_k is not None else max(G // 2, 1)
+        k = spec.retain_k if spec.retain_k is not None else min(max(G // 2, 2), G)
         retained = FILTERS.get("retain_k")(view, k=k, metric=spec.retain_metric)
     ctx = GroupContext(lengths=view.lengths, valid=valid, retained=retained)
     adv = ADVANTAGES.get(spec.advantage)(view.rewards, ctx, **_advantage_kwargs(spec))

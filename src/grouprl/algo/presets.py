@@ -56,7 +56,7 @@ class AlgoSpec:
     soft_overlong: bool = False  # DAPO: linear length penalty over the last overlong_buffer_len tokens
     overlong_max_len: int = 20480  # DAPO's L_max (paper value; set it to your max_new_tokens)
     overlong_buffer_len: int = 4096  # DAPO's L_cache
-    retain_k: int | None = None  # GFPO: responses kept per group; None with subset_zscore: half the group
+    retain_k: int | None = None  # GFPO: responses kept per group; None with subset_zscore: half the group (>= 2)
     retain_metric: str = "length"  # GFPO: length (shortest) | token_efficiency (highest R/|o|)
     retain_normalise_over: str = "all"  # GFPO: rejected tokens count in the normaliser ("all") or not
 
@@ -101,7 +101,7 @@ def _validate(s: AlgoSpec) -> None:
               "give epsilon_low a value")
     if s.clip_ratio_c is not None and (s.clip != "ppo_clip" or s.clip_ratio_c <= 1):
         _fail("clip_ratio_c (dual-clip) needs clip='ppo_clip' and c > 1", "use e.g. clip_ratio_c=3, or None")
-    if s.sequence_level and s.loss_type != "seq_mean":
+    if s.sequence_level and s.loss_type not in ("seq_mean", "seq_mean_token_mean"):
         _fail(f"importance_sampling_level={s.importance_sampling_level!r} gives one term per sequence, "
               f"which loss_type={s.loss_type!r} cannot weigh by tokens",
               "use loss_type='seq_mean' (the paper's), or importance_sampling_level='sequence_token' "
@@ -114,8 +114,9 @@ def _validate(s: AlgoSpec) -> None:
     if s.retain_k is not None and s.advantage != "subset_zscore":
         _fail("retain_k (GFPO) chooses a subset whose statistics the advantage must use",
               "use advantage='subset_zscore' with retain_k")
-    if s.retain_k is not None and s.retain_k < 1:
-        _fail(f"retain_k must be >= 1, got {s.retain_k}", "keep at least one response per group")
+    if s.retain_k is not None and s.retain_k < 2:
+        _fail(f"retain_k must be >= 2, got {s.retain_k}: a retained set of one has no spread, so every "
+              "advantage would be 0", "keep at least two responses per group")
     if s.retain_metric not in ("length", "token_efficiency"):
         _fail(f"retain_metric must be 'length' or 'token_efficiency', got {s.retain_metric!r}", "pick one")
     if s.retain_normalise_over not in ("all", "retained"):

@@ -98,6 +98,10 @@ def build(cfg: Config, run_dir: Path) -> Setup:
     total_updates = cfg.train.steps * cfg.train.num_iterations * cfg.train.mini_batches
     scheduler = build_scheduler(optimizer, warmup_steps=cfg.train.warmup_steps, total_steps=total_updates,
                                 kind=cfg.train.lr_scheduler)
+    if spec.soft_overlong and spec.overlong_max_len > cfg.rollout.max_new_tokens:
+        say(f"warning: algo.overlong_max_len={spec.overlong_max_len} exceeds rollout.max_new_tokens="
+            f"{cfg.rollout.max_new_tokens}, so the soft overlong penalty never applies; set "
+            f"algo.overlong_max_len={cfg.rollout.max_new_tokens} (and algo.overlong_buffer_len) to use it")
     return Setup(cfg, run_dir, tokenizer, policy, reference, HFRollout(policy, tokenizer), rewards,
                  PromptSource(train_rows, cfg.data.seed), eval_rows, optimizer, scheduler)
 
@@ -107,7 +111,6 @@ def prompt_texts(s: Setup, rows: list[dict]) -> list[str]:
 
 
 def run_eval(s: Setup, step: int) -> dict:
-    s.policy.eval()
     out = evaluate(s.backend, s.tokenizer, s.rewards, s.eval_rows, prompt_texts(s, s.eval_rows),
                    max_new_tokens=s.cfg.rollout.max_new_tokens, k=s.cfg.eval.num_samples,
                    temperature=s.cfg.eval.temperature, batch_size=s.cfg.eval.batch_size, seed=s.cfg.train.seed)
@@ -115,14 +118,12 @@ def run_eval(s: Setup, step: int) -> dict:
     return out
 
 
-def sample_batch(s: Setup, step: int) -> tuple[stages.Scored, int]:
+def sample_batch(s: Setup, step: int) -> tuple[stages.Scored, dict]:
     """Stages 1–4: prompts → rollout → rewards, refilling dropped groups when dynamic sampling is on."""
     cfg, spec, G, B = s.cfg, algo_spec(s.cfg), s.cfg.rollout.num_generations, s.cfg.train.prompts_per_step
-    s.policy.eval()
     batches, kept, rounds = [], [], 0
     while True:
-        need = B - len(kept) if spec.dynamic_sampling else B
-        rows = s.source.take(need)
+        rows = s.source.take(B - len(kept))
         sampling = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
                                   top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
                                   seed=cfg.train.seed * 100_003 + step * 101 + rounds)
@@ -130,14 +131,16 @@ def sample_batch(s: Setup, step: int) -> tuple[stages.Scored, int]:
         offset = sum(len(b.rows) for b in batches)
         batches.append(batch)
         if not spec.dynamic_sampling:
-            return batch, 0
+            return batch, {}
         kept += [offset + g for g in stages.informative_groups(batch, G)]
         if len(kept) >= B or rounds >= cfg.train.max_refill_rounds:
             break
         rounds += 1
     joined = stages.concat(batches, s.tokenizer.pad_token_id)
-    dropped = len(joined.rows) - len(kept)
-    return stages.select_groups(joined, kept[:B], G) if kept else joined, dropped
+    stats = {"sampling/groups_sampled": float(len(joined.rows)), "sampling/groups_uninformative":
+             float(len(joined.rows) - len(kept)), "sampling/refill_rounds": float(rounds),
+             "sampling/groups_short": float(max(B - len(kept), 0))}
+    return (stages.select_groups(joined, kept[:B], G) if kept else joined), stats
 
 
 def update(s: Setup, batch: stages.Scored) -> dict:
@@ -154,7 +157,7 @@ def update(s: Setup, batch: stages.Scored) -> dict:
     adv, loss_mask = stages.advantages_stage(batch, G, spec, ref, old)
     inputs = stages.UpdateInputs(batch.rollout, adv.advantages, loss_mask, old, ref)
 
-    s.policy.train()
+    # The policy stays in eval mode for the update too: dropout would make the on-policy ratio differ from 1.
     t0 = time.perf_counter()
     groups = torch.arange(len(batch.rows))
     sums: dict[str, float] = {}
@@ -179,7 +182,6 @@ def update(s: Setup, batch: stages.Scored) -> dict:
             metrics["grad_norm"] = norm
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
-    s.policy.eval()
     out = {k: v / max(updates, 1) for k, v in sums.items()}
     out.update({k: float(v) for k, v in adv.metrics.items()})
     out.update({"update/steps": updates, "update/skipped_nonfinite": skipped, "lr": s.scheduler.get_last_lr()[0],
@@ -188,12 +190,12 @@ def update(s: Setup, batch: stages.Scored) -> dict:
     return out
 
 
-def step_metrics(batch: stages.Scored, dropped: int) -> dict:
+def step_metrics(batch: stages.Scored, sampling_stats: dict) -> dict:
     r = batch.rollout
     lengths = r.completion_mask.sum(-1).double()
     out = {"accuracy": batch.accuracy.mean().item(), "completion/len_mean": lengths.mean().item(),
            "completion/len_max": lengths.max().item(), "completion/truncated_frac": r.truncated.double().mean().item(),
-           "filter/groups_refilled": float(dropped)}
+           **sampling_stats}
     for name, values in batch.parts.items():
         finite = values[~torch.isnan(values)]
         out[f"reward/{name}/mean"] = finite.mean().item() if len(finite) else math.nan
@@ -233,10 +235,10 @@ def train(cfg: Config, run_dir: Path) -> dict:
         for step in range(1, cfg.train.steps + 1):
             t_step = time.perf_counter()
             t0 = time.perf_counter()
-            batch, dropped = sample_batch(s, step)  # 1–4
+            batch, sampling_stats = sample_batch(s, step)  # 1–4
             t_rollout = time.perf_counter() - t0
             metrics = update(s, batch)  # 5–7
-            metrics.update(step_metrics(batch, dropped))
+            metrics.update(step_metrics(batch, sampling_stats))
             elapsed = time.perf_counter() - t_step
             generated = int(batch.rollout.completion_mask.sum())
             metrics.update({"step": step, "time/rollout": t_rollout, "time/step": elapsed,

@@ -35,7 +35,8 @@ def test_unknown_component_lists_known_names(kind):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (dict(importance_sampling_level="sequence"), "one term per sequence"),
+    (dict(importance_sampling_level="sequence", loss_type="token_mean"), "one term per sequence"),
+    (dict(advantage="subset_zscore", retain_k=1), "retain_k must be >= 2"),
     (dict(loss_type="token_mean", importance_sampling_level="geometric", clip="log_clip"), "seq_mean"),
     (dict(clip="log_clip"), "geometric ratio and the log-space clip go together"),
     (dict(clip_ratio_c=0.5), "dual-clip"),
