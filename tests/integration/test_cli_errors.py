@@ -12,6 +12,7 @@ def files(tmp_path):
     (tmp_path / "nocol.jsonl").write_text('{"question": "1+1="}\n')
     (tmp_path / "bad.yaml").write_text("train: [oops\n")
     (tmp_path / "unknown.yaml").write_text("trainer:\n  lr: 1\n")
+    (tmp_path / "long.jsonl").write_text('{"prompt": "%s"}\n' % ("1" * 400))
     (tmp_path / "reward_bad.py").write_text("import nonexistent_module_xyz\n")
     return tmp_path
 
@@ -34,6 +35,7 @@ CASES = [
     (["rewards=[{tmp}/reward_bad.py:fn]"], "importing"),
     (["rewards=[{tmp}/missing.py:fn]"], "missing.py does not exist"),
     (["rewards=[os:no_such_fn]"], "has no callable 'no_such_fn'"),
+    (["data.path={tmp}/long.jsonl"], "exceeds the model's context of"),
 ]
 
 

@@ -22,8 +22,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from grouprl.config import ConfigError
     from grouprl.data.prompts import DataError
     from grouprl.rewards import RewardError
+    from grouprl.train.resume import ResumeError, TrainingDiverged
 
-    return (UserError, ConfigError, DataError, RewardError, FileNotFoundError, KeyError, ValueError, OSError)
+    return (UserError, ConfigError, DataError, RewardError, ResumeError, TrainingDiverged, FileNotFoundError, KeyError, ValueError, OSError)
 
 
 def _run_dir(cfg, command: str) -> Path:
@@ -39,9 +40,14 @@ def cmd_train(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     run_dir = _run_dir(cfg, "train")
-    if (run_dir / "metrics.jsonl").exists():
-        raise UserError(f"run directory {run_dir} already holds a run; choose another output.run_dir")
-    result = train(cfg, run_dir)
+    if args.resume and args.resume == "auto" and not cfg.output.run_dir:
+        raise UserError("--resume auto needs the run's directory: add output.run_dir=runs/<run>")
+    if not args.resume and (run_dir / "metrics.jsonl").exists():
+        raise UserError(f"run directory {run_dir} already holds a run; continue it with --resume auto, or choose "
+                        "another output.run_dir")
+    result = train(cfg, run_dir, resume=args.resume)
+    if result.get("finished") or result.get("interrupted"):
+        return 0
     if cfg.output.plots:
         write_report(run_dir)
     before, after = result["before"].get("eval/pass@1"), result["after"].get("eval/pass@1")
@@ -105,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="RL-train a model (no arguments: the embedded default with grpo)")
     train.add_argument("--config", help="a YAML config file")
+    train.add_argument("--resume", metavar="auto|PATH",
+                       help="continue from the newest checkpoint of output.run_dir (auto) or from PATH")
     train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. algorithm=dapo train.lr=1e-5")
     train.set_defaults(fn=cmd_train)
 

@@ -90,6 +90,8 @@ class TrainConfig:
     """Clip the global gradient norm to this (0: off)."""
     max_refill_rounds: int = 4
     """Dynamic sampling: extra rollouts allowed per step to refill dropped groups."""
+    max_nonfinite_steps: int = 5
+    """Stop (with a checkpoint) after this many steps in a row whose update was skipped for NaN/inf."""
     seed: int = 0
     """Seeds python, numpy and torch, and the sampler."""
     threads: int = 0

@@ -32,6 +32,7 @@ from grouprl.rollout.hf import HFRollout
 from grouprl.train import step as stages
 from grouprl.train.checkpoint import rng_state, save_checkpoint
 from grouprl.train.optim import build_optimizer, build_scheduler
+from grouprl.train.resume import StopSignal, TrainingDiverged, clear_run_files, find_resume_point, restore
 from grouprl.types import SamplingParams
 
 
@@ -72,6 +73,20 @@ def _rows(cfg: Config) -> tuple[list[dict], list[dict], list]:
             task.reward_fns)
 
 
+def _check_context(tokenizer, model, rows: list[dict], cfg: Config) -> None:
+    """A prompt plus the generation budget must fit the model's context window."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if not limit:
+        return
+    for i, row in enumerate(rows):
+        text = format_prompt(tokenizer, row["prompt"], cfg.data.system_prompt)
+        n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if n + cfg.rollout.max_new_tokens > limit:
+            raise ValueError(f"prompt {i} ({text[:40]!r}...) has {n} tokens; with rollout.max_new_tokens="
+                             f"{cfg.rollout.max_new_tokens} it exceeds the model's context of {limit} tokens; "
+                             "shorten or drop long prompts, or lower rollout.max_new_tokens")
+
+
 def build(cfg: Config, run_dir: Path) -> Setup:
     """Load models, data, rewards and the optimizer. Raises before anything is written on bad input."""
     seed_everything(cfg.train.seed)
@@ -93,6 +108,7 @@ def build(cfg: Config, run_dir: Path) -> Setup:
         else:
             reference = copy.deepcopy(policy)
         reference.requires_grad_(False).eval()
+    _check_context(tokenizer, policy, train_rows + eval_rows, cfg)
     optimizer = build_optimizer(policy.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                                 betas=cfg.train.adam_betas)
     total_updates = cfg.train.steps * cfg.train.num_iterations * cfg.train.mini_batches
@@ -221,37 +237,57 @@ def trainer_state(s: Setup, step: int) -> dict:
             "rng": rng_state(), "data": s.source.state_dict()}
 
 
-def train(cfg: Config, run_dir: Path) -> dict:
-    """Run ``cfg.train.steps`` steps; returns the evaluation before and after."""
+def train(cfg: Config, run_dir: Path, resume: str | None = None) -> dict:
+    """Run steps up to ``cfg.train.steps``, resuming from a checkpoint when asked; returns the held-out
+    evaluation before and after (``{"finished": True}`` when a resumed run had nothing left to do)."""
     s = build(cfg, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    checkpoint = find_resume_point(run_dir, resume)
+    start = 0
+    if checkpoint is not None:
+        start = restore(s, checkpoint)
+        if start >= cfg.train.steps:
+            say(f"run {run_dir} already finished at step {start}; nothing to do")
+            return {"before": {}, "after": {}, "finished": True}
+        say(f"resuming {run_dir} from {checkpoint.name}")
+    else:
+        clear_run_files(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_config(cfg))
+        say(f"run directory: {run_dir}")
     metrics_sink = JsonlSink(run_dir / "metrics.jsonl")
-    say(f"run directory: {run_dir}")
-    before = run_eval(s, 0) if s.eval_rows else {}
+    before = run_eval(s, 0) if s.eval_rows and start == 0 else {}
     if before:
         say(f"held-out before training: {json.dumps(before)}")
-    with ConsoleProgress(cfg.train.steps, cfg.output.progress) as progress:
-        for step in range(1, cfg.train.steps + 1):
+    stop = StopSignal()
+    skipped_in_a_row = 0
+    with stop, ConsoleProgress(cfg.train.steps, cfg.output.progress) as progress:
+        progress.update(start, {})
+        for step in range(start + 1, cfg.train.steps + 1):
             t_step = time.perf_counter()
-            t0 = time.perf_counter()
             batch, sampling_stats = sample_batch(s, step)  # 1–4
-            t_rollout = time.perf_counter() - t0
+            t_rollout = time.perf_counter() - t_step
             metrics = update(s, batch)  # 5–7
             metrics.update(step_metrics(batch, sampling_stats))
             elapsed = time.perf_counter() - t_step
-            generated = int(batch.rollout.completion_mask.sum())
             metrics.update({"step": step, "time/rollout": t_rollout, "time/step": elapsed,
-                            "tokens_per_s": generated / elapsed})
+                            "tokens_per_s": int(batch.rollout.completion_mask.sum()) / elapsed})
             metrics_sink.write(metrics)  # 8
             log_completions(s, step, batch)
             progress.update(step, metrics)
+            skipped_in_a_row = skipped_in_a_row + 1 if metrics["update/skipped_nonfinite"] else 0
+            if skipped_in_a_row >= cfg.train.max_nonfinite_steps:
+                save_checkpoint(run_dir, step, s.policy, s.tokenizer, trainer_state(s, step), cfg.output.keep_last)
+                raise TrainingDiverged(f"{skipped_in_a_row} steps in a row had a NaN/inf loss or gradient (last at "
+                                       f"step {step}); weights were left untouched and saved; lower train.lr or "
+                                       "check the rewards")
             if cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.train.steps:
                 run_eval(s, step)
-            if cfg.output.save_every and step % cfg.output.save_every == 0:
+            due = cfg.output.save_every and step % cfg.output.save_every == 0
+            if due or step == cfg.train.steps or stop.requested:
                 save_checkpoint(run_dir, step, s.policy, s.tokenizer, trainer_state(s, step), cfg.output.keep_last)
-    save_checkpoint(run_dir, cfg.train.steps, s.policy, s.tokenizer, trainer_state(s, cfg.train.steps),
-                    cfg.output.keep_last)
+            if stop.requested:
+                say(f"stopped by signal after step {step}; checkpoint written; continue with --resume auto")
+                return {"before": before, "after": {}, "interrupted": True}
     after = run_eval(s, cfg.train.steps) if s.eval_rows else {}
     if after:
         say(f"held-out after training:  {json.dumps(after)}")

@@ -1,0 +1,102 @@
+"""Resuming a run exactly, and stopping one cleanly.
+
+A resumed run restores the policy weights, optimizer, scheduler, every RNG and the data cursor from the
+newest complete checkpoint, and drops JSONL rows written after it (a step that was not checkpointed is
+re-run, identically). The reference policy is reloaded from its original source, never from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from grouprl.train.checkpoint import list_checkpoints, set_rng_state
+
+RUN_FILES = ("metrics.jsonl", "completions.jsonl", "eval.jsonl")
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive non-finite updates."""
+
+
+class ResumeError(ValueError):
+    """--resume pointed at something that cannot be resumed."""
+
+
+def find_resume_point(run_dir: Path, resume: str | None) -> Path | None:
+    """``None``: start fresh. ``"auto"``: the newest complete checkpoint of ``run_dir``, if any. A path: that
+    checkpoint directory."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        found = list_checkpoints(run_dir)
+        return found[-1] if found else None
+    path = Path(resume)
+    if not (path / "trainer_state.pt").is_file():
+        raise ResumeError(f"--resume {path}: not a checkpoint directory (no trainer_state.pt); use --resume auto "
+                          "or a checkpoints/step-N directory")
+    return path
+
+
+def restore(setup, checkpoint: Path) -> int:
+    """Load everything a step needs from ``checkpoint`` into ``setup``; returns the step it ends."""
+    state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
+    weights = load_file(checkpoint / "model.safetensors")
+    missing, unexpected = setup.policy.load_state_dict(weights, strict=False)
+    tied = {k for k in missing if "lm_head" in k} if setup.policy.config.tie_word_embeddings else set()
+    if set(missing) - tied or unexpected:
+        raise ResumeError(f"checkpoint {checkpoint} does not match the model: missing {sorted(set(missing) - tied)[:3]}, "
+                          f"unexpected {unexpected[:3]}; resume with the same model.name_or_path")
+    setup.optimizer.load_state_dict(state["optimizer"])
+    setup.scheduler.load_state_dict(state["scheduler"])
+    setup.source.load_state_dict(state["data"])
+    set_rng_state(state["rng"])
+    step = int(state["step"])
+    truncate_after(setup.run_dir, step)
+    return step
+
+
+def truncate_after(run_dir: Path, step: int) -> None:
+    """Drop JSONL rows of steps after ``step`` (written after the last checkpoint, before a crash)."""
+    for name in RUN_FILES:
+        path = run_dir / name
+        if not path.exists():
+            continue
+        keep = [line for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        tmp.replace(path)
+
+
+def clear_run_files(run_dir: Path) -> None:
+    for name in (*RUN_FILES, "report.md"):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+class StopSignal:
+    """SIGINT / SIGTERM: finish the current step, checkpoint, exit. A second signal exits at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,58 @@
+"""Resume is exact: N steps straight equal N/2 steps + kill -9 + resume, row for row after the resume point."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from grouprl.cli.main import main
+
+ARGS = ["train.steps=4", "train.prompts_per_step=4", "rollout.num_generations=4", "data.num_eval=0",
+        "data.num_train=64", "output.progress=false", "train.lr=1e-3", "output.save_every=2", "output.keep_last=3",
+        "algorithm=dapo", "algo.overlong_max_len=8", "algo.overlong_buffer_len=2", "train.num_iterations=2"]
+
+
+def rows(run_dir):
+    out = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        out.append({k: v for k, v in row.items() if not k.startswith("time/") and k != "tokens_per_s"})
+    return out
+
+
+def test_kill_and_resume_reproduces_the_straight_run(tmp_path):
+    straight = tmp_path / "straight"
+    assert main(["train", *ARGS, f"output.run_dir={straight}"]) == 0
+
+    crashed = tmp_path / "crashed"
+    cmd = [sys.executable, "-m", "grouprl", "train", *ARGS, f"output.run_dir={crashed}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (crashed / "checkpoints" / "step-2").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (crashed / "checkpoints" / "step-2").exists()
+
+    assert main(["train", "--resume", "auto", *ARGS, f"output.run_dir={crashed}"]) == 0
+    assert rows(crashed) == rows(straight)
+
+
+def test_resuming_a_finished_run_says_so(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = [*ARGS, "train.steps=2", f"output.run_dir={run}"]
+    assert main(["train", *args]) == 0
+    before = (run / "metrics.jsonl").read_text()
+    assert main(["train", "--resume", "auto", *args]) == 0
+    assert "already finished at step 2" in capsys.readouterr().err
+    assert (run / "metrics.jsonl").read_text() == before
+
+
+def test_a_run_directory_in_use_is_not_overwritten(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = [*ARGS, "train.steps=1", f"output.run_dir={run}"]
+    assert main(["train", *args]) == 0
+    assert main(["train", *args]) == 2
+    assert "already holds a run" in capsys.readouterr().err
