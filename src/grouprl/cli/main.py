@@ -129,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     sft.add_argument("--seed", type=int, default=0)
     sft.set_defaults(fn=cmd_sft)
 
+    bench = sub.add_parser("bench", help="seconds per step by phase, tokens/s, FLOP/s and peak memory")
+    bench.add_argument("--config", default="tiny", help="tiny | small | medium")
+    bench.add_argument("--steps", type=int, default=5, help="measured steps after warm-up")
+    bench.add_argument("--warmup", type=int, default=2)
+    bench.add_argument("--json", action="store_true", help="print only the JSON result line")
+    bench.add_argument("overrides", nargs="*", help="extra config overrides")
+    bench.set_defaults(fn=lambda args: __import__("grouprl.bench", fromlist=["main"]).main(args))
+
     ls = sub.add_parser("list", help="list algorithms, tasks or rewards")
     ls.add_argument("what", choices=["algorithms", "tasks", "rewards"])
     ls.set_defaults(fn=cmd_list)

@@ -1,0 +1,136 @@
+"""``grouprl bench``: seconds per training step by phase, tokens/s, achieved FLOP/s and peak memory.
+
+The configurations are the ones the project compares against TRL's GRPOTrainer (issue 8):
+
+* ``tiny``  — Llama, hidden 128, 4 layers, 4 heads, intermediate 344, char vocabulary; 8 prompts × 8
+  completions, 16 new tokens, beta 0.04, μ = 1.
+* ``small`` — Llama, hidden 512, 8 layers, 8 heads, intermediate 1376; the same batch, 32 new tokens.
+
+The model is random (from a config), so completions run to the token budget: the work per step is fixed.
+FLOPs are counted as 2·N per generated or scored token and 6·N per trained token (N = parameters). The
+matrix-multiply peak is measured in the same process with large square fp32 products, because this
+machine's speed drifts from minute to minute.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+CONFIGS = {
+    "tiny": dict(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=344, max_new_tokens=16),
+    "small": dict(hidden_size=512, num_layers=8, num_heads=8, intermediate_size=1376, max_new_tokens=32),
+    "medium": dict(hidden_size=1024, num_layers=12, num_heads=16, intermediate_size=2816, max_new_tokens=32),
+}
+
+
+def gemm_gflops(size: int = 1024, repeats: int = 8) -> float:
+    """fp32 matrix-multiply rate on this process's threads (best of ``repeats``)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size**3 / best / 1e9
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass
+class BenchResult:
+    config: str
+    sec_per_step: float
+    phases: dict[str, float]
+    tokens_per_s: float
+    achieved_gflops: float
+    gemm_gflops: float
+    peak_rss_mib: float
+    params: int
+    steps: int
+
+    def as_dict(self) -> dict:
+        return {**self.__dict__, "fraction_of_gemm": self.achieved_gflops / self.gemm_gflops}
+
+
+def make_model_dir(name: str, root: Path) -> Path:
+    from transformers import LlamaForCausalLM
+
+    from grouprl.model import build_char_tokenizer, tiny_llama_config
+
+    c = CONFIGS[name]
+    tokenizer = build_char_tokenizer()
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_llama_config(len(tokenizer), hidden_size=c["hidden_size"],
+                                               num_layers=c["num_layers"], num_heads=c["num_heads"],
+                                               intermediate_size=c["intermediate_size"]))
+    path = root / name
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def run(name: str, steps: int, warmup: int = 2, overrides: tuple[str, ...] = ()) -> BenchResult:
+    from grouprl.config import load_config
+    from grouprl.train.loop import build, sample_batch, update
+
+    if name not in CONFIGS:
+        raise ValueError(f"unknown bench config {name!r}; known: {', '.join(CONFIGS)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = make_model_dir(name, Path(tmp))
+        cfg = load_config(None, [f"model.name_or_path={model_dir}", "algorithm=grpo", "algo.beta=0.04",
+                                 "train.prompts_per_step=8", "rollout.num_generations=8",
+                                 f"rollout.max_new_tokens={CONFIGS[name]['max_new_tokens']}", "data.num_eval=0",
+                                 "data.num_train=512", "train.num_iterations=1", *overrides])
+        setup = build(cfg, Path(tmp) / "run")
+        params = sum(p.numel() for p in setup.policy.parameters())
+        gemm = gemm_gflops()
+        times, phases, flops, tokens = [], [], [], []
+        for step in range(1, warmup + steps + 1):
+            t0 = time.perf_counter()
+            batch, _ = sample_batch(setup, step)
+            t_rollout = time.perf_counter() - t0
+            metrics = update(setup, batch)
+            elapsed = time.perf_counter() - t0
+            if step <= warmup:
+                continue
+            r = batch.rollout
+            generated = int(r.completion_mask.sum())
+            scored = int(r.prompt_mask.sum()) + generated  # one teacher-forced pass per frozen model
+            passes = (setup.reference is not None) + (cfg.train.num_iterations > 1 or cfg.train.mini_batches > 1)
+            flops.append(2 * params * (generated + passes * scored) + 6 * params * scored * cfg.train.num_iterations)
+            times.append(elapsed)
+            tokens.append(generated)
+            phases.append({"rollout": t_rollout, "logprobs": metrics["time/logprobs"],
+                           "update": metrics["time/update"]})
+    median = statistics.median(times)
+    return BenchResult(
+        config=name, sec_per_step=median,
+        phases={k: statistics.median(p[k] for p in phases) for k in phases[0]},
+        tokens_per_s=sum(tokens) / sum(times), achieved_gflops=sum(flops) / sum(times) / 1e9,
+        gemm_gflops=gemm, peak_rss_mib=peak_rss_mib(), params=params, steps=steps,
+    )
+
+
+def main(args) -> int:
+    result = run(args.config, args.steps, args.warmup, tuple(args.overrides))
+    d = result.as_dict()
+    if not args.json:
+        print(f"config {d['config']}: {d['params'] / 1e6:.2f} M params, {d['steps']} steps after warm-up")
+        print(f"  sec/step (median)  {d['sec_per_step']:.3f}   phases: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in d["phases"].items()))
+        print(f"  tokens/s {d['tokens_per_s']:.0f}   achieved {d['achieved_gflops']:.1f} GFLOP/s = "
+              f"{100 * d['fraction_of_gemm']:.0f}% of GEMM {d['gemm_gflops']:.1f} GFLOP/s   peak RSS "
+              f"{d['peak_rss_mib']:.0f} MiB")
+    print(json.dumps(d))
+    return 0
