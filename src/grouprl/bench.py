@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -122,9 +124,77 @@ def run(name: str, steps: int, warmup: int = 2, overrides: tuple[str, ...] = ())
     )
 
 
+def run_trl(name: str, steps: int, warmup: int = 2) -> dict:
+    """TRL's GRPOTrainer on the identical model, tokenizer, prompts and hyperparameters (``bench`` extra)."""
+    try:
+        from datasets import Dataset
+        from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+        from trl import GRPOConfig, GRPOTrainer
+    except ImportError as err:
+        raise ValueError(f"--vs-trl needs TRL: pip install 'grouprl[bench]' ({err})") from None
+    from grouprl.data.tasks import get_task
+    from grouprl.data.tasks.arithmetic import correct_answer
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.times, self._t0 = [], None
+
+        def on_step_begin(self, args, state, control, **kw):
+            self._t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            self.times.append(time.perf_counter() - self._t0)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = make_model_dir(name, Path(tmp))
+        rows = get_task("arithmetic").generate("train", 8 * (warmup + steps), 0)
+        data = Dataset.from_list(rows)
+        config = GRPOConfig(
+            output_dir=str(Path(tmp) / "trl"), per_device_train_batch_size=64, num_generations=8,
+            max_completion_length=CONFIGS[name]["max_new_tokens"], beta=0.04, num_iterations=1,
+            temperature=1.0, top_p=1.0, top_k=0, learning_rate=1e-5, max_steps=warmup + steps,
+            logging_steps=10_000, save_strategy="no", report_to=[], use_cpu=True, bf16=False,
+            shuffle_dataset=False, dataloader_num_workers=0, seed=0,
+        )
+        timer = StepTimer()
+        trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir), reward_funcs=[correct_answer],
+                              args=config, train_dataset=data,
+                              processing_class=AutoTokenizer.from_pretrained(model_dir, padding_side="left"),
+                              callbacks=[timer])
+        trainer.train()
+    return {"sec_per_step": statistics.median(timer.times[warmup:]), "peak_rss_mib": peak_rss_mib()}
+
+
+def _subprocess(argv: list[str]) -> dict:
+    """Run one side in a fresh process (its own peak RSS, no state left behind), read its JSON line."""
+    out = subprocess.run([sys.executable, "-m", "grouprl", "bench", *argv, "--json"], capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def side_by_side(args) -> dict:
+    """grouprl and TRL alternated, each in its own process, ``args.rounds`` times; medians of each side."""
+    common = ["--config", args.config, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    ours, theirs = [], []
+    for _ in range(args.rounds):
+        ours.append(_subprocess([*common, *args.overrides]))
+        theirs.append(_subprocess([*common, "--trl-only"]))
+    d = dict(ours[0])
+    for key in ("sec_per_step", "tokens_per_s", "achieved_gflops", "gemm_gflops", "peak_rss_mib"):
+        d[key] = statistics.median(o[key] for o in ours)
+    d["fraction_of_gemm"] = d["achieved_gflops"] / d["gemm_gflops"]
+    d["trl_sec_per_step"] = statistics.median(t["sec_per_step"] for t in theirs)
+    d["trl_peak_rss_mib"] = statistics.median(t["peak_rss_mib"] for t in theirs)
+    d["speedup_vs_trl"] = d["trl_sec_per_step"] / d["sec_per_step"]
+    d["rounds"] = args.rounds
+    return d
+
+
 def main(args) -> int:
-    result = run(args.config, args.steps, args.warmup, tuple(args.overrides))
-    d = result.as_dict()
+    if args.trl_only:
+        print(json.dumps(run_trl(args.config, args.steps, args.warmup)))
+        return 0
+    d = side_by_side(args) if args.vs_trl else run(args.config, args.steps, args.warmup, tuple(args.overrides)).as_dict()
     if not args.json:
         print(f"config {d['config']}: {d['params'] / 1e6:.2f} M params, {d['steps']} steps after warm-up")
         print(f"  sec/step (median)  {d['sec_per_step']:.3f}   phases: "
@@ -132,5 +202,8 @@ def main(args) -> int:
         print(f"  tokens/s {d['tokens_per_s']:.0f}   achieved {d['achieved_gflops']:.1f} GFLOP/s = "
               f"{100 * d['fraction_of_gemm']:.0f}% of GEMM {d['gemm_gflops']:.1f} GFLOP/s   peak RSS "
               f"{d['peak_rss_mib']:.0f} MiB")
+        if "trl_sec_per_step" in d:
+            print(f"  TRL GRPOTrainer {d['trl_sec_per_step']:.3f} s/step, peak RSS {d['trl_peak_rss_mib']:.0f} MiB: "
+                  f"grouprl is {d['speedup_vs_trl']:.2f}x faster")
     print(json.dumps(d))
     return 0

@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=int, default=5, help="measured steps after warm-up")
     bench.add_argument("--warmup", type=int, default=2)
     bench.add_argument("--json", action="store_true", help="print only the JSON result line")
+    bench.add_argument("--vs-trl", action="store_true", help="also run TRL's GRPOTrainer side by side")
+    bench.add_argument("--rounds", type=int, default=2, help="with --vs-trl: alternations of the two sides")
+    bench.add_argument("--trl-only", action="store_true", help=argparse.SUPPRESS)
     bench.add_argument("overrides", nargs="*", help="extra config overrides")
     bench.set_defaults(fn=lambda args: __import__("grouprl.bench", fromlist=["main"]).main(args))
 

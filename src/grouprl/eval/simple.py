@@ -64,7 +64,7 @@ def generate_completions(
     return texts, finished
 
 
-def _correct(samples: list[list[str]], rows: Sequence[dict[str, Any]], reward_fn: RewardFn) -> list[list[bool]]:
+def score_samples(samples: list[list[str]], rows: Sequence[dict[str, Any]], reward_fn: RewardFn) -> list[list[bool]]:
     """``[len(rows)][k]``: whether each sample scores 1.0 under ``reward_fn`` with its row's columns."""
     out = []
     for row, row_samples in zip(rows, samples, strict=True):
@@ -79,7 +79,7 @@ def greedy_accuracy(
 ) -> float:
     """Fraction of ``rows`` whose greedy completion is correct."""
     texts, _ = generate_completions(model, tokenizer, [r["prompt"] for r in rows], batch_size=batch_size)
-    return sum(c[0] for c in _correct(texts, rows, reward_fn)) / len(rows)
+    return sum(c[0] for c in score_samples(texts, rows, reward_fn)) / len(rows)
 
 
 def sampled_pass_at_k(
@@ -97,7 +97,7 @@ def sampled_pass_at_k(
     texts, _ = generate_completions(
         model, tokenizer, [r["prompt"] for r in rows], num_samples=k, temperature=temperature, batch_size=batch_size, seed=seed
     )
-    return sum(any(c) for c in _correct(texts, rows, reward_fn)) / len(rows)
+    return sum(any(c) for c in score_samples(texts, rows, reward_fn)) / len(rows)
 
 
 def majority_accuracy(samples: list[list[str]], rows: Sequence[dict[str, Any]], reward_fn: RewardFn = correct_answer) -> float:
@@ -107,4 +107,4 @@ def majority_accuracy(samples: list[list[str]], rows: Sequence[dict[str, Any]], 
     0.5
     """
     votes = [[Counter(s.strip() for s in row_samples).most_common(1)[0][0]] for row_samples in samples]
-    return sum(c[0] for c in _correct(votes, rows, reward_fn)) / len(rows)
+    return sum(c[0] for c in score_samples(votes, rows, reward_fn)) / len(rows)
