@@ -32,6 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 TASK = "arithmetic"
 TASK_KNOBS = {"digits": 2, "operands": 2, "ops": ["+"]}  # 2-digit addition: answers "0" .. "198"
 MODEL = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 344, "max_position_embeddings": 64}
+# Tied input/output embeddings: SFT then crosses a long under-trained plateau (greedy 10-35 %) before the model
+# groks the carry rule; untied, the jump from ~10 % to ~65 % greedy happens within a few dozen steps.
+TIE_EMBEDDINGS = True
 MAX_NEW_TOKENS = 8  # answers have at most 3 digits + EOS; room to show a model that does not stop
 
 
@@ -109,13 +112,15 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(2)
     start = time.time()
-    task = get_task(TASK, **{**TASK_KNOBS, "ops": tuple(TASK_KNOBS["ops"])})
+    task = get_task(TASK, **TASK_KNOBS)
     train_rows = task.generate("train", args.n_train, seed=args.seed)
     eval_rows = task.generate("eval", args.n_eval, seed=args.seed + 1)
 
     tokenizer = build_char_tokenizer()
     torch.manual_seed(args.seed)  # model initialisation is the only user of the global RNG here
-    model = LlamaForCausalLM(tiny_llama_config(len(tokenizer), **MODEL))
+    config = tiny_llama_config(len(tokenizer), **MODEL)
+    config.tie_word_embeddings = TIE_EMBEDDINGS
+    model = LlamaForCausalLM(config)
     losses = sft(
         model, tokenizer, train_rows, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         warmup=args.warmup,
@@ -127,7 +132,7 @@ def main() -> None:
     tokenizer.save_pretrained(args.output)
     meta = {
         "task": {"name": TASK, "knobs": TASK_KNOBS},
-        "model": {**MODEL, "vocab_size": len(tokenizer), "parameters": sum(p.numel() for p in model.parameters())},
+        "model": {**MODEL, "tie_word_embeddings": TIE_EMBEDDINGS, "vocab_size": len(tokenizer), "parameters": sum(p.numel() for p in model.parameters())},
         "sft": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup": args.warmup,
                 "n_train": args.n_train, "seed": args.seed, "final_loss": sum(losses[-20:]) / len(losses[-20:])},
         "eval": {"n": args.n_eval, "seed": args.seed + 1, "k": args.k, "temperature": 1.0, "sample_seed": args.seed},

@@ -59,6 +59,10 @@ def test_answers_are_correct(knobs):
         assert row["answer"] == str(int(row["answer"]))  # canonical form: no leading zeros, no "+"
 
 
+def test_ops_given_as_a_list_are_stored_as_a_tuple():
+    assert ArithmeticTask(ops=["+", "-"]).ops == ("+", "-")
+
+
 def test_subtraction_produces_negative_answers():
     rows = ArithmeticTask(ops=("-",)).generate("train", 100, seed=0)
     assert any(r["answer"].startswith("-") for r in rows)

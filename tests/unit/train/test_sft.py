@@ -1,18 +1,16 @@
 """Supervised warm-start: completion-only loss, determinism, learning, and the shipped default checkpoint."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-import grouprl
 from grouprl.data.tasks import get_task
+from grouprl.model.assets import DEFAULT_MODEL_DIR
 from grouprl.model.tokenizer import build_char_tokenizer
 from grouprl.train.sft import IGNORE, collate, completion_loss, encode_rows, sft, warmup_cosine
 
-ASSET = Path(next(iter(grouprl.__path__))) / "assets" / "default"
 ROWS = [{"prompt": "12+30=", "answer": "42"}, {"prompt": "7+5=", "answer": "12"}, {"prompt": "99+1=", "answer": "100"}]
 
 
@@ -79,8 +77,8 @@ def test_warmup_cosine_schedule():
 
 
 def test_default_asset_loads_with_plain_transformers_and_answers_in_format():
-    tokenizer = AutoTokenizer.from_pretrained(ASSET)
-    model = AutoModelForCausalLM.from_pretrained(ASSET).eval()
+    tokenizer = AutoTokenizer.from_pretrained(DEFAULT_MODEL_DIR)
+    model = AutoModelForCausalLM.from_pretrained(DEFAULT_MODEL_DIR).eval()
     assert tokenizer.padding_side == "left" and sum(p.numel() for p in model.parameters()) < 2_000_000
     prompts = [r["prompt"] for r in get_task("arithmetic").generate("eval", 16, seed=0)]
     batch = tokenizer(prompts, return_tensors="pt", padding=True)

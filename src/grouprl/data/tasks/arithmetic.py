@@ -57,11 +57,13 @@ class ArithmeticTask:
     operands: int = 2
     """Number of operands per prompt (2 or more)."""
     ops: tuple[str, ...] = ("+",)
-    """Operators to draw from, a subset of ``("+", "-")``. ``-`` brings negative answers."""
+    """Operators to draw from, a subset of ``("+", "-")``; ``-`` brings negative answers. A list (from YAML or
+    JSON) is stored as a tuple."""
     eval_fraction: float = 0.1
     """Share of the prompt space held out for the ``eval`` split."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "ops", tuple(self.ops))  # frozen dataclass: the one sanctioned way to normalise
         if self.digits < 1 or self.operands < 2:
             raise ValueError(
                 f"digits={self.digits}, operands={self.operands}: need digits >= 1 and operands >= 2 "
