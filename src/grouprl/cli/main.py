@@ -122,11 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("overrides", nargs="*")
     ev.set_defaults(fn=cmd_eval)
 
-    sft = sub.add_parser("sft", help="supervised warm start on a built-in task (how the embedded default is made)")
-    sft.add_argument("--output", required=True, help="directory to save the model and tokenizer in")
-    sft.add_argument("--task", default="arithmetic")
-    sft.add_argument("--steps", type=int, default=None)
-    sft.add_argument("--seed", type=int, default=0)
+    sft = sub.add_parser("sft", help="supervised warm start on the arithmetic task (how the embedded default "
+                         "is made)")
+    from grouprl.train.sft_cli import add_arguments
+
+    add_arguments(sft)
     sft.set_defaults(fn=cmd_sft)
 
     bench = sub.add_parser("bench", help="seconds per step by phase, tokens/s, FLOP/s and peak memory")

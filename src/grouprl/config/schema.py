@@ -66,9 +66,9 @@ class RolloutConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 60
+    steps: int = 200
     """Optimizer-visible training steps; one step = one rollout of prompts_per_step × num_generations."""
-    prompts_per_step: int = 16
+    prompts_per_step: int = 32
     """B, prompts per rollout. The batch is B × G sequences, whole groups always."""
     num_iterations: int = 1
     """μ, passes over each rollout. μ > 1 makes the update off-policy (π_old log-probs are computed)."""
@@ -100,7 +100,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    every: int = 0
+    every: int = 25
     """Evaluate on held-out prompts every this many steps (0: only before and after training)."""
     num_samples: int = 8
     """k for sampled pass@k and mean@k (0: greedy pass@1 only)."""

@@ -82,6 +82,22 @@ class ArithmeticTask:
         """The RL reward: exact correctness of the answer."""
         return [correct_answer]
 
+    def no_carry_answer(self, prompt: str) -> str:
+        """A plausible wrong answer: column-wise addition that drops every carry (``"37+48="`` → ``"75"``).
+
+        It equals the right answer exactly when no column carries. The embedded default is taught from
+        demonstrations mixing both procedures, so RL has a behaviour to choose (see assets/default/README.md).
+
+        >>> ArithmeticTask().no_carry_answer("37+48=")
+        '75'
+        """
+        if set(self.ops) != {"+"}:
+            raise ValueError("no_carry_answer is defined for addition only (ops=('+',))")
+        terms = [term[::-1] for term in prompt.rstrip("=").split("+")]
+        width = max(len(t) for t in terms)
+        columns = [sum(int(t[i]) for t in terms if i < len(t)) % 10 for i in range(width)]
+        return str(int("".join(map(str, reversed(columns)))))
+
     def split_of(self, prompt: str) -> str:
         """The split (``"train"`` or ``"eval"``) that ``prompt`` belongs to, from a stable hash of its text."""
         digest = hashlib.blake2b(prompt.encode(), digest_size=8).digest()
