@@ -110,6 +110,10 @@ class ArithmeticTask:
         """
         if split not in ("train", "eval"):
             raise ValueError(f"split={split!r}: must be 'train' or 'eval'.")
+        space = (10**self.digits) ** self.operands * len(self.ops) ** (self.operands - 1)
+        if n > space:
+            raise ValueError(f"asked for {n} distinct {split!r} prompts, but this task has only {space} prompts in "
+                             "all; ask for fewer rows or raise digits / operands.")
         rng = random.Random(f"{self.name}/{split}/{seed}")  # str seeds hash with sha512: stable across runs
         rows: list[dict[str, Any]] = []
         seen: set[str] = set()
