@@ -56,3 +56,36 @@ def test_a_run_directory_in_use_is_not_overwritten(tmp_path, capsys):
     assert main(["train", *args]) == 0
     assert main(["train", *args]) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_fault_injection_twenty_kills_never_lose_a_checkpoint(tmp_path):
+    """kill -9 at 20 random moments (start-up, mid-step, mid-checkpoint-write): every complete checkpoint
+    stays loadable, --resume auto always finds one, and the finished run equals the straight one."""
+    import random
+
+    from safetensors.torch import load_file
+
+    from grouprl.train.checkpoint import list_checkpoints
+
+    args = [*ARGS, "train.steps=80", "output.save_every=1", "output.keep_last=2", "algorithm=grpo"]
+    straight = tmp_path / "straight"
+    assert main(["train", *args, f"output.run_dir={straight}"]) == 0
+
+    run_dir = tmp_path / "faulty"
+    cmd = [sys.executable, "-m", "grouprl", "train", "--resume", "auto", *args, f"output.run_dir={run_dir}"]
+    rng = random.Random(0)
+    kills = 0
+    while kills < 20:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.5, 4.0))
+        if proc.poll() is not None:
+            break  # the run finished before this kill
+        proc.kill()
+        proc.wait()
+        kills += 1
+        for checkpoint in list_checkpoints(run_dir):
+            assert (checkpoint / "trainer_state.pt").is_file(), checkpoint
+            load_file(checkpoint / "model.safetensors")
+    assert kills == 20, "the run finished before 20 faults were injected"
+    assert main(["train", "--resume", "auto", *args, f"output.run_dir={run_dir}"]) == 0
+    assert rows(run_dir) == rows(straight)

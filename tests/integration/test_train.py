@@ -73,3 +73,58 @@ def test_checkpoint_loads_with_plain_transformers(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(run_dir / "checkpoints" / "step-2")
     assert sum(p.numel() for p in model.parameters()) > 0
     assert (run_dir / "checkpoints" / "step-2" / "model.safetensors").is_file()
+
+
+def test_a_nan_loss_skips_the_update_and_leaves_weights_untouched(tmp_path, monkeypatch):
+    from grouprl.train import step as stages
+
+    real = stages.policy_loss
+
+    def poisoned(*args, **kwargs):
+        loss, metrics = real(*args, **kwargs)
+        return loss * float("nan"), metrics
+
+    monkeypatch.setattr(stages, "policy_loss", poisoned)
+    run_dir = tmp_path / "nan"
+    assert main(["train", *FAST, "train.steps=2", f"output.run_dir={run_dir}", "data.num_eval=0"]) == 0
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    assert [r["update/skipped_nonfinite"] for r in rows] == [1, 1] and all(r["update/steps"] == 0 for r in rows)
+    before = AutoModelForCausalLM.from_pretrained(DEFAULT_MODEL_DIR).state_dict()
+    after = AutoModelForCausalLM.from_pretrained(run_dir / "checkpoints" / "step-2").state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_repeated_nan_stops_the_run_with_a_clear_message(tmp_path, monkeypatch, capsys):
+    from grouprl.train import step as stages
+
+    real = stages.policy_loss
+    monkeypatch.setattr(stages, "policy_loss", lambda *a, **k: (real(*a, **k)[0] * float("nan"), {}))
+    run_dir = tmp_path / "nan"
+    code = main(["train", *FAST, "train.steps=5", "train.max_nonfinite_steps=2", f"output.run_dir={run_dir}",
+                 "data.num_eval=0"])
+    assert code == 2
+    assert "2 steps in a row had a NaN/inf loss or gradient" in capsys.readouterr().err
+    assert (run_dir / "checkpoints" / "step-2").is_dir()
+
+
+def test_sigterm_finishes_the_step_checkpoints_and_resume_continues(tmp_path):
+    import signal as sig
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "term"
+    args = [*FAST, "train.steps=200", "data.num_eval=0", f"output.run_dir={run_dir}"]
+    proc = subprocess.Popen([sys.executable, "-m", "grouprl", "train", *args], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((run_dir / "metrics.jsonl").exists()
+                                          and len(read_jsonl(run_dir / "metrics.jsonl")) >= 2):
+        time.sleep(0.05)
+    proc.send_signal(sig.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "stopped by signal after step" in err
+    done = len(read_jsonl(run_dir / "metrics.jsonl"))
+    assert (run_dir / "checkpoints" / f"step-{done}").is_dir()
+    assert main(["train", "--resume", "auto", *FAST, "train.steps=" + str(done + 1), "data.num_eval=0",
+                 f"output.run_dir={run_dir}"]) == 0
+    assert [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")] == list(range(1, done + 2))

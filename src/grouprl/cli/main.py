@@ -98,6 +98,27 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_env(args) -> int:
+    """Versions and machine facts for bug reports."""
+    import importlib.metadata as md
+    import os
+    import platform
+
+    import torch
+
+    print(f"grouprl        {md.version('grouprl')}")
+    print(f"python         {platform.python_version()} ({platform.platform()})")
+    for package in ("torch", "transformers", "tokenizers", "safetensors", "numpy", "trl", "peft", "datasets",
+                    "math-verify", "tensorboard"):
+        try:
+            print(f"{package:<14} {md.version(package)}")
+        except md.PackageNotFoundError:
+            print(f"{package:<14} not installed")
+    print(f"cpus           {os.cpu_count()} (torch threads {torch.get_num_threads()})")
+    print(f"cuda           {torch.cuda.is_available()} ({torch.cuda.device_count()} devices)")
+    return 0
+
+
 def cmd_sft(args) -> int:
     from grouprl.train.sft_cli import run_sft
 
@@ -139,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--trl-only", action="store_true", help=argparse.SUPPRESS)
     bench.add_argument("overrides", nargs="*", help="extra config overrides")
     bench.set_defaults(fn=lambda args: __import__("grouprl.bench", fromlist=["main"]).main(args))
+
+    env = sub.add_parser("env", help="print versions for bug reports")
+    env.set_defaults(fn=cmd_env)
 
     ls = sub.add_parser("list", help="list algorithms, tasks or rewards")
     ls.add_argument("what", choices=["algorithms", "tasks", "rewards"])
