@@ -24,7 +24,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from grouprl.rewards import RewardError
     from grouprl.train.resume import ResumeError, TrainingDiverged
 
-    return (UserError, ConfigError, DataError, RewardError, ResumeError, TrainingDiverged, FileNotFoundError, KeyError, ValueError, OSError)
+    return (UserError, ConfigError, DataError, RewardError, ResumeError, TrainingDiverged, FileNotFoundError, ValueError, OSError)
 
 
 def _run_dir(cfg, command: str) -> Path:

@@ -1,7 +1,8 @@
 """Checkpoints: HF-format model + tokenizer, plus the trainer state, written atomically.
 
-A checkpoint is written to ``checkpoints/.tmp-step-N``, flushed, then renamed to ``checkpoints/step-N``:
-a directory named ``step-N`` is always complete. Only the newest ``keep_last`` are kept.
+A checkpoint is written to ``checkpoints/.tmp-step-N``, flushed, then renamed to ``checkpoints/step-N``; an
+old one is renamed to ``.trash-step-N`` before it is deleted. Renames are atomic, so a directory named
+``step-N`` is always complete, whenever the process dies. Only the newest ``keep_last`` are kept.
 """
 
 from __future__ import annotations
@@ -35,18 +36,26 @@ def _fsync_tree(path: Path) -> None:
 def save_checkpoint(run_dir: Path, step: int, model, tokenizer, trainer_state: dict, keep_last: int) -> Path:
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".t*-step-*"):  # leftovers of a process that died mid-write or mid-delete
+        shutil.rmtree(stale, ignore_errors=True)
     final, tmp = root / f"step-{step}", root / f".tmp-step-{step}"
-    shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     torch.save(trainer_state, tmp / "trainer_state.pt")
     _fsync_tree(tmp)
     if final.exists():
-        shutil.rmtree(final)
+        _delete(final)
     os.replace(tmp, final)
     for old in list_checkpoints(run_dir)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+        _delete(old)
     return final
+
+
+def _delete(checkpoint: Path) -> None:
+    """Rename out of the ``step-N`` namespace first, so a kill mid-delete never leaves a partial ``step-N``."""
+    trash = checkpoint.with_name(f".trash-{checkpoint.name}")
+    os.replace(checkpoint, trash)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

@@ -127,6 +127,8 @@ def prompt_texts(s: Setup, rows: list[dict]) -> list[str]:
 
 
 def run_eval(s: Setup, step: int) -> dict:
+    if not s.eval_rows:
+        return {}
     out = evaluate(s.backend, s.tokenizer, s.rewards, s.eval_rows, prompt_texts(s, s.eval_rows),
                    max_new_tokens=s.cfg.rollout.max_new_tokens, k=s.cfg.eval.num_samples,
                    temperature=s.cfg.eval.temperature, batch_size=s.cfg.eval.batch_size, seed=s.cfg.train.seed)

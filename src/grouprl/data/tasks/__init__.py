@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
+from grouprl.algo.registry import UnknownNameError
 from grouprl.data.tasks.arithmetic import ArithmeticTask
 
 Split = Literal["train", "eval"]
@@ -43,7 +44,7 @@ TASKS: dict[str, Callable[..., Task]] = {
 def get_task(name: str, **knobs: Any) -> Task:
     """Build the registered task ``name`` with its difficulty ``knobs`` (constructor keyword arguments)."""
     if name not in TASKS:
-        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}.")
+        raise UnknownNameError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}.")
     return TASKS[name](**knobs)
 
 
