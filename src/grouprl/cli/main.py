@@ -92,7 +92,10 @@ def cmd_eval(args) -> int:
     run_dir = _run_dir(cfg, "eval")
     setup = build(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    out = run_eval(setup, 0)
+    try:
+        out = run_eval(setup, 0)
+    finally:
+        setup.rewards.close()
     for key, value in out.items():
         print(f"{key:<20} {value:.4f}" if isinstance(value, float) else f"{key:<20} {value}")
     return 0

@@ -135,6 +135,12 @@ class Config:
     rewards: list = field(default_factory=list)
     """Reward functions: names (``grouprl list rewards``), ``module:function`` or ``file.py:function``; or
     ``{name: ..., weight: ...}``. Empty: the task's own verifier."""
+    reward_timeout: float = 60.0
+    """Seconds one reward-function call may take; past it the samples get reward_fallback (counted)."""
+    reward_fallback: float = 0.0
+    """Reward given to a sample whose function raised, timed out, or returned NaN or a non-number."""
+    reward_isolation: bool = True
+    """Run reward functions in a separate worker process (with the timeout), never in the trainer's."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from grouprl import rewards as rewards_lib
 from grouprl.train.step import encode_prompts
 from grouprl.types import SamplingParams
 
@@ -23,8 +22,7 @@ def _accepted(backend, tokenizer, rewards, rows, prompt_texts, n, sampling) -> t
     completions = tokenizer.batch_decode(ids, skip_special_tokens=True)
     columns = {k: [row[k] for row in rows for _ in range(n)] for k in rows[0] if k != "prompt"}
     prompts = [p for p in prompt_texts for _ in range(n)]
-    _, parts, _ = rewards_lib.score(rewards[:1], prompts, completions, None, columns)
-    first = next(iter(parts.values()))
+    first = next(iter(rewards.score(prompts, completions, None, columns, first_only=True).parts.values()))
     return (torch.nan_to_num(first, nan=0.0) >= 1.0).reshape(len(rows), n)
 
 

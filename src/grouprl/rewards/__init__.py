@@ -90,7 +90,8 @@ def resolve_rewards(entries: list, default: list[Callable]) -> list[Reward]:
     return rewards
 
 
-def _call(fn: Callable, prompts, completions, completion_ids, columns) -> list:
+def call_reward(fn: Callable, prompts, completions, completion_ids, columns) -> list:
+    """One call of a reward function under the TRL protocol; an async function is run to completion."""
     out = fn(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns)
     if inspect.isawaitable(out):
         out = asyncio.run(_await(out))
@@ -112,33 +113,65 @@ def _as_float(value) -> float | None:
     return out
 
 
-def score(rewards: list[Reward], prompts: list[str], completions: list[str], completion_ids, columns: dict,
-          *, fallback: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, int]]:
-    """Run every reward function on every completion.
+@dataclass
+class Scores:
+    total: torch.Tensor  # [N] float64, weighted sum (None counts 0)
+    parts: dict[str, torch.Tensor]  # name -> [N], NaN where not applicable
+    errors: dict[str, int]  # name -> samples that got the fallback because of an exception or a bad value
+    timeouts: dict[str, int]  # name -> samples that got the fallback because the call timed out
 
-    Returns ``(total [N], parts, errors)``: the weighted sum (None counts 0), each function's values ``[N]``
-    (NaN where not applicable), and each function's error count.
+
+class RewardRunner:
+    """Scores completions with every reward function; never raises because of what a function does.
+
+    With ``isolate=True`` (the trainer's default) the functions run in a forked worker process with a
+    wall-clock ``timeout`` per call (see ``runner.py``); otherwise in this process.
     """
-    N = len(completions)
-    total = torch.zeros(N, dtype=torch.float64)
-    parts, errors = {}, {}
-    for reward in rewards:
+
+    def __init__(self, rewards: list[Reward], *, timeout: float = 60.0, fallback: float = 0.0,
+                 isolate: bool = True) -> None:
+        from grouprl.rewards.runner import RewardWorker, fork_available
+
+        self.rewards, self.fallback = rewards, fallback
+        self.worker = RewardWorker([r.fn for r in rewards], timeout) if isolate and fork_available() else None
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+
+    def _run(self, index: int, args: tuple) -> tuple[str, object]:
+        if self.worker is not None:
+            return self.worker.call(index, args)
         try:
-            values = [_as_float(v) for v in _call(reward.fn, prompts, completions, completion_ids, columns)]
-            if len(values) != N:
-                raise ValueError(f"returned {len(values)} values for {N} completions")
+            return "ok", call_reward(self.rewards[index].fn, *args)
         except Exception as err:  # noqa: BLE001 - a failing reward must not end training
-            _warn_once(reward.name, f"{type(err).__name__}: {err}", completions[:1])
-            values, bad = [fallback] * N, N
-        else:
-            bad = sum(v is not None and not math.isfinite(v) for v in values)
-            if bad:
-                _warn_once(reward.name, "returned a non-number or NaN", completions[:1])
-            values = [fallback if v is not None and not math.isfinite(v) else v for v in values]
-        parts[reward.name] = torch.tensor([math.nan if v is None else v for v in values], dtype=torch.float64)
-        total += reward.weight * torch.nan_to_num(parts[reward.name], nan=0.0)
-        errors[reward.name] = bad
-    return total, parts, errors
+            return "error", f"{type(err).__name__}: {err}"
+
+    def score(self, prompts: list[str], completions: list[str], completion_ids, columns: dict, *,
+              first_only: bool = False) -> Scores:
+        N = len(completions)
+        out = Scores(torch.zeros(N, dtype=torch.float64), {}, {}, {})
+        for index, reward in enumerate(self.rewards[:1] if first_only else self.rewards):
+            status, payload = self._run(index, (prompts, completions, completion_ids, columns))
+            errors = timeouts = 0
+            if status == "ok" and len(payload) != N:
+                status, payload = "error", f"returned {len(payload)} values for {N} completions"
+            if status == "ok":
+                values = [_as_float(v) for v in payload]
+                errors = sum(v is not None and not math.isfinite(v) for v in values)
+                if errors:
+                    _warn_once(reward.name, "returned a non-number or NaN", completions[:1])
+                values = [self.fallback if v is not None and not math.isfinite(v) else v for v in values]
+            else:
+                what = "timed out" if status == "timeout" else f"failed ({payload})"
+                _warn_once(reward.name, what, completions[:1])
+                values = [self.fallback] * N
+                errors, timeouts = (0, N) if status == "timeout" else (N, 0)
+            out.parts[reward.name] = torch.tensor([math.nan if v is None else v for v in values],
+                                                  dtype=torch.float64)
+            out.total += reward.weight * torch.nan_to_num(out.parts[reward.name], nan=0.0)
+            out.errors[reward.name], out.timeouts[reward.name] = errors, timeouts
+        return out
 
 
 _WARNED: set[str] = set()

@@ -27,7 +27,7 @@ from grouprl.eval.evaluate import evaluate
 from grouprl.logging.sinks import ConsoleProgress, JsonlSink, say
 from grouprl.model.assets import resolve_model_path
 from grouprl.model.load import format_prompt, load_model, load_tokenizer
-from grouprl.rewards import resolve_rewards
+from grouprl.rewards import RewardRunner, resolve_rewards
 from grouprl.rollout.hf import HFRollout
 from grouprl.train import step as stages
 from grouprl.train.checkpoint import rng_state, save_checkpoint
@@ -46,7 +46,7 @@ class Setup:
     policy: torch.nn.Module
     reference: torch.nn.Module | None
     backend: HFRollout
-    rewards: list
+    rewards: RewardRunner
     source: PromptSource
     eval_rows: list[dict]
     optimizer: torch.optim.Optimizer
@@ -118,7 +118,9 @@ def build(cfg: Config, run_dir: Path) -> Setup:
         say(f"warning: algo.overlong_max_len={spec.overlong_max_len} exceeds rollout.max_new_tokens="
             f"{cfg.rollout.max_new_tokens}, so the soft overlong penalty never applies; set "
             f"algo.overlong_max_len={cfg.rollout.max_new_tokens} (and algo.overlong_buffer_len) to use it")
-    return Setup(cfg, run_dir, tokenizer, policy, reference, HFRollout(policy, tokenizer), rewards,
+    runner = RewardRunner(rewards, timeout=cfg.reward_timeout, fallback=cfg.reward_fallback,
+                          isolate=cfg.reward_isolation)
+    return Setup(cfg, run_dir, tokenizer, policy, reference, HFRollout(policy, tokenizer), runner,
                  PromptSource(train_rows, cfg.data.seed), eval_rows, optimizer, scheduler)
 
 
@@ -218,6 +220,7 @@ def step_metrics(batch: stages.Scored, sampling_stats: dict) -> dict:
         finite = values[~torch.isnan(values)]
         out[f"reward/{name}/mean"] = finite.mean().item() if len(finite) else math.nan
         out[f"reward/{name}/errors"] = float(batch.errors.get(name, 0))
+        out[f"reward/{name}/timeouts"] = float(batch.timeouts.get(name, 0))
     return out
 
 
@@ -243,6 +246,13 @@ def train(cfg: Config, run_dir: Path, resume: str | None = None) -> dict:
     """Run steps up to ``cfg.train.steps``, resuming from a checkpoint when asked; returns the held-out
     evaluation before and after (``{"finished": True}`` when a resumed run had nothing left to do)."""
     s = build(cfg, run_dir)
+    try:
+        return _train(s, cfg, run_dir, resume)
+    finally:
+        s.rewards.close()
+
+
+def _train(s: Setup, cfg: Config, run_dir: Path, resume: str | None) -> dict:
     checkpoint = find_resume_point(run_dir, resume)
     start = 0
     if checkpoint is not None:

@@ -28,13 +28,14 @@ class Scored:
     parts: dict[str, torch.Tensor]  # name -> [N], NaN where not applicable
     accuracy: torch.Tensor  # [N] float64, the first reward function's value (the verifier)
     errors: dict[str, int]
+    timeouts: dict[str, int]
 
 
 def encode_prompts(tokenizer, texts: list[str]) -> list[list[int]]:
     return [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
 
 
-def rollout_and_score(backend, tokenizer, rewards: list, rows: list[dict], prompt_texts: list[str], G: int,
+def rollout_and_score(backend, tokenizer, rewards: rewards_lib.RewardRunner, rows: list[dict], prompt_texts: list[str], G: int,
                       sampling: SamplingParams) -> Scored:
     """Stages 2–3: sample G completions per prompt and score each with every reward function."""
     rollout = backend.generate(encode_prompts(tokenizer, prompt_texts), G, sampling)
@@ -42,9 +43,10 @@ def rollout_and_score(backend, tokenizer, rewards: list, rows: list[dict], promp
     completions = tokenizer.batch_decode(ids, skip_special_tokens=True)
     prompts = [p for p in prompt_texts for _ in range(G)]
     columns = {k: [row[k] for row in rows for _ in range(G)] for k in rows[0] if k != "prompt"}
-    total, parts, errors = rewards_lib.score(rewards, prompts, completions, ids.tolist(), columns)
-    first = next(iter(parts.values()))
-    return Scored(rows, rollout, completions, total, parts, torch.nan_to_num(first, nan=0.0), errors)
+    scores = rewards.score(prompts, completions, ids.tolist(), columns)
+    first = next(iter(scores.parts.values()))
+    return Scored(rows, rollout, completions, scores.total, scores.parts, torch.nan_to_num(first, nan=0.0),
+                  scores.errors, scores.timeouts)
 
 
 def concat(batches: list[Scored], pad_id: int) -> Scored:
@@ -77,6 +79,7 @@ def concat(batches: list[Scored], pad_id: int) -> Scored:
         parts={k: torch.cat([b.parts[k] for b in batches]) for k in batches[0].parts},
         accuracy=torch.cat([b.accuracy for b in batches]),
         errors={k: sum(b.errors[k] for b in batches) for k in batches[0].errors},
+        timeouts={k: sum(b.timeouts[k] for b in batches) for k in batches[0].timeouts},
     )
 
 
@@ -94,6 +97,7 @@ def select_groups(batch: Scored, groups: list[int], G: int) -> Scored:
         parts={k: v[rows_idx] for k, v in batch.parts.items()},
         accuracy=batch.accuracy[rows_idx],
         errors=batch.errors,
+        timeouts=batch.timeouts,
     )
 
 

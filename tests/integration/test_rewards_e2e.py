@@ -1,0 +1,77 @@
+"""User rewards and datasets end to end: a TRL reward file trains unchanged; failing, hanging and NaN
+rewards are survived by a real run, with the counts in metrics.jsonl."""
+
+import json
+
+from grouprl.cli.main import main
+
+FAST = ["train.steps=3", "train.prompts_per_step=4", "rollout.num_generations=4", "data.num_eval=0",
+        "data.num_train=64", "output.progress=false", "eval.every=0"]
+
+TRL_REWARD = '''
+import re
+
+def reward_len(completions, **kwargs):
+    """Written for TRL's GRPOTrainer: prefer short answers."""
+    return [-float(len(c)) for c in completions]
+
+def digits_only(prompts, completions, **kwargs):
+    return [1.0 if re.fullmatch(r"\\d+", c.strip()) else 0.0 for c in completions]
+'''
+
+FLAKY = '''
+import math
+import pathlib
+
+COUNTER = pathlib.Path(__file__).with_name("calls.txt")  # on disk: the worker is replaced after each hang
+
+def every_tenth_raises(prompts, completions, **kwargs):
+    n = int(COUNTER.read_text()) + 1 if COUNTER.exists() else 1
+    COUNTER.write_text(str(n))
+    if n % 10 == 0:
+        raise RuntimeError("flaky")
+    return [1.0] * len(completions)
+
+def hangs(prompts, completions, **kwargs):
+    while True:
+        pass
+
+def nan(prompts, completions, **kwargs):
+    return [math.nan] * len(completions)
+'''
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_trl_reward_file_trains_unchanged_on_a_jsonl_dataset(tmp_path):
+    (tmp_path / "rewards.py").write_text(TRL_REWARD)
+    with open(tmp_path / "data.jsonl", "w") as handle:
+        for a in range(20):
+            handle.write(json.dumps({"question": f"{a}+{a}=", "answer": str(2 * a)}) + "\n")
+    run_dir = tmp_path / "run"
+    code = main(["train", *FAST, f"data.path={tmp_path}/data.jsonl", "data.prompt_column=question",
+                 f"rewards=[{tmp_path}/rewards.py:reward_len, {{name: {tmp_path}/rewards.py:digits_only, weight: 2}}]",
+                 f"output.run_dir={run_dir}"])
+    assert code == 0
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    assert len(rows) == 3 and "reward/reward_len/mean" in rows[0] and "reward/digits_only/mean" in rows[0]
+    completion = read_jsonl(run_dir / "completions.jsonl")[0]
+    expected = completion["reward/reward_len"] + 2 * completion["reward/digits_only"]
+    assert abs(completion["reward"] - expected) < 1e-9
+
+
+def test_failing_hanging_and_nan_rewards_are_survived(tmp_path):
+    (tmp_path / "flaky.py").write_text(FLAKY)
+    run_dir = tmp_path / "run"
+    code = main(["train", *FAST, "train.steps=10", "reward_timeout=0.5", f"output.run_dir={run_dir}",
+                 f"rewards=[correct_answer, {tmp_path}/flaky.py:every_tenth_raises, {tmp_path}/flaky.py:hangs, "
+                 f"{tmp_path}/flaky.py:nan]"])
+    assert code == 0
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    assert len(rows) == 10
+    assert sum(r["reward/every_tenth_raises/errors"] for r in rows) == 16  # the 10th call: 16 samples
+    assert all(r["reward/hangs/timeouts"] == 16 for r in rows)
+    assert all(r["reward/nan/errors"] == 16 for r in rows)
+    assert all(r["loss/policy"] is not None for r in rows)
