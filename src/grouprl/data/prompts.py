@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 from pathlib import Path
@@ -13,22 +14,92 @@ class DataError(ValueError):
     """A dataset that cannot be used: the message names the file, line or column and the fix."""
 
 
-def load_rows(path: str, prompt_column: str) -> list[dict]:
-    """Rows of a JSONL file; every row must have ``prompt_column``."""
-    file = Path(path)
-    if not file.is_file():
-        raise DataError(f"dataset {file} does not exist; check data.path")
-    rows = []
+def _jsonl(file: Path) -> list[tuple[str, object]]:
+    out = []
     for number, line in enumerate(file.read_text().splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            out.append((f"line {number}", json.loads(line)))
         except json.JSONDecodeError as err:
             raise DataError(f"{file} line {number}: not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict) or prompt_column not in row:
-            raise DataError(f"{file} line {number}: no '{prompt_column}' column; set data.prompt_column")
-        rows.append(row)
+    return out
+
+
+def _json(file: Path) -> list[tuple[str, object]]:
+    try:
+        data = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{file} line {err.lineno}: not valid JSON ({err.msg})") from None
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list):
+        raise DataError(f"{file}: expected a JSON list of rows (or {{\"data\": [...]}})")
+    return [(f"row {i}", row) for i, row in enumerate(data)]
+
+
+def _csv(file: Path) -> list[tuple[str, object]]:
+    with open(file, newline="") as handle:
+        return [(f"line {i + 2}", dict(row)) for i, row in enumerate(csv.DictReader(handle))]
+
+
+def _datasets(source: str, kind: str) -> list[tuple[str, object]]:
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"{source}: reading {kind} needs the datasets library: pip install 'grouprl[datasets]'") from None
+    try:
+        if kind == "parquet":
+            data = datasets.Dataset.from_parquet(source)
+        elif kind == "a saved dataset":
+            data = datasets.load_from_disk(source)
+        else:
+            data = datasets.load_dataset(source, split="train")
+    except Exception as err:  # noqa: BLE001 - any failure of the library is a data error for the user
+        raise DataError(f"{source}: could not read {kind} ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    if isinstance(data, datasets.DatasetDict):
+        if "train" not in data:
+            raise DataError(f"{source}: a DatasetDict without a 'train' split (has {', '.join(data)})")
+        data = data["train"]
+    return [(f"row {i}", row) for i, row in enumerate(data)]
+
+
+def load_rows(path: str, prompt_column: str) -> list[dict]:
+    """Rows of a prompt dataset: .jsonl, .json, .csv, .parquet, a ``save_to_disk`` directory, or a hub id.
+
+    Every row must have ``prompt_column`` (or a chat ``messages`` list); it is copied to ``row["prompt"]``, and
+    every other column is passed to the reward functions.
+    """
+    file = Path(path)
+    suffix = file.suffix.lower()
+    if file.is_dir():
+        raw = _datasets(str(file), "a saved dataset")
+    elif file.is_file():
+        readers = {".jsonl": _jsonl, ".json": _json, ".csv": _csv}
+        if suffix == ".parquet":
+            raw = _datasets(str(file), "parquet")
+        elif suffix in readers:
+            raw = readers[suffix](file)
+        else:
+            raise DataError(f"dataset {file}: unknown format {suffix!r}; use .jsonl, .json, .csv, .parquet or a "
+                            "datasets directory")
+    elif "/" in path and not path.startswith((".", "/", "~")) and path.count("/") == 1:
+        raw = _datasets(path, "a hub dataset")
+    else:
+        raise DataError(f"dataset {file} does not exist; check data.path")
+    rows = []
+    for where, row in raw:
+        if not isinstance(row, dict):
+            raise DataError(f"{file} {where}: expected an object with a '{prompt_column}' column")
+        if prompt_column in row:
+            prompt = row[prompt_column]
+        elif "messages" in row:
+            prompt = [m for m in row["messages"] if m.get("role") != "assistant"]
+        else:
+            raise DataError(f"{file} {where}: no '{prompt_column}' column; set data.prompt_column")
+        if not prompt:
+            raise DataError(f"{file} {where}: the '{prompt_column}' column is empty")
+        rows.append({**row, "prompt": prompt})
     if not rows:
         raise DataError(f"dataset {file} is empty")
     return rows

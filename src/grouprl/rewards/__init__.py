@@ -25,10 +25,12 @@ from pathlib import Path
 import torch
 
 from grouprl.data.tasks.arithmetic import correct_answer, integer_format
+from grouprl.data.tasks.countdown import countdown_reward
 
 BUILTIN_REWARDS: dict[str, Callable] = {
     "correct_answer": correct_answer,
     "integer_format": integer_format,
+    "countdown": countdown_reward,
 }
 
 

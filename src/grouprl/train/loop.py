@@ -66,7 +66,7 @@ def _rows(cfg: Config) -> tuple[list[dict], list[dict], list]:
         train = load_rows(d.path, d.prompt_column)
         evals = load_rows(d.eval_path, d.prompt_column)[: d.num_eval] if d.eval_path else []
         default = get_task(d.task, **d.task_kwargs).reward_fns if d.task else []
-        return [{**r, "prompt": r[d.prompt_column]} for r in train], evals, default
+        return train, evals, default
     task = get_task(d.task, **d.task_kwargs)
     return (task_rows(d.task, d.task_kwargs, "train", d.num_train, d.seed),
             task_rows(d.task, d.task_kwargs, "eval", d.num_eval, d.seed) if d.num_eval else [],

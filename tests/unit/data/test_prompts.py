@@ -23,5 +23,5 @@ def test_empty_sources_and_files_are_rejected(tmp_path):
     with pytest.raises(DataError, match="no prompts"):
         PromptSource([], seed=0)
     (tmp_path / "d.jsonl").write_text('{"prompt": "x"}\n\n[1, 2]\n')
-    with pytest.raises(DataError, match="line 3: no 'prompt' column"):
+    with pytest.raises(DataError, match="line 3: expected an object"):
         load_rows(str(tmp_path / "d.jsonl"), "prompt")

@@ -1,0 +1,188 @@
+"""Countdown: combine the given numbers, each exactly once, with + - * / and parentheses to reach a target.
+
+Prompts look like ``"Numbers: 3 7 25 50. Target: 75. Use each number once with + - * / ( ).\\nAnswer:"``; a
+completion is correct when its answer (the text inside the last ``<answer>…</answer>``, else its last
+non-empty line) is an arithmetic expression that uses exactly the given numbers and evaluates, in exact
+rational arithmetic, to the target. Expressions are parsed by a small recursive-descent parser, never by
+Python's ``eval``. Every generated problem is solvable: the target is built from a random expression over
+the numbers, kept as the ``solution`` column.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, ClassVar
+
+_TOKEN = re.compile(r"\s*(?:(\d+)|(\S))")
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
+MAX_EXPRESSION_CHARS = 200  # longer "expressions" are rejected before parsing
+
+
+class ExpressionError(ValueError):
+    """Not a well-formed expression over integers with + - * / and parentheses."""
+
+
+def _tokens(text: str) -> list[str]:
+    out, pos = [], 0
+    while pos < len(text):
+        match = _TOKEN.match(text, pos)
+        if match is None:  # only trailing whitespace is left
+            break
+        number, symbol = match.groups()
+        if symbol is not None and symbol not in "+-*/()":
+            raise ExpressionError(f"unexpected character {symbol!r}")
+        out.append(number if number is not None else symbol)
+        pos = match.end()
+    return out
+
+
+def evaluate(text: str) -> tuple[Fraction, list[int]]:
+    """The exact value of ``text`` and the integers it uses, in order.
+
+    >>> evaluate("(50 + 25) * (7 - 3) / 4")
+    (Fraction(75, 1), [50, 25, 7, 3, 4])
+    """
+    if len(text) > MAX_EXPRESSION_CHARS:
+        raise ExpressionError("expression too long")
+    tokens, used = _tokens(text), []
+    pos = 0
+
+    def peek():
+        return tokens[pos] if pos < len(tokens) else None
+
+    def take():
+        nonlocal pos
+        pos += 1
+        return tokens[pos - 1]
+
+    def atom() -> Fraction:
+        token = peek()
+        if token is None:
+            raise ExpressionError("unexpected end")
+        if token == "(":
+            take()
+            value = expr()
+            if peek() != ")":
+                raise ExpressionError("missing ')'")
+            take()
+            return value
+        if token.isdigit():
+            take()
+            used.append(int(token))
+            return Fraction(int(token))
+        raise ExpressionError(f"unexpected {token!r}")
+
+    def term() -> Fraction:
+        value = atom()
+        while peek() in ("*", "/"):
+            op, right = take(), atom()
+            if op == "/" and right == 0:
+                raise ExpressionError("division by zero")
+            value = value * right if op == "*" else value / right
+        return value
+
+    def expr() -> Fraction:
+        value = term()
+        while peek() in ("+", "-"):
+            op, right = take(), term()
+            value = value + right if op == "+" else value - right
+        return value
+
+    value = expr()
+    if pos != len(tokens):
+        raise ExpressionError(f"unexpected {tokens[pos]!r}")
+    return value, used
+
+
+def answer_text(completion: str) -> str:
+    """The last ``<answer>…</answer>`` span, else the last non-empty line."""
+    spans = _ANSWER.findall(completion)
+    if spans:
+        return spans[-1].strip()
+    lines = [line.strip() for line in completion.strip().splitlines() if line.strip()]
+    return lines[-1].split("=")[0] if lines else ""
+
+
+def countdown_reward(prompts, completions, completion_ids=None, *, numbers, target, **columns) -> list[float]:
+    """1.0 when the answer uses each given number exactly once and equals the target, else 0.0.
+
+    >>> countdown_reward([""] * 3, ["(50+25)*(7-3)/4", "<answer>50+25</answer>", "__import__('os')"],
+    ...                  numbers=[[50, 25, 7, 3, 4]] * 3, target=[75] * 3)
+    [1.0, 0.0, 0.0]
+    """
+    out = []
+    for completion, given, goal in zip(completions, numbers, target, strict=True):
+        try:
+            value, used = evaluate(answer_text(completion if isinstance(completion, str) else ""))
+        except ExpressionError:
+            out.append(0.0)
+            continue
+        out.append(float(Counter(used) == Counter(given) and value == goal))
+    return out
+
+
+@dataclass(frozen=True)
+class CountdownTask:
+    """Generator of countdown problems over ``count`` numbers in ``[1, max_number]``."""
+
+    name: ClassVar[str] = "countdown"
+
+    count: int = 4
+    """How many numbers each problem gives (3 to 6)."""
+    max_number: int = 50
+    """Numbers are drawn from [1, max_number]."""
+    eval_fraction: float = 0.1
+    """Share of problems (by a stable hash of the prompt) held out for the eval split."""
+
+    def __post_init__(self) -> None:
+        if not 3 <= self.count <= 6 or self.max_number < 2:
+            raise ValueError(f"count={self.count}, max_number={self.max_number}: need 3 <= count <= 6 and "
+                             "max_number >= 2")
+
+    @property
+    def reward_fns(self) -> list:
+        return [countdown_reward]
+
+    def _draw(self, rng: random.Random) -> dict[str, Any] | None:
+        numbers = [rng.randint(1, self.max_number) for _ in range(self.count)]
+        order = numbers[:]
+        rng.shuffle(order)
+        text = str(order[0])
+        for n in order[1:]:
+            op = rng.choice("+-*/")
+            text = f"({text}{op}{n})" if op in "+-" else f"{text}{op}{n}"
+        try:
+            value, _ = evaluate(text)
+        except ExpressionError:
+            return None
+        if value.denominator != 1 or value <= 0:
+            return None
+        prompt = (f"Numbers: {' '.join(map(str, numbers))}. Target: {value.numerator}. "
+                  "Use each number once with + - * / ( ).\nAnswer:")
+        return {"prompt": prompt, "numbers": numbers, "target": value.numerator, "solution": text}
+
+    def split_of(self, prompt: str) -> str:
+        digest = hashlib.blake2b(prompt.encode(), digest_size=8).digest()
+        return "eval" if int.from_bytes(digest, "big") < self.eval_fraction * 2**64 else "train"
+
+    def generate(self, split: str, n: int, seed: int) -> list[dict[str, Any]]:
+        if split not in ("train", "eval"):
+            raise ValueError(f"split={split!r}: must be 'train' or 'eval'.")
+        rng = random.Random(f"{self.name}/{split}/{seed}")
+        rows, seen = [], set()
+        for _ in range(100 * n + 1000):
+            if len(rows) == n:
+                break
+            row = self._draw(rng)
+            if row and row["prompt"] not in seen and self.split_of(row["prompt"]) == split:
+                seen.add(row["prompt"])
+                rows.append(row)
+        if len(rows) < n:
+            raise ValueError(f"found only {len(rows)} distinct {split!r} countdown problems of the {n} asked for; "
+                             "ask for fewer or raise max_number")
+        return rows

@@ -1,0 +1,15 @@
+"""The examples in docstrings are tests too."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["grouprl.algo.advantages", "grouprl.algo.filters", "grouprl.algo.kl", "grouprl.algo.presets",
+           "grouprl.data.tasks.arithmetic", "grouprl.data.tasks.countdown"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
