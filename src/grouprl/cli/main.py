@@ -101,6 +101,46 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _existing_run(path: str) -> Path:
+    run_dir = Path(path)
+    if not (run_dir / "metrics.jsonl").is_file():
+        raise UserError(f"{run_dir} is not a run directory (no metrics.jsonl); pass the directory grouprl train wrote")
+    return run_dir
+
+
+def cmd_report(args) -> int:
+    from grouprl.logging.report import write_report
+
+    print(write_report(_existing_run(args.run_dir)))
+    return 0
+
+
+def cmd_show(args) -> int:
+    """A readable table of sampled completions with their rewards and advantages."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from grouprl.logging.report import read_jsonl
+
+    rows = read_jsonl(_existing_run(args.run_dir) / "completions.jsonl")
+    if not rows:
+        raise UserError(f"{args.run_dir} has no completions (output.log_completions was 0)")
+    last = rows[-1]["step"]
+    step = args.step if args.step is not None else last
+    rows = [r for r in rows if r["step"] == step]
+    if not rows:
+        raise UserError(f"no completions logged at step {step}; choose --step between 1 and {last}")
+    parts = sorted(k for k in rows[0] if k.startswith("reward/"))
+    table = Table(title=f"{args.run_dir} — step {step}")
+    for column in ("prompt", "completion", "reward", "advantage", *parts):
+        table.add_column(column, overflow="fold")
+    for r in rows[: args.limit]:
+        table.add_row(str(r["prompt"]), repr(r["completion"]), f"{r['reward']:.3f}", f"{r['advantage']:+.3f}",
+                      *(f"{r[p]:.3f}" if isinstance(r[p], float) else str(r[p]) for p in parts))
+    Console().print(table)
+    return 0
+
+
 def cmd_env(args) -> int:
     """Versions and machine facts for bug reports."""
     import importlib.metadata as md
@@ -163,6 +203,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--trl-only", action="store_true", help=argparse.SUPPRESS)
     bench.add_argument("overrides", nargs="*", help="extra config overrides")
     bench.set_defaults(fn=lambda args: __import__("grouprl.bench", fromlist=["main"]).main(args))
+
+    report = sub.add_parser("report", help="regenerate a run's plots and report.md from its metrics.jsonl")
+    report.add_argument("run_dir")
+    report.set_defaults(fn=cmd_report)
+
+    show = sub.add_parser("show", help="print a run's sampled completions with rewards and advantages")
+    show.add_argument("run_dir")
+    show.add_argument("--step", type=int, help="the step to show (default: the last logged)")
+    show.add_argument("--limit", type=int, default=32, help="rows to print")
+    show.set_defaults(fn=cmd_show)
 
     env = sub.add_parser("env", help="print versions for bug reports")
     env.set_defaults(fn=cmd_env)

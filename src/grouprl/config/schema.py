@@ -124,6 +124,8 @@ class OutputConfig:
     """Write plots/*.png and report.md at the end."""
     progress: bool = True
     """Show a live progress bar."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files to <run>/tensorboard (the ``tensorboard`` extra)."""
 
 
 @dataclass

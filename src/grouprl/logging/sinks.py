@@ -27,6 +27,28 @@ class JsonlSink:
             handle.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
 
 
+class TensorBoardSink:
+    """TensorBoard event files under ``<run>/tensorboard`` with the same metric names as metrics.jsonl."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # pragma: no cover - depends on the optional extra
+            raise ValueError("output.tensorboard=true needs tensorboard: pip install 'grouprl[tensorboard]'") from None
+        self.writer = SummaryWriter(str(path))
+
+    def write(self, row: dict) -> None:
+        step = int(row["step"])
+        for key, value in row.items():
+            value = _jsonable(value)
+            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 class ConsoleProgress:
     """A rich progress bar showing step, reward, accuracy, KL, completion length, s/step and ETA."""
 

@@ -24,7 +24,7 @@ from grouprl.config import Config, algo_spec, dump_config
 from grouprl.data.prompts import PromptSource, load_rows, task_rows
 from grouprl.data.tasks import get_task
 from grouprl.eval.evaluate import evaluate
-from grouprl.logging.sinks import ConsoleProgress, JsonlSink, say
+from grouprl.logging.sinks import ConsoleProgress, JsonlSink, TensorBoardSink, say
 from grouprl.model.assets import resolve_model_path
 from grouprl.model.load import format_prompt, load_model, load_tokenizer
 from grouprl.rewards import RewardRunner, resolve_rewards
@@ -266,7 +266,9 @@ def _train(s: Setup, cfg: Config, run_dir: Path, resume: str | None) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_config(cfg))
         say(f"run directory: {run_dir}")
-    metrics_sink = JsonlSink(run_dir / "metrics.jsonl")
+    sinks = [JsonlSink(run_dir / "metrics.jsonl")]
+    if cfg.output.tensorboard:
+        sinks.append(TensorBoardSink(run_dir / "tensorboard"))
     before = run_eval(s, 0) if s.eval_rows and start == 0 else {}
     if before:
         say(f"held-out before training: {json.dumps(before)}")
@@ -283,7 +285,8 @@ def _train(s: Setup, cfg: Config, run_dir: Path, resume: str | None) -> dict:
             elapsed = time.perf_counter() - t_step
             metrics.update({"step": step, "time/rollout": t_rollout, "time/step": elapsed,
                             "tokens_per_s": int(batch.rollout.completion_mask.sum()) / elapsed})
-            metrics_sink.write(metrics)  # 8
+            for sink in sinks:  # 8
+                sink.write(metrics)
             log_completions(s, step, batch)
             progress.update(step, metrics)
             skipped_in_a_row = skipped_in_a_row + 1 if metrics["update/skipped_nonfinite"] else 0

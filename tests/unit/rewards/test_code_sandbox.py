@@ -1,0 +1,242 @@
+"""The code sandbox and the code_tests reward: correctness, and hostile completions that must earn 0.0 and
+leave the host untouched. The host-harm tests need root (privilege drop); as non-root they are skipped,
+since e.g. ``os.kill(-1, 9)`` would then really kill the test runner."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+
+from grouprl.rewards.code import REWARDS, code_tests_reward, extract_code, run_sandboxed, sandbox_capabilities
+
+ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT, reason="host isolation (uid drop) requires running as root")
+
+ADD_TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(10, 5) == 15"]
+GOOD = "Sure:\n```python\ndef add(a, b):\n    return a + b\n```\n"
+
+
+def score(code: str, tests=None, timeout: float = 3.0) -> float:
+    return code_tests_reward(["p"], [code], tests=[tests if tests is not None else ADD_TESTS],
+                             timeout=timeout)[0]
+
+
+def n_procs() -> int:
+    return sum(1 for p in os.listdir("/proc") if p.isdigit())
+
+
+def gone_or_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+    except FileNotFoundError:
+        return True
+
+
+# ------------------------------------------------------------------------------------------------ correctness
+
+def test_correct_wrong_syntax_empty_partial():
+    completions = [GOOD, "def add(a, b):\n    return a - b", "def add(a, b) return a + b", "", "   \n",
+                   "def add(a, b):\n    return 3 if a == 1 else 0", "no code here, just words."]
+    got = code_tests_reward(["p"] * len(completions), completions, tests=[ADD_TESTS] * len(completions))
+    assert got == [1.0, 0.0, 0.0, 0.0, 0.0, pytest.approx(1 / 3), 0.0]
+    assert REWARDS == {"code_tests": code_tests_reward}
+
+
+def test_single_string_tests_and_setup_statements():
+    tests = "import math\nassert add(1, 2) == 3\nassert math.isclose(add(0.1, 0.2), 0.3)\nassert add(1, 1) == 3\n"
+    assert score(GOOD, tests) == pytest.approx(2 / 3)
+
+
+def test_last_python_block_is_used():
+    text = "```python\ndef add(a, b):\n    return 0\n```\nfixed:\n```python\ndef add(a, b):\n    return a + b\n```"
+    assert extract_code(text).strip().endswith("return a + b")
+    assert score(text) == 1.0
+
+
+def test_timeout_keeps_credit_for_tests_already_passed():
+    code = "def add(a, b):\n    if a == 10:\n        while True: pass\n    return a + b"
+    t0 = time.monotonic()
+    assert score(code, timeout=1.5) == pytest.approx(2 / 3)
+    assert time.monotonic() - t0 < 5
+
+
+def test_run_sandboxed_basics():
+    r = run_sandboxed("import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)")
+    assert (r.ok, r.returncode, r.stdout, r.stderr, r.timed_out) == (False, 3, "out\n", "err\n", False)
+    r = run_sandboxed("print('x' * 200_000)")
+    assert r.ok and len(r.stdout) == 64 * 1024
+
+
+# ------------------------------------------------------------------------------------------ forgery attempts
+
+def test_exit_zero_before_tests_does_not_pass():
+    assert score("import sys\nsys.exit(0)") == 0.0
+    assert score("import os\nos._exit(0)") == 0.0
+    assert score("def add(a, b):\n    raise SystemExit(0)") == 0.0
+
+
+def test_fake_markers_and_fd_snooping_do_not_pass():
+    code = (
+        "import os\n"
+        "for fd in range(3, 64):\n"
+        "    try: print('stolen', os.read(fd, 256))\n"
+        "    except OSError: pass\n"
+        "for i in range(10):\n"
+        "    print(f'PASS {i}'); print(f'ok {i}'); os.write(1, b'00 PASS %d\\n' % i)\n"
+        "os._exit(0)\n")
+    assert score(code) == 0.0
+
+
+# ------------------------------------------------------------------------------------------- hostile snippets
+
+HOSTILE_FAST = {
+    "alloc_10gb": "x = bytearray(10 * 1024 ** 3)",
+    "huge_file": "with open('big', 'wb') as f:\n    for _ in range(200):\n        f.write(b'0' * (1 << 20))",
+    "kill_parent": "import os\nos.kill(os.getppid(), 9)",
+    "killpg_parent": "import os\nos.killpg(os.getpgid(os.getppid()), 9)",
+    "kill_everything": "import os\nos.kill(-1, 9)",
+    "kill_init": "import os\nos.kill(1, 9)",
+    "fd_exhaustion": "fs = []\nwhile True:\n    fs.append(open('/dev/null'))",
+    "os_system": "import os\nos.system('cat /etc/shadow; id; echo pwned > /root/pwned_by_sandbox')",
+    "subprocess": "import subprocess\nsubprocess.run(['sh', '-c', 'cat /etc/shadow > /tmp/shadow_copy_sbx'])",
+    "setuid_root": "import os\nos.setuid(0)\nopen('/etc/shadow').read()",
+    "deep_recursion": "def f(n): return f(n + 1)\nf(0)",
+}
+
+
+@needs_root
+@pytest.mark.parametrize("name", sorted(HOSTILE_FAST))
+def test_hostile_fast_snippets_score_zero(name):
+    t0 = time.monotonic()
+    assert score(HOSTILE_FAST[name], timeout=3.0) == 0.0
+    assert time.monotonic() - t0 < 6
+    assert not os.path.exists("/root/pwned_by_sandbox")
+    assert not os.path.exists("/tmp/shadow_copy_sbx")
+
+
+@needs_root
+def test_infinite_loop_times_out():
+    t0 = time.monotonic()
+    r = run_sandboxed("while True: pass", timeout=1.0)
+    assert r.timed_out and not r.ok and time.monotonic() - t0 < 3
+    assert score("while True: pass", timeout=1.0) == 0.0
+
+
+@needs_root
+def test_huge_file_is_capped():
+    r = run_sandboxed("f = open('big', 'wb')\nfor _ in range(200): f.write(b'0' * (1 << 20))", max_file_mb=4)
+    assert not r.ok and r.returncode == -25   # SIGXFSZ
+
+
+@needs_root
+def test_read_secrets(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOPSECRET-123")
+    secret.chmod(0o600)
+    code = (f"for p in [{str(secret)!r}, '/etc/shadow']:\n"
+            "    try: print(open(p).read())\n"
+            "    except Exception as e: print('denied', type(e).__name__)\n")
+    r = run_sandboxed(code)
+    assert "TOPSECRET" not in r.stdout and "root:" not in r.stdout
+    assert r.stdout.count("denied PermissionError") == 2
+    assert score(code) == 0.0
+
+
+@needs_root
+def test_environment_secrets_not_inherited(monkeypatch):
+    monkeypatch.setenv("GROUPRL_SECRET", "hunter2-fake")
+    r = run_sandboxed("import os\nprint(dict(os.environ))\nprint(open('/proc/self/environ', 'rb').read())")
+    assert r.ok and "hunter2" not in r.stdout and "GROUPRL_SECRET" not in r.stdout
+    assert score("import os\nassert 'GROUPRL_SECRET' in os.environ\ndef add(a, b): return a + b") == 0.0
+
+
+@needs_root
+def test_write_outside_and_delete_things(tmp_path):
+    target = tmp_path / "pwned.txt"
+    keep = tmp_path / "keep.txt"
+    keep.write_text("keep")
+    tmp_path.chmod(0o777)   # even a world-writable dir deeper in a private tree is unreachable
+    victim = "/tmp/grouprl_sbx_victim.txt"
+    with open(victim, "w") as f:
+        f.write("victim")
+    try:
+        code = ("import os, shutil\n"
+                f"for p in [{str(target)!r}, '/etc/pwned', '/root/pwned', '/work/pwned']:\n"
+                "    try: open(p, 'w').write('x')\n"
+                "    except Exception: pass\n"
+                "os.chdir('/')\n"
+                f"for p in [{str(keep)!r}, {victim!r}, '/etc/hostname']:\n"
+                "    try: os.remove(p)\n"
+                "    except Exception: pass\n"
+                f"shutil.rmtree({str(tmp_path)!r}, ignore_errors=True)\n"
+                "shutil.rmtree('/work', ignore_errors=True)\n")
+        assert score(code) == 0.0
+        assert not target.exists() and keep.read_text() == "keep"
+        assert os.path.exists(victim) and os.path.exists("/etc/hostname")
+        assert not any(os.path.exists(p) for p in ["/etc/pwned", "/root/pwned", "/work/pwned"])
+    finally:
+        os.unlink(victim)
+
+
+@needs_root
+def test_no_network_to_localhost():
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.setblocking(False)
+    port = srv.getsockname()[1]
+    try:
+        code = ("import socket\n"
+                f"s = socket.create_connection(('127.0.0.1', {port}), timeout=1)\n"
+                "s.sendall(b'stolen')\n")
+        r = run_sandboxed(code)
+        assert not r.ok
+        assert score(code) == 0.0
+        with pytest.raises(BlockingIOError):
+            srv.accept()
+    finally:
+        srv.close()
+    assert sandbox_capabilities()["network_isolation"]
+
+
+@needs_root
+def test_fork_bomb_is_contained():
+    before = n_procs()
+    t0 = time.monotonic()
+    r = run_sandboxed("import os\nwhile True:\n    try: os.fork()\n    except OSError: pass", timeout=1.5)
+    assert not r.ok and time.monotonic() - t0 < 6
+    assert n_procs() <= before + 2
+    # the machine still responds
+    assert os.system("true") == 0
+    assert score("import os\nwhile True:\n    try: os.fork()\n    except OSError: pass", timeout=1.5) == 0.0
+    assert n_procs() <= before + 2
+
+
+@needs_root
+def test_daemon_does_not_outlive_the_run():
+    code = ("import os, sys, time\n"
+            "if os.fork() == 0:\n"
+            "    os.setsid()\n"
+            "    if os.fork() == 0:\n"
+            "        print('daemon', os.getpid(), flush=True)\n"
+            "        while True: time.sleep(0.05)\n"
+            "    os._exit(0)\n"
+            "time.sleep(0.3)\n")
+    r = run_sandboxed(code, timeout=2.0)
+    pid = int(r.stdout.split()[1])
+    assert gone_or_zombie(pid)
+    time.sleep(0.2)
+    assert gone_or_zombie(pid)
+
+
+@needs_root
+def test_leftover_files_in_tmp_are_removed():
+    r = run_sandboxed("import os\nopen('/tmp/grouprl_sbx_left', 'w').write('x')\n"
+                      "open('/dev/shm/grouprl_sbx_left', 'w').write('x')\nprint(os.getcwd())")
+    assert r.ok
+    assert not os.path.exists("/tmp/grouprl_sbx_left") and not os.path.exists("/dev/shm/grouprl_sbx_left")
+    assert not os.path.exists(r.stdout.strip())   # the sandbox dir itself is gone
