@@ -52,6 +52,7 @@ The harness clears trace/profile hooks before each test, which raises the bar bu
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import json
@@ -198,6 +199,8 @@ def _pids_of_uid(uid: int) -> list[int]:
         try:
             with open(f"/proc/{name}/status") as f:
                 for line in f:
+                    if line.startswith("State:") and line.split()[1] in ("Z", "X"):
+                        break   # already dead, waiting to be reaped: nothing left to kill
                     if line.startswith("Uid:"):
                         if int(line.split()[1]) == uid:
                             pids.append(int(name))
@@ -214,10 +217,8 @@ def _kill_uid(uid: int) -> None:
         if not pids:
             return
         for pid in pids:
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
         time.sleep(0.01)
 
 
@@ -256,8 +257,8 @@ def _run(argv_tail: list[str], files: dict[str, str], *, timeout: float, memory_
     root = caps["root"]
     uid = _acquire_uid() if root else None
     workdir = tempfile.mkdtemp(prefix="grouprl-sbx-", dir="/tmp" if root else None)
-    out = tempfile.TemporaryFile()
-    err = tempfile.TemporaryFile()
+    out = tempfile.TemporaryFile()  # noqa: SIM115 - returned open to the caller
+    err = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
     proc = None
     rfd = None
     timed_out = False
@@ -295,10 +296,8 @@ def _run(argv_tail: list[str], files: dict[str, str], *, timeout: float, memory_
         if rfd is not None:
             os.close(rfd)
         if proc is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.killpg(proc.pid, signal.SIGKILL)   # the whole group, also background children
-            except OSError:
-                pass
             proc.wait()
         if uid is not None:
             _kill_uid(uid)

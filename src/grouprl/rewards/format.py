@@ -39,7 +39,7 @@ def tag_count(prompts, completions, completion_ids=None, **columns) -> list[floa
     >>> tag_count([""] * 3, ["<think>a</think><answer>b</answer>", "<think>a</think> b", "<think><think>"])
     [1.0, 0.5, 0.0]
     """
-    return [sum(0.25 for tag in TAGS if c.count(tag) == 1) if isinstance(c, str) else 0.0 for c in completions]
+    return [0.25 * sum(c.count(tag) == 1 for tag in TAGS) if isinstance(c, str) else 0.0 for c in completions]
 
 
 REWARDS: dict[str, Callable] = {

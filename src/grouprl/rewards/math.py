@@ -38,8 +38,8 @@ SAMPLE_TIMEOUT = 5.0
 default is 5 s)."""
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
-_GSM8K = re.compile(r"####\s*([^\n]+)")
-_ANSWER = re.compile(r"\banswer\b\**\s*(?:is\b\s*:?|:)\s*\**\s*([^\n]+)", re.IGNORECASE)
+_GSM8K = re.compile(r"####")
+_ANSWER = re.compile(r"\banswer\b\**\s*(?:is\b\s*:?|:)\s*\**", re.IGNORECASE)
 _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|[-+]?\.\d+")
 
 
@@ -94,7 +94,7 @@ def extract_answer(text) -> str | None:
         last = None
         for last in pattern.finditer(text):  # noqa: B007 - we want the last match
             pass
-        if last is not None and (answer := _clean(last.group(1))):
+        if last is not None and (answer := _clean(text[last.end():].split("\n", 1)[0])):
             return answer
     return None
 

@@ -168,14 +168,14 @@ def update(s: Setup, batch: stages.Scored) -> dict:
     cfg, spec, G = s.cfg, algo_spec(s.cfg), s.cfg.rollout.num_generations
     temp, mbs, chunk = cfg.rollout.temperature, cfg.train.micro_batch_size, cfg.model.logprob_chunk_size
     off_policy = cfg.train.num_iterations > 1 or cfg.train.mini_batches > 1
+    # π_old is needed when the update is off-policy, or for a KL penalty in the reward (k1 of old vs ref).
+    need_old = off_policy or (s.reference is not None and spec.kl_placement == "reward")
     t0 = time.perf_counter()
-    old = stages.frozen_logprobs(s.policy, batch.rollout, temp, mbs, chunk) if off_policy else None
+    old = stages.frozen_logprobs(s.policy, batch.rollout, temp, mbs, chunk) if need_old else None
     ref = stages.frozen_logprobs(s.reference, batch.rollout, temp, mbs, chunk) if s.reference is not None else None
     t_logprobs = time.perf_counter() - t0
-    if ref is not None and spec.kl_placement == "reward" and old is None:
-        old = stages.frozen_logprobs(s.policy, batch.rollout, temp, mbs, chunk)
     adv, loss_mask = stages.advantages_stage(batch, G, spec, ref, old)
-    inputs = stages.UpdateInputs(batch.rollout, adv.advantages, loss_mask, old, ref)
+    inputs = stages.UpdateInputs(batch.rollout, adv.advantages, loss_mask, old if off_policy else None, ref)
 
     # The policy stays in eval mode for the update too: dropout would make the on-policy ratio differ from 1.
     t0 = time.perf_counter()
@@ -206,7 +206,7 @@ def update(s: Setup, batch: stages.Scored) -> dict:
     out.update({k: float(v) for k, v in adv.metrics.items()})
     out.update({"update/steps": updates, "update/skipped_nonfinite": skipped, "lr": s.scheduler.get_last_lr()[0],
                 "time/logprobs": t_logprobs, "time/update": time.perf_counter() - t0})
-    batch.advantages = adv.advantages  # for completions.jsonl
+    batch.advantages = adv.advantages
     return out
 
 

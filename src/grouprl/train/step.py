@@ -29,6 +29,7 @@ class Scored:
     accuracy: torch.Tensor  # [N] float64, the first reward function's value (the verifier)
     errors: dict[str, int]
     timeouts: dict[str, int]
+    advantages: torch.Tensor | None = None  # [N], set by the update stage (for completions.jsonl)
 
 
 def encode_prompts(tokenizer, texts: list[str]) -> list[list[int]]:

@@ -28,6 +28,16 @@ def n_procs() -> int:
     return sum(1 for p in os.listdir("/proc") if p.isdigit())
 
 
+def procs_back_to(n: int, slack: int = 2, wait: float = 5.0) -> bool:
+    """Killed orphans are reaped by init asynchronously: poll until the process count is back to normal."""
+    deadline = time.monotonic() + wait
+    while n_procs() > n + slack:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def gone_or_zombie(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -42,7 +52,7 @@ def test_correct_wrong_syntax_empty_partial():
     completions = [GOOD, "def add(a, b):\n    return a - b", "def add(a, b) return a + b", "", "   \n",
                    "def add(a, b):\n    return 3 if a == 1 else 0", "no code here, just words."]
     got = code_tests_reward(["p"] * len(completions), completions, tests=[ADD_TESTS] * len(completions))
-    assert got == [1.0, 0.0, 0.0, 0.0, 0.0, pytest.approx(1 / 3), 0.0]
+    assert got == [1.0, 0.0, 0.0, 0.0, 0.0, pytest.approx(2 / 3), 0.0]
     assert REWARDS == {"code_tests": code_tests_reward}
 
 
@@ -129,7 +139,8 @@ def test_infinite_loop_times_out():
 @needs_root
 def test_huge_file_is_capped():
     r = run_sandboxed("f = open('big', 'wb')\nfor _ in range(200): f.write(b'0' * (1 << 20))", max_file_mb=4)
-    assert not r.ok and r.returncode == -25   # SIGXFSZ
+    # Python ignores SIGXFSZ, so the write fails with EFBIG instead of the process being killed
+    assert not r.ok and "File too large" in r.stderr
 
 
 @needs_root
@@ -209,11 +220,11 @@ def test_fork_bomb_is_contained():
     t0 = time.monotonic()
     r = run_sandboxed("import os\nwhile True:\n    try: os.fork()\n    except OSError: pass", timeout=1.5)
     assert not r.ok and time.monotonic() - t0 < 6
-    assert n_procs() <= before + 2
+    assert procs_back_to(before)
     # the machine still responds
     assert os.system("true") == 0
     assert score("import os\nwhile True:\n    try: os.fork()\n    except OSError: pass", timeout=1.5) == 0.0
-    assert n_procs() <= before + 2
+    assert procs_back_to(before)
 
 
 @needs_root
