@@ -34,6 +34,15 @@ BUILTIN_REWARDS: dict[str, Callable] = {
 }
 
 
+def _register_builtins() -> None:
+    from grouprl.rewards import code  # noqa: PLC0415 - the reward modules import this package's helpers
+
+    BUILTIN_REWARDS.update(code.REWARDS)
+
+
+_register_builtins()
+
+
 class RewardError(ValueError):
     """A reward specification that cannot be resolved."""
 

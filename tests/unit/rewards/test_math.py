@@ -5,7 +5,14 @@ import time
 import pytest
 from math_verify import parse, verify
 
-from grouprl.rewards.math import REWARDS, exact_match, extract_answer, is_equivalent, math_answer, numeric_match
+from grouprl.rewards.math import (
+    REWARDS,
+    exact_match,
+    extract_answer,
+    is_equivalent,
+    math_answer,
+    numeric_match,
+)
 
 # (prediction, reference, expected). Every row must also match math-verify's verdict on the boxed pair,
 # except those in MV_DIFFERS, where the numeric fast path is deliberately looser (rel_tol 1e-6 vs rounding).
