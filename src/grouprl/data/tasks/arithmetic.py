@@ -13,11 +13,12 @@ while ``"37+48="`` is in eval.)
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+from grouprl.data.tasks.sampling import distinct_rows, split_of
 
 _OPS = ("+", "-")
 _INTEGER = re.compile(r"-?\d+")
@@ -100,36 +101,19 @@ class ArithmeticTask:
 
     def split_of(self, prompt: str) -> str:
         """The split (``"train"`` or ``"eval"``) that ``prompt`` belongs to, from a stable hash of its text."""
-        digest = hashlib.blake2b(prompt.encode(), digest_size=8).digest()
-        return "eval" if int.from_bytes(digest, "big") < self.eval_fraction * 2**64 else "train"
+        return split_of(prompt, self.eval_fraction)
 
     def generate(self, split: str, n: int, seed: int) -> list[dict[str, Any]]:
         """``n`` distinct rows ``{"prompt", "answer"}`` of ``split``, deterministic in ``seed``.
 
         Raises ``ValueError`` when the split holds too few distinct prompts for ``n``.
         """
-        if split not in ("train", "eval"):
-            raise ValueError(f"split={split!r}: must be 'train' or 'eval'.")
         space = (10**self.digits) ** self.operands * len(self.ops) ** (self.operands - 1)
         if n > space:
             raise ValueError(f"asked for {n} distinct {split!r} prompts, but this task has only {space} prompts in "
                              "all; ask for fewer rows or raise digits / operands.")
-        rng = random.Random(f"{self.name}/{split}/{seed}")  # str seeds hash with sha512: stable across runs
-        rows: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        for _ in range(50 * n + 1000):  # rejection sampling; the bound only stops a hopeless request
-            if len(rows) == n:
-                break
-            row = self._draw(rng)
-            if row["prompt"] not in seen and self.split_of(row["prompt"]) == split:
-                seen.add(row["prompt"])
-                rows.append(row)
-        if len(rows) < n:
-            raise ValueError(
-                f"found only {len(rows)} distinct {split!r} prompts of the {n} asked for: the prompt space of "
-                f"this task is too small; ask for fewer rows or raise digits / operands."
-            )
-        return rows
+        return distinct_rows(self._draw, task=self.name, split=split, n=n, seed=seed,
+                             eval_fraction=self.eval_fraction)
 
     def _draw(self, rng: random.Random) -> dict[str, Any]:
         """One random problem as a row."""

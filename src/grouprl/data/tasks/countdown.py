@@ -10,13 +10,14 @@ the numbers, kept as the ``solution`` column.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, ClassVar
+
+from grouprl.data.tasks.sampling import distinct_rows, split_of
 
 _TOKEN = re.compile(r"\s*(?:(\d+)|(\S))")
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
@@ -167,22 +168,9 @@ class CountdownTask:
         return {"prompt": prompt, "numbers": numbers, "target": value.numerator, "solution": text}
 
     def split_of(self, prompt: str) -> str:
-        digest = hashlib.blake2b(prompt.encode(), digest_size=8).digest()
-        return "eval" if int.from_bytes(digest, "big") < self.eval_fraction * 2**64 else "train"
+        return split_of(prompt, self.eval_fraction)
 
     def generate(self, split: str, n: int, seed: int) -> list[dict[str, Any]]:
-        if split not in ("train", "eval"):
-            raise ValueError(f"split={split!r}: must be 'train' or 'eval'.")
-        rng = random.Random(f"{self.name}/{split}/{seed}")
-        rows, seen = [], set()
-        for _ in range(100 * n + 1000):
-            if len(rows) == n:
-                break
-            row = self._draw(rng)
-            if row and row["prompt"] not in seen and self.split_of(row["prompt"]) == split:
-                seen.add(row["prompt"])
-                rows.append(row)
-        if len(rows) < n:
-            raise ValueError(f"found only {len(rows)} distinct {split!r} countdown problems of the {n} asked for; "
-                             "ask for fewer or raise max_number")
-        return rows
+        """``n`` distinct problems of ``split``, deterministic in ``seed``."""
+        return distinct_rows(self._draw, task=self.name, split=split, n=n, seed=seed,
+                             eval_fraction=self.eval_fraction, tries_per_row=100)
