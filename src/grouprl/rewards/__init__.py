@@ -35,9 +35,10 @@ BUILTIN_REWARDS: dict[str, Callable] = {
 
 
 def _register_builtins() -> None:
-    from grouprl.rewards import code  # noqa: PLC0415 - the reward modules import this package's helpers
+    from grouprl.rewards import answers, code, tags  # noqa: PLC0415 - they import helpers from this module
 
-    BUILTIN_REWARDS.update(code.REWARDS)
+    for module in (answers, code, tags):
+        BUILTIN_REWARDS.update(module.REWARDS)
 
 
 _register_builtins()

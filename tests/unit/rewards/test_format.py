@@ -2,7 +2,7 @@
 
 import pytest
 
-from grouprl.rewards.format import REWARDS, tag_count, think_answer_format
+from grouprl.rewards.tags import REWARDS, tag_count, think_answer_format
 
 CASES = [  # (completion, think_answer_format, tag_count)
     ("<think>2+2 is 4</think><answer>4</answer>", 1.0, 1.0),

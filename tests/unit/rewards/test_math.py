@@ -5,7 +5,7 @@ import time
 import pytest
 from math_verify import parse, verify
 
-from grouprl.rewards.math import (
+from grouprl.rewards.answers import (
     REWARDS,
     exact_match,
     extract_answer,

@@ -107,8 +107,8 @@ def _as_number(text: str) -> float | None:
     return float(text.replace(",", ""))
 
 
-class _SampleTimeout(Exception):
-    pass
+class _SampleTimeout(BaseException):
+    """A BaseException, like math-verify's own TimeoutException, so its ``except Exception`` cannot swallow it."""
 
 
 @contextmanager
@@ -156,7 +156,7 @@ def is_equivalent(prediction: str, reference: str, *, rel_tol: float = 1e-6,
     try:
         with _deadline(timeout):
             return _math_verify(prediction, reference)
-    except Exception:  # noqa: BLE001 - parser errors and _SampleTimeout alike score the sample 0.0
+    except (Exception, _SampleTimeout):  # noqa: BLE001 - parser errors and timeouts alike score 0.0
         return False
 
 
