@@ -26,22 +26,18 @@ import torch
 
 from grouprl.data.tasks.arithmetic import correct_answer, integer_format
 from grouprl.data.tasks.countdown import countdown_reward
+from grouprl.rewards.answers import REWARDS as ANSWER_REWARDS
+from grouprl.rewards.code import REWARDS as CODE_REWARDS
+from grouprl.rewards.tags import REWARDS as TAG_REWARDS
 
 BUILTIN_REWARDS: dict[str, Callable] = {
     "correct_answer": correct_answer,
     "integer_format": integer_format,
     "countdown": countdown_reward,
+    **ANSWER_REWARDS,
+    **CODE_REWARDS,
+    **TAG_REWARDS,
 }
-
-
-def _register_builtins() -> None:
-    from grouprl.rewards import answers, code, tags  # noqa: PLC0415 - they import helpers from this module
-
-    for module in (answers, code, tags):
-        BUILTIN_REWARDS.update(module.REWARDS)
-
-
-_register_builtins()
 
 
 class RewardError(ValueError):
