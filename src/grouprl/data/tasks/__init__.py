@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol
 
 from grouprl.algo.registry import UnknownNameError
 from grouprl.data.tasks.arithmetic import ArithmeticTask
+from grouprl.data.tasks.code import CodeTask
 from grouprl.data.tasks.countdown import CountdownTask
 
 Split = Literal["train", "eval"]
@@ -40,6 +41,7 @@ class Task(Protocol):
 TASKS: dict[str, Callable[..., Task]] = {
     ArithmeticTask.name: ArithmeticTask,
     CountdownTask.name: CountdownTask,
+    CodeTask.name: CodeTask,
 }
 
 
