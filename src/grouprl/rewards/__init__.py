@@ -89,6 +89,14 @@ def resolve_rewards(entries: list, default: list[Callable]) -> list[Reward]:
     for entry in entries:
         if isinstance(entry, str):
             name, weight = entry, 1.0
+        elif isinstance(entry, dict) and entry.get("name") == "reward_model" and set(entry) <= {"name", "weight",
+                                                                                             "path"}:
+            if "path" not in entry:
+                raise RewardError("rewards: reward_model needs a path: {name: reward_model, path: DIR_OR_HUB_ID}")
+            from grouprl.rewards.model import RewardModel
+
+            rewards.append(Reward("reward_model", RewardModel(str(entry["path"])), float(entry.get("weight", 1.0))))
+            continue
         elif isinstance(entry, dict) and "name" in entry and set(entry) <= {"name", "weight"}:
             name, weight = entry["name"], float(entry.get("weight", 1.0))
         else:

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import signal
+import sys
 from collections.abc import Callable
 
 
 def _serve(conn, fns: list[Callable]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
+    if "torch" in sys.modules:  # a forked child must not enter the parent's OpenMP pool (a reward model)
+        sys.modules["torch"].set_num_threads(1)
     from grouprl.rewards import call_reward  # noqa: PLC0415 - imported in the child, after fork
 
     while True:

@@ -1,0 +1,37 @@
+"""A sequence-classification reward model scores (prompt, completion) the same in the worker as in-process."""
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForSequenceClassification
+
+from grouprl.rewards import RewardError, RewardRunner, resolve_rewards
+
+
+@pytest.fixture(scope="module")
+def reward_model_dir(tmp_path_factory, char_tokenizer):
+    path = tmp_path_factory.mktemp("rm")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(char_tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, num_labels=1, pad_token_id=char_tokenizer.pad_token_id)
+    LlamaForSequenceClassification(config).save_pretrained(path)
+    char_tokenizer.save_pretrained(path)
+    return path
+
+
+def test_reward_model_scores_in_the_worker(reward_model_dir):
+    rewards = resolve_rewards([{"name": "reward_model", "path": str(reward_model_dir), "weight": 2.0}], [])
+    args = (["1+1=", "2+2="], ["2", "5 apples"], None, {})
+    in_process = RewardRunner(rewards, isolate=False).score(*args)
+    worker = RewardRunner(rewards, timeout=30)
+    try:
+        isolated = worker.score(*args)
+    finally:
+        worker.close()
+    assert isolated.parts["reward_model"].tolist() == pytest.approx(in_process.parts["reward_model"].tolist(), abs=1e-6)
+    assert isolated.total.tolist() == pytest.approx([2 * v for v in in_process.parts["reward_model"].tolist()], abs=1e-6)
+    assert isolated.errors == {"reward_model": 0}
+
+
+def test_reward_model_needs_a_path():
+    with pytest.raises(RewardError, match="reward_model needs a path"):
+        resolve_rewards([{"name": "reward_model"}], [])
