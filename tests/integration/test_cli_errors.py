@@ -44,7 +44,7 @@ CASES = [
     (["train.lr_scheduler=step"], "train.lr_scheduler must be constant, linear or cosine"),
     (["algo.retain_k=1", "algorithm=gfpo"], "retain_k must be >= 2"),
     (["--resume", "{tmp}/not_a_checkpoint"], "not a checkpoint directory"),
-    (["rewards=[{name: correct_answer, wieght: 2}]"], "must be a name or {name: ..., weight: ...}"),
+    (["rewards=[{name: correct_answer, wieght: 2}]"], "must be a name or {name: ..., weight: ..., kwargs: ...}"),
 ]
 
 

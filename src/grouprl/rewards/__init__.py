@@ -13,6 +13,7 @@ never a crash.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -28,6 +29,7 @@ from grouprl.data.tasks.arithmetic import correct_answer, integer_format
 from grouprl.data.tasks.countdown import countdown_reward
 from grouprl.rewards.answers import REWARDS as ANSWER_REWARDS
 from grouprl.rewards.code import REWARDS as CODE_REWARDS
+from grouprl.rewards.length import REWARDS as LENGTH_REWARDS
 from grouprl.rewards.tags import REWARDS as TAG_REWARDS
 
 BUILTIN_REWARDS: dict[str, Callable] = {
@@ -36,6 +38,7 @@ BUILTIN_REWARDS: dict[str, Callable] = {
     "countdown": countdown_reward,
     **ANSWER_REWARDS,
     **CODE_REWARDS,
+    **LENGTH_REWARDS,
     **TAG_REWARDS,
 }
 
@@ -97,12 +100,16 @@ def resolve_rewards(entries: list, default: list[Callable]) -> list[Reward]:
 
             rewards.append(Reward("reward_model", RewardModel(str(entry["path"])), float(entry.get("weight", 1.0))))
             continue
-        elif isinstance(entry, dict) and "name" in entry and set(entry) <= {"name", "weight"}:
+        elif isinstance(entry, dict) and "name" in entry and set(entry) <= {"name", "weight", "kwargs"}:
             name, weight = entry["name"], float(entry.get("weight", 1.0))
         else:
-            raise RewardError(f"rewards: entry {entry!r} must be a name or {{name: ..., weight: ...}}")
+            raise RewardError(f"rewards: entry {entry!r} must be a name or {{name: ..., weight: ..., kwargs: ...}}")
         fn = load_reward_fn(name)
-        rewards.append(Reward(name.rpartition(":")[2] or name, fn, weight))
+        kwargs = entry.get("kwargs", {}) if isinstance(entry, dict) else {}
+        if not isinstance(kwargs, dict):
+            raise RewardError(f"rewards: kwargs of {name!r} must be a mapping, got {kwargs!r}")
+        rewards.append(Reward(name.rpartition(":")[2] or name, functools.partial(fn, **kwargs) if kwargs else fn,
+                              weight))
     return rewards
 
 

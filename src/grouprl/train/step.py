@@ -44,7 +44,9 @@ def rollout_and_score(backend, tokenizer, rewards: rewards_lib.RewardRunner, row
     completions = tokenizer.batch_decode(ids, skip_special_tokens=True)
     prompts = [p for p in prompt_texts for _ in range(G)]
     columns = {k: [row[k] for row in rows for _ in range(G)] for k in rows[0] if k != "prompt"}
-    scores = rewards.score(prompts, completions, ids.tolist(), columns)
+    lengths = rollout.completion_mask.sum(-1).tolist()
+    completion_ids = [row[:n] for row, n in zip(ids.tolist(), lengths)]  # unpadded, as TRL passes them
+    scores = rewards.score(prompts, completions, completion_ids, columns)
     first = next(iter(scores.parts.values()))
     return Scored(rows, rollout, completions, scores.total, scores.parts, torch.nan_to_num(first, nan=0.0),
                   scores.errors, scores.timeouts)

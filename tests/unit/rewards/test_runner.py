@@ -87,3 +87,11 @@ def test_loading_by_name_module_and_file(tmp_path):
     assert (rewards[0].name, rewards[0].weight) == ("correct_answer", 2.0)
     with pytest.raises(RewardError, match="unknown reward 'nope'; built-in: code_tests, correct_answer"):
         load_reward_fn("nope")
+
+
+def test_kwargs_configure_a_built_in_reward():
+    rewards = resolve_rewards([{"name": "soft_overlong_penalty", "kwargs": {"max_len": 5, "cache_len": 2}}], [])
+    out = RewardRunner(rewards, isolate=False).score(["p"] * 2, ["ab", "abcde"], [[1, 2], [1, 2, 3, 4, 5]], {})
+    assert out.parts["soft_overlong_penalty"].tolist() == [0.0, -1.0]
+    with pytest.raises(RewardError, match="kwargs of 'length_penalty' must be a mapping"):
+        resolve_rewards([{"name": "length_penalty", "kwargs": 3}], [])
