@@ -141,6 +141,25 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from grouprl.algo import PRESETS
+    from grouprl.compare import run_arms, write_report
+
+    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    unknown = [a for a in algorithms if a not in PRESETS]
+    if unknown or not algorithms:
+        raise UserError(f"--algorithms: unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(PRESETS)}")
+    if args.seeds < 1 or args.budget_steps < 1:
+        raise UserError("--seeds and --budget-steps must be >= 1")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run_arms(algorithms, args.seeds, args.budget_steps, out, args.config, list(args.overrides),
+             say=lambda text: print(text, file=sys.stderr))
+    command = " ".join(["grouprl", "compare", *sys.argv[2:]]) if sys.argv[1:2] == ["compare"] else "grouprl compare"
+    print(write_report(algorithms, args.seeds, args.budget_steps, out, command))
+    return 0
+
+
 def cmd_env(args) -> int:
     """Versions and machine facts for bug reports."""
     import importlib.metadata as md
@@ -213,6 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--step", type=int, help="the step to show (default: the last logged)")
     show.add_argument("--limit", type=int, default=32, help="rows to print")
     show.set_defaults(fn=cmd_show)
+
+    compare = sub.add_parser("compare", help="several algorithms, same task, seeds and budget; one report")
+    compare.add_argument("--algorithms", default="grpo,dr_grpo,dapo,gspo,gmpo,gfpo,lite_ppo")
+    compare.add_argument("--seeds", type=int, default=2)
+    compare.add_argument("--budget-steps", type=int, default=100)
+    compare.add_argument("--out", default="runs/compare", help="directory for the arms and the report")
+    compare.add_argument("--config")
+    compare.add_argument("overrides", nargs="*", help="key=value overrides applied to every arm")
+    compare.set_defaults(fn=cmd_compare)
 
     env = sub.add_parser("env", help="print versions for bug reports")
     env.set_defaults(fn=cmd_env)

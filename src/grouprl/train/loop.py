@@ -13,6 +13,7 @@ import copy
 import json
 import math
 import random
+import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,6 +215,8 @@ def step_metrics(batch: stages.Scored, sampling_stats: dict) -> dict:
     r = batch.rollout
     lengths = r.completion_mask.sum(-1).double()
     out = {"accuracy": batch.accuracy.mean().item(), "completion/len_mean": lengths.mean().item(),
+           "batch/sequences": float(len(lengths)),
+           "memory/peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "completion/len_max": lengths.max().item(), "completion/truncated_frac": r.truncated.double().mean().item(),
            **sampling_stats}
     for name, values in batch.parts.items():

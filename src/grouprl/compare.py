@@ -1,0 +1,134 @@
+"""``grouprl compare``: several algorithms on the same task, prompts, seeds and step budget; one report.
+
+Every arm (algorithm × seed) is an ordinary run directory ``<out>/<algorithm>-seed<k>``. Arms run one after
+another; re-running the same command skips finished arms and resumes an interrupted one from its last
+checkpoint. The report (``<out>/report.md`` and PNGs) shows held-out greedy pass@1 against step and against
+wall time (mean over seeds, with the min–max band), the training curves, a final table and the preset rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from grouprl.algo import PRESETS  # noqa: E402
+from grouprl.logging.report import read_jsonl  # noqa: E402
+
+CURVES = ["completion/len_mean", "kl/mean", "entropy", "clip/high_frac", "frac_reward_zero_std", "reward/mean"]
+
+
+def arm_dir(out: Path, algorithm: str, seed: int) -> Path:
+    return out / f"{algorithm}-seed{seed}"
+
+
+def arm_finished(run_dir: Path, steps: int) -> bool:
+    evals = read_jsonl(run_dir / "eval.jsonl")
+    return (run_dir / "checkpoints" / f"step-{steps}").is_dir() and any(e.get("step") == steps for e in evals)
+
+
+def run_arms(algorithms: list[str], seeds: int, steps: int, out: Path, config: str | None, overrides: list[str],
+             say=print) -> None:
+    from grouprl.config import load_config
+    from grouprl.train.loop import train
+
+    for algorithm in algorithms:
+        for seed in range(seeds):
+            run_dir = arm_dir(out, algorithm, seed)
+            if arm_finished(run_dir, steps):
+                say(f"compare: {run_dir.name} already finished, reused")
+                continue
+            cfg = load_config(config, [*overrides, f"algorithm={algorithm}", f"train.seed={seed}",
+                                       f"train.steps={steps}", f"output.run_dir={run_dir}", "output.progress=false"])
+            say(f"compare: running {run_dir.name}")
+            resume = "auto" if (run_dir / "metrics.jsonl").exists() else None
+            train(cfg, run_dir, resume=resume)
+
+
+def _mean_band(series: list[list[float]]) -> tuple[list[float], list[float], list[float]]:
+    n = min(len(s) for s in series)
+    cols = [[s[i] for s in series] for i in range(n)]
+    return [statistics.fmean(c) for c in cols], [min(c) for c in cols], [max(c) for c in cols]
+
+
+def _plot(out: Path, name: str, arms: dict[str, list[tuple[list[float], list[float]]]], xlabel: str) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for algorithm, runs in arms.items():
+        xs, _, _ = _mean_band([r[0] for r in runs])
+        mean, low, high = _mean_band([r[1] for r in runs])
+        n = min(len(xs), len(mean))
+        ax.plot(xs[:n], mean[:n], label=algorithm, linewidth=2)
+        ax.fill_between(xs[:n], low[:n], high[:n], alpha=0.15)
+    ax.set_xlabel(xlabel)
+    ax.set_title(name)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / f"{name.replace('/', '_')}.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _smooth(values: list[float], window: int = 10) -> list[float]:
+    return [statistics.fmean(values[max(0, i - window + 1): i + 1]) for i in range(len(values))]
+
+
+def write_report(algorithms: list[str], seeds: int, steps: int, out: Path, command: str) -> Path:
+    by_arm = {a: [(read_jsonl(arm_dir(out, a, s) / "metrics.jsonl"), read_jsonl(arm_dir(out, a, s) / "eval.jsonl"))
+                  for s in range(seeds)] for a in algorithms}
+    plots = [
+        _plot(out, "held-out pass@1 vs step", {a: [([e["step"] for e in ev], [e["eval/pass@1"] for e in ev])
+                                                    for _, ev in runs] for a, runs in by_arm.items()}, "step"),
+        _plot(out, "held-out pass@1 vs wall time", {a: [(_eval_times(m, ev), [e["eval/pass@1"] for e in ev])
+                                                         for m, ev in runs] for a, runs in by_arm.items()},
+              "seconds of training"),
+    ]
+    for key in CURVES:
+        plots.append(_plot(out, key, {a: [([r["step"] for r in m], _smooth([r.get(key) or 0.0 for r in m]))
+                                          for m, _ in runs] for a, runs in by_arm.items()}, "step"))
+    lines = [f"# grouprl compare: {', '.join(algorithms)}", "", f"Command: `{command}`", "",
+             f"{seeds} seed(s) per algorithm, {steps} steps each, same prompts and budget; held-out greedy pass@1.",
+             "", "| algorithm | pass@1 start | pass@1 end (mean ± 95% CI) | per seed | tokens generated | "
+             "wall time (s) | peak RSS (MiB) |", "|---|---|---|---|---|---|---|"]
+    for algorithm, runs in by_arm.items():
+        finals = [ev[-1]["eval/pass@1"] for _, ev in runs]
+        n_prompts = runs[0][1][-1]["eval/num_prompts"]
+        mean = statistics.fmean(finals)
+        # binomial standard error over all seeds' prompts, plus the spread between seeds
+        se = math.sqrt(max(mean * (1 - mean), 1e-12) / (n_prompts * len(finals)))
+        if len(finals) > 1:
+            se = math.sqrt(se**2 + statistics.variance(finals) / len(finals))
+        tokens = sum(r["completion/len_mean"] * r.get("batch/sequences", 0) for m, _ in runs for r in m)
+        wall = statistics.fmean(sum(r["time/step"] for r in m) for m, _ in runs)
+        rss = max((r.get("memory/peak_rss_mib") or 0) for m, _ in runs for r in m)
+        lines.append(f"| {algorithm} | {runs[0][1][0]['eval/pass@1']:.3f} | {mean:.3f} ± {1.96 * se:.3f} | "
+                     f"{', '.join(f'{f:.3f}' for f in finals)} | {tokens:,.0f} | {wall:.0f} | {rss:.0f} |")
+    lines += ["", "## What differed: the preset rows", "", "| algorithm | " + " | ".join(_ROW) + " |",
+              "|---" * (len(_ROW) + 1) + "|"]
+    for algorithm in algorithms:
+        spec = dataclasses.asdict(PRESETS[algorithm])
+        lines.append(f"| {algorithm} | " + " | ".join(str(spec[k]) for k in _ROW) + " |")
+    lines += ["", *[f"![{p.stem}]({p.name})" for p in plots], ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+_ROW = ["advantage", "importance_sampling_level", "clip", "epsilon_low", "epsilon_high", "loss_type",
+        "dynamic_sampling", "retain_k", "beta"]
+
+
+def _eval_times(metrics: list[dict], evals: list[dict]) -> list[float]:
+    """Cumulative training seconds at each evaluation's step."""
+    elapsed, total = {0: 0.0}, 0.0
+    for row in metrics:
+        total += row["time/step"]
+        elapsed[row["step"]] = total
+    return [elapsed.get(e["step"], total) for e in evals]
