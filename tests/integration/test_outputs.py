@@ -42,3 +42,10 @@ def test_show_prints_completions(run_dir, capsys):
     out = capsys.readouterr().out
     assert "step 1" in out and "advantage" in out
     assert main(["show", str(run_dir), "--step", "99"]) == 2
+
+
+def test_wandb_offline_writes_its_run_directory(tmp_path):
+    pytest.importorskip("wandb")
+    run = tmp_path / "wb"
+    assert main(["train", *FAST, "output.wandb_mode=offline", f"output.run_dir={run}"]) == 0
+    assert any((run / "wandb").glob("offline-run-*"))

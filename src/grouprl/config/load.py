@@ -163,6 +163,7 @@ def _check_values(cfg: Config) -> None:
         (cfg.eval.num_samples >= 0, "eval.num_samples", "must be >= 0"),
         (cfg.output.keep_last >= 1, "output.keep_last", "must be >= 1"),
         (cfg.reward_timeout > 0, "reward_timeout", "must be > 0 seconds"),
+        (cfg.output.wandb_mode in (None, "online", "offline"), "output.wandb_mode", "must be online, offline or null"),
         (cfg.data.path is not None or cfg.data.task is not None, "data", "set data.task or data.path"),
     ]
     for ok, key, message in rules:

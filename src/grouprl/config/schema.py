@@ -126,6 +126,8 @@ class OutputConfig:
     """Show a live progress bar."""
     tensorboard: bool = False
     """Also write TensorBoard event files to <run>/tensorboard (the ``tensorboard`` extra)."""
+    wandb_mode: str | None = None
+    """Also log to Weights & Biases: online | offline (no network; files under <run>/wandb) | None (off)."""
 
 
 @dataclass

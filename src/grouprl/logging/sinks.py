@@ -49,6 +49,25 @@ class TensorBoardSink:
         self.writer.close()
 
 
+class WandbSink:
+    """Weights & Biases (the ``wandb`` extra); ``output.wandb_mode=offline`` needs no network and writes
+    under ``<run>/wandb``."""
+
+    def __init__(self, run_dir: Path, mode: str, config: dict) -> None:
+        try:
+            import wandb
+        except ImportError:
+            raise ValueError("output.wandb_mode needs wandb: pip install 'grouprl[wandb]'") from None
+        self.run = wandb.init(project="grouprl", name=run_dir.name, dir=str(run_dir), mode=mode, config=config)
+
+    def write(self, row: dict) -> None:
+        values = {k: _jsonable(v) for k, v in row.items() if k != "step"}
+        self.run.log({k: v for k, v in values.items() if isinstance(v, (int, float))}, step=int(row["step"]))
+
+    def close(self) -> None:
+        self.run.finish()
+
+
 class ConsoleProgress:
     """A rich progress bar showing step, reward, accuracy, KL, completion length, s/step and ETA."""
 
