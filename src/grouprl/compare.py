@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import statistics
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def _plot(out: Path, name: str, arms: dict[str, list[tuple[list[float], list[flo
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = out / f"{name.replace('/', '_')}.png"
+    path = out / (re.sub(r"[^A-Za-z0-9_.-]+", "_", name) + ".png")
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
@@ -90,13 +91,21 @@ def write_report(algorithms: list[str], seeds: int, steps: int, out: Path, comma
                                                          for m, ev in runs] for a, runs in by_arm.items()},
               "seconds of training"),
     ]
+    k_key = next((k for k in by_arm[algorithms[0]][0][1][0] if k.startswith("eval/pass@") and k != "eval/pass@1"),
+                 None)
+    if k_key:
+        plots.append(_plot(out, f"held-out {k_key[5:]} vs step", {a: [([e["step"] for e in ev], [e[k_key] for e in ev])
+                                                                     for _, ev in runs] for a, runs in by_arm.items()},
+                           "step"))
     for key in CURVES:
         plots.append(_plot(out, key, {a: [([r["step"] for r in m], _smooth([r.get(key) or 0.0 for r in m]))
                                           for m, _ in runs] for a, runs in by_arm.items()}, "step"))
     lines = [f"# grouprl compare: {', '.join(algorithms)}", "", f"Command: `{command}`", "",
              f"{seeds} seed(s) per algorithm, {steps} steps each, same prompts and budget; held-out greedy pass@1.",
-             "", "| algorithm | pass@1 start | pass@1 end (mean ± 95% CI) | per seed | tokens generated | "
-             "wall time (s) | peak RSS (MiB) |", "|---|---|---|---|---|---|---|"]
+             "Tokens are summed over seeds. Arms run one after another in one process, so the peak RSS column is "
+             "that process's peak so far (the arms share it), not a per-arm figure.",
+             "", "| algorithm | pass@1 start | pass@1 end (mean ± 95% CI) | per seed | pass@k end | tokens generated | "
+             "wall time per seed (s) | process peak RSS (MiB) |", "|---|---|---|---|---|---|---|---|"]
     for algorithm, runs in by_arm.items():
         finals = [ev[-1]["eval/pass@1"] for _, ev in runs]
         n_prompts = runs[0][1][-1]["eval/num_prompts"]
@@ -108,8 +117,9 @@ def write_report(algorithms: list[str], seeds: int, steps: int, out: Path, comma
         tokens = sum(r["completion/len_mean"] * r.get("batch/sequences", 0) for m, _ in runs for r in m)
         wall = statistics.fmean(sum(r["time/step"] for r in m) for m, _ in runs)
         rss = max((r.get("memory/peak_rss_mib") or 0) for m, _ in runs for r in m)
+        pass_k = f"{statistics.fmean(ev[-1][k_key] for _, ev in runs):.3f} ({k_key[5:]})" if k_key else "-"
         lines.append(f"| {algorithm} | {runs[0][1][0]['eval/pass@1']:.3f} | {mean:.3f} ± {1.96 * se:.3f} | "
-                     f"{', '.join(f'{f:.3f}' for f in finals)} | {tokens:,.0f} | {wall:.0f} | {rss:.0f} |")
+                     f"{', '.join(f'{f:.3f}' for f in finals)} | {pass_k} | {tokens:,.0f} | {wall:.0f} | {rss:.0f} |")
     lines += ["", "## What differed: the preset rows", "", "| algorithm | " + " | ".join(_ROW) + " |",
               "|---" * (len(_ROW) + 1) + "|"]
     for algorithm in algorithms:
