@@ -18,7 +18,7 @@ def rows(run_dir):
     out = []
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         row = json.loads(line)
-        out.append({k: v for k, v in row.items() if not k.startswith("time/") and k != "tokens_per_s"})
+        out.append({k: v for k, v in row.items() if not k.startswith(("time/", "memory/")) and k != "tokens_per_s"})
     return out
 
 
