@@ -11,13 +11,27 @@ Where ``fork`` is unavailable, or with ``isolate=False``, functions run in-proce
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import signal
 import sys
 from collections.abc import Callable
 
 
-def _serve(conn, fns: list[Callable]) -> None:
+def _die_with_parent() -> None:
+    """Linux: the kernel sends SIGKILL to this process when its parent dies (even by kill -9)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the closed pipe below still ends the loop
+        pass
+
+
+def _serve(conn, parent_end, fns: list[Callable]) -> None:
+    _die_with_parent()
+    # The fork copied the trainer's end of the pipe; close it, or the pipe never reports EOF when the
+    # trainer dies and this worker would wait forever.
+    parent_end.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
     if "torch" in sys.modules:  # a forked child must not enter the parent's OpenMP pool (a reward model)
         sys.modules["torch"].set_num_threads(1)
@@ -48,7 +62,7 @@ class RewardWorker:
 
     def _start(self) -> None:
         self.conn, child = self._context.Pipe()
-        self.process = self._context.Process(target=_serve, args=(child, self.fns), daemon=True)
+        self.process = self._context.Process(target=_serve, args=(child, self.conn, self.fns), daemon=True)
         self.process.start()
         child.close()
 

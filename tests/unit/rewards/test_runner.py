@@ -95,3 +95,34 @@ def test_kwargs_configure_a_built_in_reward():
     assert out.parts["soft_overlong_penalty"].tolist() == [0.0, -1.0]
     with pytest.raises(RewardError, match="kwargs of 'length_penalty' must be a mapping"):
         resolve_rewards([{"name": "length_penalty", "kwargs": 3}], [])
+
+
+def test_the_worker_dies_with_a_killed_trainer(tmp_path):
+    """kill -9 of the trainer must not leave its reward worker behind (it holds a forked copy of the model)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "trainer.py"
+    script.write_text(
+        "import time\n"
+        "from grouprl.rewards import Reward, RewardRunner\n"
+        "runner = RewardRunner([Reward('len', lambda prompts, completions, **kw: [1.0] * len(completions))])\n"
+        "print(runner.worker.process.pid, flush=True)\n"
+        "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker_pid = int(proc.stdout.readline())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.kill(worker_pid, 0)
+        except ProcessLookupError:
+            return
+        with open(f"/proc/{worker_pid}/stat") as handle:  # a zombie waiting for init to reap it is gone too
+            if handle.read().split()[2] == "Z":
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"reward worker {worker_pid} outlived its killed trainer")
