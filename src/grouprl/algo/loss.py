@@ -104,7 +104,7 @@ def group_advantages(
     if spec.advantage == "subset_zscore" and spec.retain_normalise_over == "retained":
         in_loss &= retained
 
-    group_std = view.rewards.std(dim=1, unbiased=False) if G > 1 else torch.zeros(B)
+    group_std = view.rewards.std(dim=1, unbiased=False)  # G >= 2 is checked by the callers
     metrics = {
         "reward/mean": shaped.mean(),
         "reward/std": shaped.std(unbiased=False),
