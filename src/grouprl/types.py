@@ -20,6 +20,10 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = 0  # 0: no top-k filter
     seed: int | None = None
+    group_offset: int = 0
+    """Global index of this call's first prompt. A backend that seeds each group on its own (``fast``) draws
+    group ``g``'s randomness from ``(seed, group_offset + g)``, so the samples do not depend on how the batch is
+    split over calls or ranks."""
 
 
 @dataclass
