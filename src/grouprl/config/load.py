@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from grouprl.algo import AlgoSpec, preset
-from grouprl.config.schema import Config
+from grouprl.config.schema import ROLLOUT_BACKENDS, Config
 
 
 class ConfigError(ValueError):
@@ -145,7 +145,7 @@ def _check_values(cfg: Config) -> None:
         (cfg.rollout.temperature > 0, "rollout.temperature", "must be > 0 for sampling (greedy gives equal groups)"),
         (0 < cfg.rollout.top_p <= 1, "rollout.top_p", "must be in (0, 1]"),
         (cfg.rollout.top_k >= 0, "rollout.top_k", "must be >= 0 (0 turns it off)"),
-        (cfg.rollout.backend in ("hf",), "rollout.backend", "must be 'hf'"),
+        (cfg.rollout.backend in ROLLOUT_BACKENDS, "rollout.backend", f"must be one of {', '.join(ROLLOUT_BACKENDS)}"),
         (cfg.train.steps >= 0, "train.steps", "must be >= 0"),
         (cfg.train.prompts_per_step >= 1, "train.prompts_per_step", "must be >= 1"),
         (cfg.train.num_iterations >= 1, "train.num_iterations", "must be >= 1"),

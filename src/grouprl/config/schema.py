@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+ROLLOUT_BACKENDS = ("auto", "fast", "hf")
+
 
 @dataclass
 class ModelConfig:
@@ -60,8 +62,9 @@ class RolloutConfig:
     """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p (1.0: off)."""
     top_k: int = 0
     """Keep only the k most likely tokens (0: off)."""
-    backend: str = "hf"
-    """Rollout engine: hf (transformers.generate, the reference)."""
+    backend: str = "auto"
+    """Rollout engine: fast (preallocated KV cache, shared prompt prefill, per-group random streams), hf
+    (transformers.generate, the reference), or auto (fast where the model supports it, else hf)."""
 
 
 @dataclass

@@ -21,7 +21,7 @@ from grouprl.logging.sinks import say
 from grouprl.model.assets import resolve_model_path
 from grouprl.model.load import format_prompt, load_model, load_tokenizer
 from grouprl.rewards import RewardRunner, resolve_rewards
-from grouprl.rollout.hf import HFRollout
+from grouprl.rollout import RolloutBackend, build_backend
 from grouprl.train.optim import build_optimizer, build_scheduler
 
 
@@ -34,7 +34,7 @@ class Setup:
     tokenizer: object
     policy: torch.nn.Module
     reference: torch.nn.Module | None
-    backend: HFRollout
+    backend: RolloutBackend
     rewards: RewardRunner
     source: PromptSource
     eval_rows: list[dict]
@@ -109,7 +109,8 @@ def build(cfg: Config, run_dir: Path) -> Setup:
             f"algo.overlong_max_len={cfg.rollout.max_new_tokens} (and algo.overlong_buffer_len) to use it")
     runner = RewardRunner(rewards, timeout=cfg.reward_timeout, fallback=cfg.reward_fallback,
                           isolate=cfg.reward_isolation)
-    return Setup(cfg, run_dir, tokenizer, policy, reference, HFRollout(policy, tokenizer), runner,
+    backend = build_backend(cfg.rollout.backend, policy, tokenizer)
+    return Setup(cfg, run_dir, tokenizer, policy, reference, backend, runner,
                  PromptSource(train_rows, cfg.data.seed), eval_rows, optimizer, scheduler)
 
 

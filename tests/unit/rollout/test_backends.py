@@ -1,4 +1,5 @@
-"""HFRollout: group layout, EOS/mask/truncation semantics, sampler log-probs, greedy and seeded sampling."""
+"""The rollout contract, for every backend (hf, fast): group layout, EOS/mask/truncation semantics, sampler
+log-probs equal to a teacher-forced pass, greedy and seeded sampling, weights, bad requests."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 
 from grouprl.model.load import load_model
 from grouprl.model.logprobs import sequence_logprobs
-from grouprl.rollout import HFRollout, RolloutBackend
+from grouprl.rollout import FastRollout, HFRollout, RolloutBackend
 from grouprl.rollout.hf import completion_mask_from_eos, left_pad
 from grouprl.types import SamplingParams
 
@@ -28,9 +29,15 @@ def _model_with_eos_bias(model_dir, eos_bias: float):
     return model
 
 
+@pytest.fixture(scope="module", params=[HFRollout, FastRollout], ids=["hf", "fast"])
+def backend(request):
+    """The backend class under test."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def mixed_rollout(tiny_llama_dir, char_tokenizer):
-    return HFRollout(_model_with_eos_bias(tiny_llama_dir, 2.0), char_tokenizer)
+def mixed_rollout(tiny_llama_dir, char_tokenizer, backend):
+    return backend(_model_with_eos_bias(tiny_llama_dir, 2.0), char_tokenizer)
 
 
 def _teacher_forced(rollout, model, temperature):
@@ -72,8 +79,8 @@ def test_group_layout_and_types(mixed_rollout):
         assert (out.prompt_mask[g * G : (g + 1) * G].sum(1) == len(prompt)).all()
 
 
-def test_forced_eos_ends_every_row_after_one_token(tiny_llama_dir, char_tokenizer):
-    rollout = HFRollout(_model_with_eos_bias(tiny_llama_dir, 50.0), char_tokenizer)
+def test_forced_eos_ends_every_row_after_one_token(tiny_llama_dir, char_tokenizer, backend):
+    rollout = backend(_model_with_eos_bias(tiny_llama_dir, 50.0), char_tokenizer)
     out = rollout.generate(PROMPTS, G, SamplingParams(max_new_tokens=8, seed=0))
     assert (out.completion_ids == EOS).all() and out.completion_ids.shape == (len(PROMPTS) * G, 1)
     assert (out.completion_mask == 1).all()  # the EOS is a sampled token
@@ -83,8 +90,8 @@ def test_forced_eos_ends_every_row_after_one_token(tiny_llama_dir, char_tokenize
     )
 
 
-def test_no_eos_truncates_every_row(tiny_llama_dir, char_tokenizer):
-    rollout = HFRollout(_model_with_eos_bias(tiny_llama_dir, -50.0), char_tokenizer)
+def test_no_eos_truncates_every_row(tiny_llama_dir, char_tokenizer, backend):
+    rollout = backend(_model_with_eos_bias(tiny_llama_dir, -50.0), char_tokenizer)
     out = rollout.generate(PROMPTS, G, SamplingParams(max_new_tokens=7, seed=0))
     assert out.completion_ids.shape == (len(PROMPTS) * G, 7)
     assert (out.completion_mask == 1).all() and out.truncated.all()
@@ -110,9 +117,9 @@ def test_sampler_logprobs_match_teacher_forced(mixed_rollout):
     assert (out.sampler_logprobs[out.completion_mask == 0] == 0).all()
 
 
-def test_sampler_logprobs_match_teacher_forced_qwen2(tiny_qwen2_dir, char_tokenizer):
+def test_sampler_logprobs_match_teacher_forced_qwen2(tiny_qwen2_dir, char_tokenizer, backend):
     model = load_model(tiny_qwen2_dir)  # grouped-query attention, tied embeddings
-    out = HFRollout(model, char_tokenizer).generate(
+    out = backend(model, char_tokenizer).generate(
         PROMPTS, 2, SamplingParams(max_new_tokens=6, temperature=0.7, seed=0)
     )
     torch.testing.assert_close(out.sampler_logprobs, _teacher_forced(out, model, 0.7), atol=1e-4, rtol=0)
@@ -150,9 +157,9 @@ def test_generate_restores_train_mode_and_generation_config(mixed_rollout):
         model.eval()
 
 
-def test_load_weights(tiny_llama_dir, char_tokenizer):
+def test_load_weights(tiny_llama_dir, char_tokenizer, backend):
     model = load_model(tiny_llama_dir)
-    rollout = HFRollout(model, char_tokenizer)
+    rollout = backend(model, char_tokenizer)
     rollout.load_weights(model)  # shared module: nothing to do
     policy = load_model(tiny_llama_dir)
     with torch.no_grad():

@@ -1,0 +1,184 @@
+"""The fast rollout backend: the policy's own ``forward``, a preallocated KV cache and a shared prompt prefill.
+
+What it does differently from ``model.generate`` (the reference backend in ``hf.py``):
+
+* **One prefill per prompt, not per completion.** The ``B`` prompts run once; their keys and values are
+  copied ``G`` times into the cache. ``generate`` would run all ``B*G`` identical prompts.
+* **A preallocated cache.** Each layer's keys and values live in one ``[N, heads, P+T, head_dim]`` buffer
+  written in place (``_Slots``); ``DynamicCache`` re-allocates and copies the whole cache at every token.
+* **Finished rows leave the batch.** A row that produced EOS is masked at once and dropped from the cache
+  (one compaction) when a quarter of the batch has finished.
+* **No logits kept.** The sampler returns the token and its log-probability at each step.
+* **Per-group random streams** (``sampler.py``): the samples of a group depend on ``(seed, group index)``
+  only, not on the batch it was sampled in, so a run gives the same rollouts on 1 or 8 ranks.
+
+It runs any ``transformers`` decoder whose layers all use full attention through the ``Cache`` API (Llama,
+Qwen2/3, Mistral without a sliding window, Phi-3, Gemma …); ``unsupported_reason`` says why it cannot run a
+model, and the trainer then uses ``hf``.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+from grouprl.model.logprobs import position_ids_from_mask
+from grouprl.rollout.hf import _eos_ids, _sampling_state, _validate, completion_mask_from_eos, left_pad
+from grouprl.rollout.sampler import group_uniforms, sample_tokens
+from grouprl.types import Rollout, SamplingParams
+
+COMPACT_FRACTION = 0.25
+"""Drop finished rows from the cache once this fraction of the rows in it has finished."""
+
+
+class _Slots(CacheLayerMixin):
+    """One layer's keys and values in preallocated ``[n, heads, capacity, head_dim]`` buffers, filled in place."""
+
+    is_sliding = False
+    is_compileable = False
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
+        super().__init__()
+        self.keys, self.values, self.length = keys, values, length
+        self.is_initialized = True
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        raise RuntimeError("_Slots are created filled; they are never lazily initialised")
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        end = self.length + key_states.shape[-2]
+        self.keys[:, :, self.length : end] = key_states
+        self.values[:, :, self.length : end] = value_states
+        self.length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.length + query_length, 0
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def get_max_length(self) -> int:
+        return self.keys.shape[2]
+
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        """Keep only ``rows`` (indices into the current batch), in that order."""
+        self.keys = self.keys.index_select(0, rows)
+        self.values = self.values.index_select(0, rows)
+
+
+def _expanded_cache(prefill: DynamicCache, repeats: int, capacity: int) -> Cache:
+    """A cache of ``_Slots`` holding each prefilled row ``repeats`` times, with room for ``capacity`` positions."""
+    layers = []
+    for layer in prefill.layers:
+        rows, heads, length, _ = layer.keys.shape
+        keys = layer.keys.new_empty(rows * repeats, heads, capacity, layer.keys.shape[-1])
+        values = layer.values.new_empty(rows * repeats, heads, capacity, layer.values.shape[-1])
+        keys[:, :, :length] = layer.keys.repeat_interleave(repeats, 0)
+        values[:, :, :length] = layer.values.repeat_interleave(repeats, 0)
+        layers.append(_Slots(keys, values, length))
+    return Cache(layers=layers)
+
+
+def unsupported_reason(model: PreTrainedModel) -> str | None:
+    """Why the fast backend cannot run ``model`` (None: it can)."""
+    config = model.config.get_text_config(decoder=True)
+    if getattr(model.config, "is_encoder_decoder", False):
+        return "it is an encoder-decoder model"
+    layer_types = getattr(config, "layer_types", None) or []
+    if any(kind != "full_attention" for kind in layer_types):
+        return f"its layers are not all full attention ({sorted(set(layer_types))})"
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return f"it uses a sliding window of {config.sliding_window} tokens"
+    if "logits_to_keep" not in inspect.signature(model.forward).parameters:
+        return "its forward has no logits_to_keep argument"
+    if getattr(model, "_is_stateful", False):
+        return "it is a stateful (recurrent) model"
+    return None
+
+
+class FastRollout:
+    """Batched prefill + decode with a preallocated KV cache on the policy module itself (weights always current)."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        reason = unsupported_reason(model)
+        if reason is not None:
+            raise ValueError(f"rollout.backend=fast cannot run {type(model).__name__}: {reason}; use rollout.backend=hf")
+        if tokenizer.pad_token_id is None:
+            raise ValueError("The tokenizer has no pad token; load it with grouprl.model.load_tokenizer (uses EOS).")
+        self.model = model
+        self.pad_id: int = tokenizer.pad_token_id
+        self.eos_ids = torch.tensor(_eos_ids(model, tokenizer))
+
+    def load_weights(self, policy: torch.nn.Module) -> None:
+        """No-op when sampling from the policy module itself; otherwise copy its weights."""
+        if policy is not self.model:
+            self.model.load_state_dict(policy.state_dict())
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: list[list[int]], num_generations: int, sampling: SamplingParams) -> Rollout:
+        """Sample ``G`` completions per prompt; rows ``g*G .. g*G+G-1`` belong to prompt ``g``."""
+        _validate(prompt_ids, num_generations, sampling)
+        G, T = num_generations, sampling.max_new_tokens
+        device = self.model.device
+        prompts, prompt_mask = (x.to(device) for x in left_pad(prompt_ids, self.pad_id))  # [B, P]
+        B, P = prompts.shape
+        N = B * G
+        seed = sampling.seed if sampling.seed is not None else int(torch.randint(1 << 62, ()))
+        uniforms = None
+        if sampling.temperature > 0:
+            uniforms = group_uniforms(seed, sampling.group_offset, B, G, T).to(device)  # [N, T]
+        eos = self.eos_ids.to(device)
+
+        tokens = torch.full((N, T), self.pad_id, dtype=torch.long, device=device)
+        logps = torch.zeros(N, T, device=device)
+        with _sampling_state(self.model, None):
+            positions = position_ids_from_mask(prompt_mask)  # [B, P]
+            prefill = DynamicCache(config=self.model.config)
+            out = self.model(input_ids=prompts, attention_mask=prompt_mask, position_ids=positions,
+                             past_key_values=prefill, use_cache=True, logits_to_keep=1)
+            cache = _expanded_cache(prefill, G, P + T)
+            logits = out.logits[:, -1].repeat_interleave(G, 0)  # [N, V]
+            del out, prefill
+
+            rows = torch.arange(N, device=device)  # the batch rows the cache holds, in cache order
+            alive = torch.ones(N, dtype=torch.bool, device=device)  # per cache row: not finished yet
+            attention = torch.cat([prompt_mask.repeat_interleave(G, 0),
+                                   torch.ones(N, T, dtype=prompt_mask.dtype, device=device)], dim=1)  # [N, P+T]
+            next_position = positions[:, -1:].repeat_interleave(G, 0) + 1  # [N, 1]
+            width = T
+            for t in range(T):
+                u = None if uniforms is None else uniforms[rows, t]
+                new, logp = sample_tokens(logits, u, sampling.temperature, sampling.top_p, sampling.top_k)
+                live_rows = rows[alive]
+                tokens[live_rows, t] = new[alive]
+                logps[live_rows, t] = logp[alive]
+                alive &= ~torch.isin(new, eos)
+                if not alive.any():
+                    width = t + 1
+                    break
+                if t == T - 1:
+                    break
+                if (~alive).sum() >= COMPACT_FRACTION * len(rows):  # drop the finished rows from the cache
+                    keep = alive.nonzero().squeeze(-1)
+                    for layer in cache.layers:
+                        layer.keep_rows(keep)
+                    rows, new, next_position, attention = rows[keep], new[keep], next_position[keep], attention[keep]
+                    alive = alive[keep]
+                out = self.model(input_ids=new.unsqueeze(-1), attention_mask=attention[:, : P + t + 1],
+                                 position_ids=next_position + t, past_key_values=cache, use_cache=True)
+                logits = out.logits[:, -1]
+
+        completion_ids = tokens[:, :width]
+        mask, truncated = completion_mask_from_eos(completion_ids, eos)
+        return Rollout(
+            prompt_ids=prompts.repeat_interleave(G, 0),
+            prompt_mask=prompt_mask.repeat_interleave(G, 0),
+            completion_ids=completion_ids.masked_fill(~mask, self.pad_id),
+            completion_mask=mask.long(),
+            truncated=truncated,
+            sampler_logprobs=logps[:, :width].masked_fill(~mask, 0.0),
+        )
