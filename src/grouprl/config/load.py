@@ -165,6 +165,13 @@ def _check_values(cfg: Config) -> None:
         (cfg.reward_timeout > 0, "reward_timeout", "must be > 0 seconds"),
         (cfg.output.wandb_mode in (None, "online", "offline"), "output.wandb_mode", "must be online, offline or null"),
         (cfg.data.path is not None or cfg.data.task is not None, "data", "set data.task or data.path"),
+        (cfg.train.collective_timeout > 0, "train.collective_timeout", "must be > 0 seconds"),
+        (cfg.model.lora.r >= 0, "model.lora.r", "must be >= 0 (0 turns LoRA off)"),
+        (0 <= cfg.model.lora.dropout < 1, "model.lora.dropout", "must be in [0, 1)"),
+        (bool(cfg.model.lora.target_modules) and all(isinstance(m, str) for m in cfg.model.lora.target_modules),
+         "model.lora.target_modules", "must be a non-empty list of module names, e.g. [q_proj, v_proj]"),
+        (not cfg.output.save_merged or cfg.model.lora.r > 0, "output.save_merged",
+         "only applies with LoRA (model.lora.r > 0): a full fine-tune's checkpoint already is the whole model"),
     ]
     for ok, key, message in rules:
         if not ok:

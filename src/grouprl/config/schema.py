@@ -15,6 +15,20 @@ ROLLOUT_BACKENDS = ("auto", "fast", "hf")
 
 
 @dataclass
+class LoraConfig:
+    r: int = 0
+    """LoRA rank (0: off, full fine-tuning). With r > 0 only the adapters train (the ``peft`` extra); the
+    reference policy is the base model with the adapters switched off, so no second copy of the weights."""
+    alpha: float = 16.0
+    """LoRA scaling numerator: the update is ``(alpha / r) * B A``."""
+    dropout: float = 0.0
+    """Dropout on the adapter input. The policy runs in eval mode (the on-policy ratio must start at 1), so
+    this only matters to code that switches the model to training mode."""
+    target_modules: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Names of the linear layers that get adapters (the last part of the module name, as PEFT matches them)."""
+
+
+@dataclass
 class ModelConfig:
     name_or_path: str = "default"
     """The policy: a local ``save_pretrained`` directory, a hub id, or ``default`` (the embedded tiny model)."""
@@ -26,6 +40,11 @@ class ModelConfig:
     """The frozen reference policy for the KL term; None: a frozen copy of the initial policy."""
     logprob_chunk_size: int = 1024
     """Positions per chunk when turning hidden states into log-probs: bounds the [chunk, vocab] buffer."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer in the backward pass instead of storing its activations: less memory
+    (about one layer's activations instead of all of them) for roughly one extra forward of compute."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """Low-rank adapters through PEFT (``model.lora.r=8``)."""
 
 
 @dataclass
@@ -98,7 +117,10 @@ class TrainConfig:
     seed: int = 0
     """Seeds python, numpy and torch, and the sampler."""
     threads: int = 0
-    """torch intra-op threads (0: leave torch's default)."""
+    """torch intra-op threads (0: leave torch's default). Under torchrun set it to cores / processes."""
+    collective_timeout: float = 1800.0
+    """Seconds a multi-process collective may wait for its peers before the run ends with an error naming this
+    rank. It must exceed the longest stretch one rank works alone: rank 0's evaluation and checkpoint writes."""
 
 
 @dataclass
@@ -129,6 +151,9 @@ class OutputConfig:
     """Show a live progress bar."""
     tensorboard: bool = False
     """Also write TensorBoard event files to <run>/tensorboard (the ``tensorboard`` extra)."""
+    save_merged: bool = False
+    """With LoRA: also write the base model with the adapters merged in, ``checkpoints/step-N/merged/`` (a
+    plain HF model directory), beside the adapter itself."""
     wandb_mode: str | None = None
     """Also log to Weights & Biases: online | offline (no network; files under <run>/wandb) | None (off)."""
 

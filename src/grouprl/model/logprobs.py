@@ -116,3 +116,18 @@ def sequence_logprobs(
     pad = attention_mask[:, -completion_len:] == 0  # [N, T]
     out = out.masked_fill(pad, 0.0)
     return (out[0], out[1]) if with_entropy else (out, None)
+
+
+class TokenLogprobs(torch.nn.Module):
+    """``sequence_logprobs`` as a module, so that a wrapper that hooks ``forward`` (DDP) sees the training pass.
+
+    ``forward(input_ids [N, L], attention_mask [N, L], completion_len, ...) -> (logp [N, T], entropy [N, T])``.
+    """
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, completion_len: int, *, temperature: float, chunk_size: int):
+        return sequence_logprobs(self.model, input_ids, attention_mask, completion_len, temperature=temperature,
+                                 chunk_size=chunk_size, with_entropy=True)

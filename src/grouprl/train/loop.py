@@ -5,6 +5,11 @@
 
 It never names an algorithm: what differs between GRPO, DAPO, GSPO … is a field of the ``AlgoSpec`` that the
 ``grouprl.algo`` functions read.
+
+Under ``torchrun`` the same lines run on every rank (docs/distributed.md): every rank draws the same global
+prompt list and takes its contiguous slice of whole groups; decisions (refill, stop, skip) come from
+all-reduced values, so all ranks take them together; rank 0 alone writes the run directory, evaluates and
+prints.
 """
 
 from __future__ import annotations
@@ -23,9 +28,16 @@ from grouprl.eval.evaluate import evaluate
 from grouprl.logging.sinks import ConsoleProgress, JsonlSink, TensorBoardSink, WandbSink, say
 from grouprl.train import step as stages
 from grouprl.train.checkpoint import rng_state, save_checkpoint
+from grouprl.train.distributed import CollectiveFailure, failure, is_collective_error, shard, shutdown
 from grouprl.train.resume import StopSignal, TrainingDiverged, clear_run_files, find_resume_point, restore
 from grouprl.train.setup import Setup, build, prompt_texts
 from grouprl.types import SamplingParams
+
+
+def say0(s: Setup, text: str) -> None:
+    """Print on rank 0 only."""
+    if s.dist.is_main:
+        say(text)
 
 
 def run_eval(s: Setup, step: int) -> dict:
@@ -38,43 +50,56 @@ def run_eval(s: Setup, step: int) -> dict:
     return out
 
 
-def sample_batch(s: Setup, step: int) -> tuple[stages.Scored, dict]:
-    """Stages 1–4: prompts → rollout → rewards, refilling dropped groups when dynamic sampling is on."""
-    cfg, spec, G, B = s.cfg, algo_spec(s.cfg), s.cfg.rollout.num_generations, s.cfg.train.prompts_per_step
-    batches, kept, rounds = [], [], 0
+def sample_batch(s: Setup, step: int) -> tuple[stages.Scored, dict, torch.Tensor]:
+    """Stages 1–4: prompts → rollout → rewards, refilling dropped groups when dynamic sampling is on.
+
+    Returns this rank's groups, the sampling stats, and each local group's index in the one-process order.
+    """
+    cfg, spec, G, B, d = s.cfg, algo_spec(s.cfg), s.cfg.rollout.num_generations, s.cfg.train.prompts_per_step, s.dist
+    batches, mine, kept, drawn, rounds = [], [], [], 0, 0  # mine, kept: group indices in the one-process order
     while True:
-        rows = s.source.take(B - len(kept))
+        need = B - len(kept)
+        rows = s.source.take(need)  # the same list on every rank: the cursor never depends on the world size
+        lo, hi = shard(need, d)
         sampling = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
                                   top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
-                                  seed=cfg.train.seed * 100_003 + step * 101 + rounds)
-        batch = stages.rollout_and_score(s.backend, s.tokenizer, s.rewards, rows, prompt_texts(s, rows), G, sampling)
-        offset = sum(len(b.rows) for b in batches)
-        batches.append(batch)
+                                  seed=cfg.train.seed * 100_003 + step * 101 + rounds, group_offset=drawn + lo)
+        informative = torch.zeros(need)
+        if hi > lo:
+            batch = stages.rollout_and_score(s.backend, s.tokenizer, s.rewards, rows[lo:hi],
+                                             prompt_texts(s, rows[lo:hi]), G, sampling)
+            batches.append(batch)
+            mine += range(drawn + lo, drawn + hi)
+            informative[[lo + g for g in stages.informative_groups(batch, G)]] = 1
         if not spec.dynamic_sampling:
-            return batch, {}
-        kept += [offset + g for g in stages.informative_groups(batch, G)]
+            return batch, {}, torch.arange(lo, hi)
+        kept += [drawn + g for g in torch.nonzero(d.all_reduce(informative)).flatten().tolist()]
+        drawn += need
         if len(kept) >= B or rounds >= cfg.train.max_refill_rounds:
             break
         rounds += 1
     joined = stages.concat(batches, s.tokenizer.pad_token_id)
-    stats = {"sampling/groups_sampled": float(len(joined.rows)), "sampling/groups_uninformative":
-             float(len(joined.rows) - len(kept)), "sampling/refill_rounds": float(rounds),
-             "sampling/groups_short": float(max(B - len(kept), 0))}
-    return (stages.select_groups(joined, kept[:B], G) if kept else joined), stats
+    stats = {"sampling/groups_sampled": float(drawn), "sampling/groups_uninformative": float(drawn - len(kept)),
+             "sampling/refill_rounds": float(rounds), "sampling/groups_short": float(max(B - len(kept), 0))}
+    if not kept:
+        return joined, stats, torch.tensor(mine)
+    chosen = set(kept[:B])
+    local = [i for i, g in enumerate(mine) if g in chosen]
+    return stages.select_groups(joined, local, G), stats, torch.tensor([mine[i] for i in local], dtype=torch.long)
 
 
-def update(s: Setup, batch: stages.Scored) -> dict:
+def update(s: Setup, batch: stages.Scored, group_ids: torch.Tensor) -> dict:
     """Stages 5–7: advantages, the log-prob passes that are needed, and μ × mini-batch optimizer steps."""
-    cfg, spec, G = s.cfg, algo_spec(s.cfg), s.cfg.rollout.num_generations
+    cfg, spec, G, d = s.cfg, algo_spec(s.cfg), s.cfg.rollout.num_generations, s.dist
     temp, mbs, chunk = cfg.rollout.temperature, cfg.train.micro_batch_size, cfg.model.logprob_chunk_size
     off_policy = cfg.train.num_iterations > 1 or cfg.train.mini_batches > 1
     # π_old is needed when the update is off-policy, or for a KL penalty in the reward (k1 of old vs ref).
     need_old = off_policy or (s.reference is not None and spec.kl_placement == "reward")
     t0 = time.perf_counter()
     old = stages.frozen_logprobs(s.policy, batch.rollout, temp, mbs, chunk) if need_old else None
-    ref = stages.frozen_logprobs(s.reference, batch.rollout, temp, mbs, chunk) if s.reference is not None else None
+    ref = s.reference.logprobs(batch.rollout, temp, mbs, chunk) if s.reference is not None else None
     t_logprobs = time.perf_counter() - t0
-    adv, loss_mask = stages.advantages_stage(batch, G, spec, ref, old)
+    adv, loss_mask = stages.advantages_stage(batch, G, spec, ref, old, group_ids, d)
     inputs = stages.UpdateInputs(batch.rollout, adv.advantages, loss_mask, old if off_policy else None, ref)
 
     # The policy stays in eval mode for the update too: dropout would make the on-policy ratio differ from 1.
@@ -85,12 +110,15 @@ def update(s: Setup, batch: stages.Scored) -> dict:
     for _ in range(cfg.train.num_iterations):
         for mini in torch.tensor_split(groups, cfg.train.mini_batches):
             rows = (mini[:, None] * G + torch.arange(G)).flatten()
-            if loss_mask[rows].sum() == 0:
+            counts = stages.global_counts(loss_mask[rows], d)
+            if counts.num_tokens == 0:
                 continue
             s.optimizer.zero_grad(set_to_none=True)
-            metrics = stages.accumulate_gradients(s.policy, inputs, rows, spec, temperature=temp,
+            metrics = stages.accumulate_gradients(s.scorer, inputs, rows, spec, counts, temperature=temp,
                                                   micro_batch_size=mbs, chunk_size=chunk,
-                                                  norm_length=cfg.rollout.max_new_tokens)
+                                                  norm_length=cfg.rollout.max_new_tokens, d=d)
+            # The gradients are the same on every rank after DDP's all-reduce, so is this norm, and so is the
+            # skip decision below: the ranks never disagree on whether an update happened.
             norm = torch.nn.utils.clip_grad_norm_(s.policy.parameters(),
                                                   cfg.train.max_grad_norm or float("inf"))
             if not torch.isfinite(norm):
@@ -110,19 +138,28 @@ def update(s: Setup, batch: stages.Scored) -> dict:
     return out
 
 
-def step_metrics(batch: stages.Scored, sampling_stats: dict) -> dict:
+def step_metrics(batch: stages.Scored, sampling_stats: dict, d) -> dict:
+    """Rollout metrics of the global batch: sums and counts all-reduced over ranks, maxima max-reduced."""
     r = batch.rollout
     lengths = r.completion_mask.sum(-1).double()
-    out = {"accuracy": batch.accuracy.mean().item(), "completion/len_mean": lengths.mean().item(),
-           "batch/sequences": float(len(lengths)),
-           "memory/peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-           "completion/len_max": lengths.max().item(), "completion/truncated_frac": r.truncated.double().mean().item(),
-           **sampling_stats}
+    sums = {"n": float(len(lengths)), "accuracy": batch.accuracy.sum().item(), "len": lengths.sum().item(),
+            "truncated": r.truncated.double().sum().item()}
     for name, values in batch.parts.items():
         finite = values[~torch.isnan(values)]
-        out[f"reward/{name}/mean"] = finite.mean().item() if len(finite) else math.nan
-        out[f"reward/{name}/errors"] = float(batch.errors.get(name, 0))
-        out[f"reward/{name}/timeouts"] = float(batch.timeouts.get(name, 0))
+        sums.update({f"{name}/sum": finite.sum().item(), f"{name}/n": float(len(finite)),
+                     f"{name}/errors": float(batch.errors.get(name, 0)),
+                     f"{name}/timeouts": float(batch.timeouts.get(name, 0))})
+    sums = d.sum_floats(sums)
+    peaks = d.all_reduce(torch.tensor([lengths.max().item() if len(lengths) else 0.0,
+                                       resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]), "max")
+    out = {"accuracy": sums["accuracy"] / sums["n"], "completion/len_mean": sums["len"] / sums["n"],
+           "batch/sequences": sums["n"], "memory/peak_rss_mib": peaks[1].item(), "completion/len_max": peaks[0].item(),
+           "completion/truncated_frac": sums["truncated"] / sums["n"], "tokens": sums["len"], **sampling_stats}
+    for name in batch.parts:
+        n = sums[f"{name}/n"]
+        out[f"reward/{name}/mean"] = sums[f"{name}/sum"] / n if n else math.nan
+        out[f"reward/{name}/errors"] = sums[f"{name}/errors"]
+        out[f"reward/{name}/timeouts"] = sums[f"{name}/timeouts"]
     return out
 
 
@@ -142,22 +179,31 @@ def log_completions(s: Setup, step: int, batch: stages.Scored) -> None:
 def one_step(s: Setup, step: int, sinks: list) -> dict:
     """Stages 1–8 of one step (without eval and checkpoint); returns the step's metrics."""
     t_step = time.perf_counter()
-    batch, sampling_stats = sample_batch(s, step)  # 1–4
+    batch, sampling_stats, group_ids = sample_batch(s, step)  # 1–4
     t_rollout = time.perf_counter() - t_step
-    metrics = update(s, batch)  # 5–7
-    metrics.update(step_metrics(batch, sampling_stats))
+    metrics = update(s, batch, group_ids)  # 5–7
+    metrics.update(step_metrics(batch, sampling_stats, s.dist))
     elapsed = time.perf_counter() - t_step
     metrics.update({"step": step, "time/rollout": t_rollout, "time/step": elapsed,
-                    "tokens_per_s": int(batch.rollout.completion_mask.sum()) / elapsed})
-    for sink in sinks:  # 8
+                    "tokens_per_s": metrics.pop("tokens") / elapsed})
+    for sink in sinks:  # 8 (rank 0 alone has sinks)
         sink.write(metrics)
-    log_completions(s, step, batch)
+    if s.dist.is_main:
+        log_completions(s, step, batch)
     return metrics
 
 
 def trainer_state(s: Setup, step: int) -> dict:
+    """Collective: every rank's RNG state is gathered (rank r restores its own on resume)."""
     return {"step": step, "optimizer": s.optimizer.state_dict(), "scheduler": s.scheduler.state_dict(),
-            "rng": rng_state(), "data": s.source.state_dict()}
+            "rng": rng_state(), "rng_per_rank": s.dist.gather_objects(rng_state()), "data": s.source.state_dict()}
+
+
+def checkpoint(s: Setup, step: int) -> None:
+    """Every rank calls it (the state gather is collective); rank 0 alone writes."""
+    state = trainer_state(s, step)
+    if s.dist.is_main:
+        save_checkpoint(s.run_dir, step, s.weights, s.tokenizer, state, s.cfg.output.keep_last)
 
 
 def train(cfg: Config, run_dir: Path, resume: str | None = None) -> dict:
@@ -166,55 +212,67 @@ def train(cfg: Config, run_dir: Path, resume: str | None = None) -> dict:
     s = build(cfg, run_dir)
     try:
         return _train(s, cfg, run_dir, resume)
+    except Exception as err:
+        if s.dist.active and is_collective_error(err) and not isinstance(err, CollectiveFailure):
+            raise failure(s.dist, "(DDP gradient all-reduce)", err) from err
+        raise
     finally:
         s.rewards.close()
+        shutdown(s.dist)
 
 
-def _train(s: Setup, cfg: Config, run_dir: Path, resume: str | None) -> dict:
-    checkpoint = find_resume_point(run_dir, resume)
-    start = 0
-    if checkpoint is not None:
-        start = restore(s, checkpoint)
-        if start >= cfg.train.steps:
-            say(f"run {run_dir} already finished at step {start}; nothing to do")
-            return {"before": {}, "after": {}, "finished": True}
-        say(f"resuming {run_dir} from {checkpoint.name}")
-    else:
-        clear_run_files(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_config(cfg))
-        say(f"run directory: {run_dir}")
+def _sinks(cfg: Config, run_dir: Path) -> list:
     sinks = [JsonlSink(run_dir / "metrics.jsonl")]
     if cfg.output.tensorboard:
         sinks.append(TensorBoardSink(run_dir / "tensorboard"))
     if cfg.output.wandb_mode:
         sinks.append(WandbSink(run_dir, cfg.output.wandb_mode, config_to_dict(cfg)))
-    before = run_eval(s, 0) if s.eval_rows and start == 0 else {}
+    return sinks
+
+
+def _train(s: Setup, cfg: Config, run_dir: Path, resume: str | None) -> dict:
+    main = s.dist.is_main
+    found = find_resume_point(run_dir, resume)
+    start = 0
+    if found is not None:
+        start = restore(s, found)
+        if start >= cfg.train.steps:
+            say0(s, f"run {run_dir} already finished at step {start}; nothing to do")
+            return {"before": {}, "after": {}, "finished": True}
+        say0(s, f"resuming {run_dir} from {found.name}")
+    elif main:
+        clear_run_files(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_config(cfg))
+        say(f"run directory: {run_dir}" + (f" ({s.dist.world} processes)" if s.dist.active else ""))
+    sinks = _sinks(cfg, run_dir) if main else []
+    before = run_eval(s, 0) if main and s.eval_rows and start == 0 else {}
     if before:
         say(f"held-out before training: {json.dumps(before)}")
     try:
         stop = StopSignal()
         skipped_in_a_row = 0
-        with stop, ConsoleProgress(cfg.train.steps, cfg.output.progress) as progress:
+        with stop, ConsoleProgress(cfg.train.steps, cfg.output.progress and main) as progress:
             progress.update(start, {})
             for step in range(start + 1, cfg.train.steps + 1):
                 metrics = one_step(s, step, sinks)
                 progress.update(step, metrics)
+                stopping = s.dist.any(stop.requested)  # torchrun signals every rank, but not at the same step
                 skipped_in_a_row = skipped_in_a_row + 1 if metrics["update/skipped_nonfinite"] else 0
                 if skipped_in_a_row >= cfg.train.max_nonfinite_steps:
-                    save_checkpoint(run_dir, step, s.policy, s.tokenizer, trainer_state(s, step), cfg.output.keep_last)
+                    checkpoint(s, step)
                     raise TrainingDiverged(f"{skipped_in_a_row} steps in a row had a NaN/inf loss or gradient (last at "
                                            f"step {step}); weights were left untouched and saved; lower train.lr or "
                                            "check the rewards")
-                if cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.train.steps:
+                if main and cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.train.steps:
                     run_eval(s, step)
                 due = cfg.output.save_every and step % cfg.output.save_every == 0
-                if due or step == cfg.train.steps or stop.requested:
-                    save_checkpoint(run_dir, step, s.policy, s.tokenizer, trainer_state(s, step), cfg.output.keep_last)
-                if stop.requested:
-                    say(f"stopped by signal after step {step}; checkpoint written; continue with --resume auto")
+                if due or step == cfg.train.steps or stopping:
+                    checkpoint(s, step)
+                if stopping:
+                    say0(s, f"stopped by signal after step {step}; checkpoint written; continue with --resume auto")
                     return {"before": before, "after": {}, "interrupted": True}
-        after = run_eval(s, cfg.train.steps) if s.eval_rows else {}
+        after = run_eval(s, cfg.train.steps) if main and s.eval_rows else {}
         if after:
             say(f"held-out after training:  {json.dumps(after)}")
         return {"before": before, "after": after}

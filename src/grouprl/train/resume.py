@@ -1,7 +1,7 @@
 """Resuming a run exactly, and stopping one cleanly.
 
-A resumed run restores the policy weights, optimizer, scheduler, every RNG and the data cursor from the
-newest complete checkpoint, and drops JSONL rows written after it (a step that was not checkpointed is
+A resumed run restores the policy weights (or LoRA adapter), optimizer, scheduler, every RNG (each rank its
+own) and the data cursor from the newest complete checkpoint, and drops JSONL rows written after it (a step that was not checkpointed is
 re-run, identically). The reference policy is reloaded from its original source, never from a checkpoint.
 """
 
@@ -13,7 +13,6 @@ import signal
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from grouprl.train.checkpoint import list_checkpoints, set_rng_state
 
@@ -46,18 +45,17 @@ def find_resume_point(run_dir: Path, resume: str | None) -> Path | None:
 def restore(setup, checkpoint: Path) -> int:
     """Load everything a step needs from ``checkpoint`` into ``setup``; returns the step it ends."""
     state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
-    weights = load_file(checkpoint / "model.safetensors")
-    missing, unexpected = setup.policy.load_state_dict(weights, strict=False)
-    tied = {k for k in missing if "lm_head" in k} if setup.policy.config.tie_word_embeddings else set()
-    if set(missing) - tied or unexpected:
-        raise ResumeError(f"checkpoint {checkpoint} does not match the model: missing {sorted(set(missing) - tied)[:3]}, "
-                          f"unexpected {unexpected[:3]}; resume with the same model.name_or_path")
+    setup.weights.load(checkpoint)
     setup.optimizer.load_state_dict(state["optimizer"])
     setup.scheduler.load_state_dict(state["scheduler"])
     setup.source.load_state_dict(state["data"])
-    set_rng_state(state["rng"])
+    per_rank = state.get("rng_per_rank", [])
+    d = setup.dist
+    set_rng_state(per_rank[d.rank] if len(per_rank) == d.world else state["rng"])  # another world size: rank 0's
     step = int(state["step"])
-    truncate_after(setup.run_dir, step)
+    if d.is_main:
+        truncate_after(setup.run_dir, step)
+    d.barrier()  # the other ranks must not run ahead of rank 0's truncation into a fresh metrics row
     return step
 
 

@@ -1,7 +1,8 @@
 """Everything a run needs, built once before the first step: models, data, rewards, optimizer.
 
 ``build`` checks data and rewards before it loads any model, so a bad input fails fast and before anything
-is written.
+is written. Under ``torchrun`` it also joins the process group and wraps the training pass in DDP; every rank
+builds the same objects from the same seed (so the prompt cursor advances identically everywhere).
 """
 
 from __future__ import annotations
@@ -20,9 +21,14 @@ from grouprl.data.tasks import get_task
 from grouprl.logging.sinks import say
 from grouprl.model.assets import resolve_model_path
 from grouprl.model.load import format_prompt, load_model, load_tokenizer
+from grouprl.model.logprobs import TokenLogprobs
+from grouprl.model.lora import apply_lora
+from grouprl.model.memory import describe, enable_gradient_checkpointing, estimate
 from grouprl.rewards import RewardRunner, resolve_rewards
 from grouprl.rollout import RolloutBackend, build_backend
+from grouprl.train import distributed
 from grouprl.train.optim import build_optimizer, build_scheduler
+from grouprl.train.policy import AdapterOffReference, AdapterWeights, FrozenReference, FullWeights
 
 
 @dataclass
@@ -32,14 +38,17 @@ class Setup:
     cfg: Config
     run_dir: Path
     tokenizer: object
-    policy: torch.nn.Module
-    reference: torch.nn.Module | None
+    policy: torch.nn.Module  # the HF model that computes (LoRA layers injected in place, if any)
+    reference: FrozenReference | AdapterOffReference | None
     backend: RolloutBackend
     rewards: RewardRunner
     source: PromptSource
     eval_rows: list[dict]
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
+    dist: distributed.Dist = distributed.Dist()
+    scorer: torch.nn.Module | None = None  # the training pass, TokenLogprobs(policy), DDP-wrapped when world > 1
+    weights: FullWeights | AdapterWeights | None = None  # what a checkpoint saves and resume loads
 
 
 def seed_everything(seed: int) -> None:
@@ -62,18 +71,50 @@ def _rows(cfg: Config) -> tuple[list[dict], list[dict], list]:
             task.reward_fns)
 
 
-def _check_context(tokenizer, model, rows: list[dict], cfg: Config) -> None:
-    """A prompt plus the generation budget must fit the model's context window."""
-    limit = getattr(model.config, "max_position_embeddings", None)
-    if not limit:
-        return
+def _check_context(tokenizer, model, rows: list[dict], cfg: Config) -> int:
+    """A prompt plus the generation budget must fit the model's context window; returns the longest prompt."""
+    limit = getattr(model.config, "max_position_embeddings", None) or float("inf")
+    longest = 0
     for i, row in enumerate(rows):
         text = format_prompt(tokenizer, row["prompt"], cfg.data.system_prompt)
         n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        longest = max(longest, n)
         if n + cfg.rollout.max_new_tokens > limit:
             raise ValueError(f"prompt {i} ({text[:40]!r}...) has {n} tokens; with rollout.max_new_tokens="
                              f"{cfg.rollout.max_new_tokens} it exceeds the model's context of {limit} tokens; "
                              "shorten or drop long prompts, or lower rollout.max_new_tokens")
+    return longest
+
+
+def check_world(cfg: Config, world: int) -> None:
+    """Whole groups per rank: the global batch of B prompts must split evenly over the processes."""
+    B = cfg.train.prompts_per_step
+    if B % world:
+        fits = [w for w in range(1, B + 1) if B % w == 0]
+        raise ValueError(f"train.prompts_per_step={B} cannot be split into whole groups over {world} processes "
+                         f"(WORLD_SIZE={world}); set train.prompts_per_step to a multiple of {world} (e.g. "
+                         f"{B + world - B % world}), or run {', '.join(map(str, fits))} processes")
+
+
+def _policy(cfg: Config, path: str, spec):
+    """The policy, its reference and its weights-on-disk object (LoRA or full)."""
+    policy = load_model(path, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code)
+    lora = cfg.model.lora
+    if cfg.model.ref_name_or_path and spec.needs_reference:
+        reference = FrozenReference(load_model(resolve_model_path(cfg.model.ref_name_or_path), dtype=cfg.model.dtype,
+                                               trust_remote_code=cfg.model.trust_remote_code))
+    elif spec.needs_reference and not lora.r:
+        reference = FrozenReference(copy.deepcopy(policy))
+    else:
+        reference = None
+    if lora.r:
+        peft_model = apply_lora(policy, r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
+                                target_modules=lora.target_modules)
+        policy = peft_model.get_base_model()  # the same modules, adapters injected; computes like any HF model
+        if spec.needs_reference and reference is None:
+            reference = AdapterOffReference(peft_model)
+        return policy, reference, peft_model
+    return policy, reference, None
 
 
 def build(cfg: Config, run_dir: Path) -> Setup:
@@ -82,36 +123,45 @@ def build(cfg: Config, run_dir: Path) -> Setup:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     spec = algo_spec(cfg)
+    check_world(cfg, distributed.env_world()[1])
     train_rows, eval_rows, default_rewards = _rows(cfg)  # data and rewards first: cheap to check, fail fast
     rewards = resolve_rewards(cfg.rewards, default_rewards)
     if not rewards:
         raise ValueError("no reward function: set rewards: [...] or use a built-in data.task")
     path = resolve_model_path(cfg.model.name_or_path)
     tokenizer = load_tokenizer(path, trust_remote_code=cfg.model.trust_remote_code)
-    policy = load_model(path, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code)
-    reference = None
-    if spec.needs_reference:
-        if cfg.model.ref_name_or_path:
-            reference = load_model(resolve_model_path(cfg.model.ref_name_or_path), dtype=cfg.model.dtype,
-                                   trust_remote_code=cfg.model.trust_remote_code)
-        else:
-            reference = copy.deepcopy(policy)
-        reference.requires_grad_(False).eval()
-    _check_context(tokenizer, policy, train_rows + eval_rows, cfg)
+    policy, reference, peft_model = _policy(cfg, path, spec)
+    longest_prompt = _check_context(tokenizer, policy, train_rows + eval_rows, cfg)
+    if cfg.model.gradient_checkpointing:
+        enable_gradient_checkpointing(policy)
+    dist = distributed.init(cfg.train.collective_timeout)
+    dist.barrier()  # every rank has passed its checks before rank 0 writes anything
+    scorer = TokenLogprobs(policy)
+    if dist.active:
+        # DDP broadcasts rank 0's weights at construction (all ranks loaded the same ones anyway). Buffers
+        # (rotary tables) are deterministic, so they are not re-broadcast before every forward.
+        scorer = torch.nn.parallel.DistributedDataParallel(scorer, broadcast_buffers=False)
+    if dist.is_main:
+        say(describe(estimate(policy, separate_reference=isinstance(reference, FrozenReference),
+                              micro_batch_size=cfg.train.micro_batch_size,
+                              seq_len=longest_prompt + cfg.rollout.max_new_tokens, chunk_size=cfg.model.logprob_chunk_size,
+                              gradient_checkpointing=cfg.model.gradient_checkpointing)))
     optimizer = build_optimizer(policy.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                                 betas=cfg.train.adam_betas)
     total_updates = cfg.train.steps * cfg.train.num_iterations * cfg.train.mini_batches
     scheduler = build_scheduler(optimizer, warmup_steps=cfg.train.warmup_steps, total_steps=total_updates,
                                 kind=cfg.train.lr_scheduler)
-    if spec.soft_overlong and spec.overlong_max_len > cfg.rollout.max_new_tokens:
+    if dist.is_main and spec.soft_overlong and spec.overlong_max_len > cfg.rollout.max_new_tokens:
         say(f"warning: algo.overlong_max_len={spec.overlong_max_len} exceeds rollout.max_new_tokens="
             f"{cfg.rollout.max_new_tokens}, so the soft overlong penalty never applies; set "
             f"algo.overlong_max_len={cfg.rollout.max_new_tokens} (and algo.overlong_buffer_len) to use it")
     runner = RewardRunner(rewards, timeout=cfg.reward_timeout, fallback=cfg.reward_fallback,
                           isolate=cfg.reward_isolation)
     backend = build_backend(cfg.rollout.backend, policy, tokenizer)
+    weights = FullWeights(policy) if peft_model is None else AdapterWeights(peft_model, tokenizer,
+                                                                          cfg.output.save_merged)
     return Setup(cfg, run_dir, tokenizer, policy, reference, backend, runner,
-                 PromptSource(train_rows, cfg.data.seed), eval_rows, optimizer, scheduler)
+                 PromptSource(train_rows, cfg.data.seed), eval_rows, optimizer, scheduler, dist, scorer, weights)
 
 
 def prompt_texts(s: Setup, rows: list[dict]) -> list[str]:

@@ -2,10 +2,16 @@
 
 Nothing here names an algorithm: every algorithm-dependent decision is a field of the ``AlgoSpec``, and the
 math lives in ``grouprl.algo``.
+
+Multi-process runs (``Dist``): each rank holds whole groups of the global batch. Advantages need group and
+batch statistics, so every rank gathers the per-sequence scalars of all ranks (rewards, lengths, flags: a few
+numbers per sequence) and runs ``group_advantages`` on the whole batch in the order of a one-process run, then
+keeps its own rows; the loss normalisers (``Counts``) and the metrics are all-reduced as sums and counts.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +20,7 @@ from grouprl import rewards as rewards_lib
 from grouprl.algo import AlgoSpec, Counts, GroupView, group_advantages, policy_loss
 from grouprl.algo.filters import FILTERS
 from grouprl.model.logprobs import sequence_logprobs
+from grouprl.train.distributed import SINGLE, Dist
 from grouprl.types import Rollout, SamplingParams
 
 
@@ -121,7 +128,7 @@ def model_inputs(rollout: Rollout, rows: torch.Tensor | slice = slice(None)):
 @torch.no_grad()
 def frozen_logprobs(model, rollout: Rollout, temperature: float, micro_batch_size: int, chunk_size: int):
     """Stage 6: log-probs of every completion token under a model that is not being trained (π_old, π_ref)."""
-    out = []
+    out = [torch.zeros(0, rollout.completion_ids.shape[1])]  # a rank may hold no rows (dynamic sampling)
     for rows in torch.split(torch.arange(rollout.completion_ids.shape[0]), micro_batch_size):
         ids, mask, T = model_inputs(rollout, rows)
         logp, _ = sequence_logprobs(model, ids, mask, T, temperature=temperature, chunk_size=chunk_size)
@@ -138,41 +145,82 @@ class UpdateInputs:
     ref_logp: torch.Tensor | None  # [N, T]
 
 
-def accumulate_gradients(policy, inputs: UpdateInputs, rows: torch.Tensor, spec: AlgoSpec, *, temperature: float,
-                         micro_batch_size: int, chunk_size: int, norm_length: int) -> dict[str, torch.Tensor]:
+def global_counts(loss_mask: torch.Tensor, d: Dist) -> Counts:
+    """The normalisers of a mini-batch spread over ranks: sequence and token counts summed over ranks."""
+    local = Counts.of(loss_mask)
+    total = d.sum_floats({"num_seqs": local.num_seqs, "num_tokens": local.num_tokens})
+    return Counts(total["num_seqs"], total["num_tokens"])
+
+
+def accumulate_gradients(scorer, inputs: UpdateInputs, rows: torch.Tensor, spec: AlgoSpec, counts: Counts, *,
+                         temperature: float, micro_batch_size: int, chunk_size: int, norm_length: int,
+                         d: Dist = SINGLE) -> dict[str, float]:
     """Stage 7 for one mini-batch: forward/backward per micro-batch with the mini-batch's global counts.
 
-    Returns the mini-batch's metrics (sum-reduced over micro-batches, so they are mini-batch values).
+    ``scorer`` is ``TokenLogprobs(policy)``, DDP-wrapped when ``d.world > 1``. Every rank runs the same
+    number of backward passes (DDP reduces gradients in the last one): a rank with fewer micro-batches
+    pads with passes over a dummy row whose loss mask is empty, which add exactly zero.
+
+    Returns the mini-batch's metrics, summed over micro-batches and ranks (so they are global values).
     """
-    counts = Counts.of(inputs.loss_mask[rows])
+    micros = list(torch.split(rows, micro_batch_size))
+    n_passes = int(d.all_reduce(torch.tensor([len(micros)]), "max").item())
+    no_sync = getattr(scorer, "no_sync", nullcontext)
     metrics: dict[str, torch.Tensor] = {}
     entropy_sum = torch.zeros(())
-    for micro in torch.split(rows, micro_batch_size):
-        ids, attn, T = model_inputs(inputs.rollout, micro)
-        logp, entropy = sequence_logprobs(policy, ids, attn, T, temperature=temperature, chunk_size=chunk_size,
-                                          with_entropy=True)
-        old = logp.detach() if inputs.old_logp is None else inputs.old_logp[micro]
-        ref = None if inputs.ref_logp is None else inputs.ref_logp[micro]
-        mask = inputs.loss_mask[micro].to(logp.dtype)
-        loss, m = policy_loss(logp, old, ref, mask, inputs.advantages[micro].to(logp.dtype), spec, counts,
-                              norm_length=norm_length)
-        loss.backward()
+    for i in range(n_passes):
+        if i < len(micros):
+            micro = micros[i]
+            ids, attn, T = model_inputs(inputs.rollout, micro)
+        else:  # a dummy row: one real token to score, nothing in the loss
+            micro = None
+            ids, attn, T = torch.zeros(1, 2, dtype=torch.long), torch.ones(1, 2, dtype=torch.long), 1
+        with no_sync() if i < n_passes - 1 else nullcontext():
+            logp, entropy = scorer(ids, attn, T, temperature=temperature, chunk_size=chunk_size)
+            if micro is None:
+                zeros = torch.zeros_like(logp)
+                old, ref, mask, adv = logp.detach(), None if inputs.ref_logp is None else zeros, zeros, zeros[:, 0]
+            else:
+                old = logp.detach() if inputs.old_logp is None else inputs.old_logp[micro]
+                ref = None if inputs.ref_logp is None else inputs.ref_logp[micro]
+                mask = inputs.loss_mask[micro].to(logp.dtype)
+                adv = inputs.advantages[micro].to(logp.dtype)
+            loss, m = policy_loss(logp, old, ref, mask, adv, spec, counts, norm_length=norm_length)
+            # The loss uses global counts, so the ranks' losses sum to the global loss. DDP averages the
+            # gradients over ranks (divides by world), so scaling by world makes the result that sum: the
+            # gradient of a one-process run on the whole batch.
+            (loss * d.world).backward()
         entropy_sum += (entropy.detach() * mask).sum()
         for key, value in m.items():
             metrics[key] = metrics.get(key, 0.0) + value.float()
     metrics["entropy"] = entropy_sum / max(counts.num_tokens, 1.0)
-    return metrics
+    return d.sum_floats({k: float(v) for k, v in metrics.items()})
 
 
 def advantages_stage(batch: Scored, G: int, spec: AlgoSpec, ref_logp: torch.Tensor | None,
-                     old_logp_for_kl: torch.Tensor | None):
-    """Stages 4–5: shaping, filters and advantages on the whole rollout."""
+                     old_logp_for_kl: torch.Tensor | None, group_ids: torch.Tensor | None = None, d: Dist = SINGLE):
+    """Stages 4–5: shaping, filters and advantages on the whole (global) rollout.
+
+    ``group_ids`` ``[B_local]``: each local group's index in the one-process order (default ``0..B-1``).
+    Every rank gathers ``[N_global, 6]`` per-sequence scalars, sorts them into that order, computes the
+    advantages exactly as one process would, and keeps its own rows. Returns the local ``Advantages`` (its
+    metrics are global) and the local loss mask ``[N, T]``.
+    """
     r = batch.rollout
     mask = r.completion_mask.to(torch.float64)
-    kl_penalty = None
+    N = mask.shape[0]
+    kl_penalty = torch.zeros(N, dtype=torch.float64)
     if spec.beta > 0 and spec.kl_placement == "reward":
         kl_penalty = ((old_logp_for_kl - ref_logp).double() * mask).sum(-1)
-    adv = group_advantages(batch.rewards, G, mask.sum(-1), spec, truncated=r.truncated, accuracy=batch.accuracy,
-                           kl_penalty=kl_penalty)
+    group_ids = torch.arange(N // G) if group_ids is None else group_ids
+    key = (group_ids.double()[:, None] * G + torch.arange(G)).flatten()  # [N] unique, in one-process order
+    local = torch.stack([batch.rewards.double(), mask.sum(-1), r.truncated.double(), batch.accuracy.double(),
+                         kl_penalty, key], dim=1)  # [N, 6]
+    every = d.gather_rows(local)
+    every = every[torch.argsort(every[:, 5], stable=True)]  # [N_global, 6]
+    adv = group_advantages(every[:, 0], G, every[:, 1], spec, truncated=every[:, 2].bool(), accuracy=every[:, 3],
+                           kl_penalty=every[:, 4] if spec.beta > 0 and spec.kl_placement == "reward" else None)
+    mine = torch.searchsorted(every[:, 5].contiguous(), key)  # [N] positions of this rank's rows
+    adv.advantages, adv.in_loss, adv.rewards = adv.advantages[mine], adv.in_loss[mine], adv.rewards[mine]
     loss_mask = r.completion_mask * adv.in_loss[:, None].to(r.completion_mask.dtype)
     return adv, loss_mask

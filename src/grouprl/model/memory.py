@@ -1,0 +1,76 @@
+"""Memory levers and a start-up estimate of where the memory goes.
+
+``enable_gradient_checkpointing`` recomputes every decoder layer in the backward pass. transformers' own
+switch only acts in training mode, and grouprl keeps the policy in eval mode (dropout would move the on-policy
+ratio away from 1), so the layers' ``forward`` is wrapped here instead; it checkpoints only when autograd is
+recording, so rollout and the frozen log-prob passes run at full speed.
+"""
+
+from __future__ import annotations
+
+from functools import wraps
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The repeated blocks of an HF causal LM: the children of its first ``ModuleList`` with more than one entry."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) > 1:
+            return list(module)
+    return []
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> int:
+    """Checkpoint each decoder layer when grad is enabled; returns the number of layers wrapped."""
+    layers = decoder_layers(model)
+    for layer in layers:
+        layer.forward = _checkpointed(layer.forward)
+    return len(layers)
+
+
+def _checkpointed(forward):
+    @wraps(forward)
+    def run(*args, **kwargs):
+        if not torch.is_grad_enabled():
+            return forward(*args, **kwargs)
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+    return run
+
+
+def _mib(n_bytes: float) -> float:
+    return n_bytes / 2**20
+
+
+def estimate(model: torch.nn.Module, *, separate_reference: bool, micro_batch_size: int, seq_len: int,
+             chunk_size: int, gradient_checkpointing: bool) -> dict[str, float]:
+    """Rough peak memory per process by phase, in MiB.
+
+    weights: every parameter; gradients and optimizer: the trainable ones (AdamW keeps two moments of each);
+    reference: a second copy of the weights when the reference is a separate model; activations: what one
+    micro-batch's backward needs, about ``14 × hidden`` values per token per layer kept for backward (attention
+    and MLP inputs/outputs; 2 × hidden with checkpointing, plus one layer recomputed), plus the
+    ``[chunk, vocab]`` float32 log-prob buffer a few times over (logits, softmax, gradient).
+    """
+    params = list(model.parameters())
+    weights = sum(p.numel() * p.element_size() for p in params)
+    trainable = sum(p.numel() * p.element_size() for p in params if p.requires_grad)
+    cfg = getattr(model, "config", None)
+    hidden = getattr(cfg, "hidden_size", 0) or 0
+    layers = getattr(cfg, "num_hidden_layers", 0) or 0
+    vocab = getattr(cfg, "vocab_size", 0) or 0
+    tokens = micro_batch_size * seq_len
+    per_layer = 14 * hidden * tokens * 4
+    kept = (2 * hidden * tokens * 4 * layers + per_layer) if gradient_checkpointing else per_layer * layers
+    logits = 3 * min(chunk_size, tokens) * vocab * 4
+    out = {"weights": _mib(weights), "gradients": _mib(trainable), "optimizer": _mib(2 * trainable),
+           "reference": _mib(weights) if separate_reference else 0.0, "activations": _mib(kept + logits)}
+    out["total"] = sum(out.values())
+    return out
+
+
+def describe(est: dict[str, float]) -> str:
+    parts = ", ".join(f"{k} {v:,.0f}" for k, v in est.items() if k != "total")
+    return f"memory estimate per process (MiB): {parts}; peak ≈ {est['total']:,.0f}"
