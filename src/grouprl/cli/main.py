@@ -1,7 +1,8 @@
 """``grouprl`` command line: train | eval | sft | list.
 
 Every user-facing failure is one line on stderr (what, where, how to fix) and exit status 2; ``--debug``
-shows the traceback instead.
+shows the traceback instead. Under ``torchrun`` a rank whose peer died or hung prints one line naming itself
+and exits with status 1.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (UserError, ConfigError, DataError, RewardError, ResumeError, TrainingDiverged, FileNotFoundError, ValueError, OSError)
 
 
+def _collective_failure() -> type[BaseException]:
+    from grouprl.train.distributed import CollectiveFailure
+
+    return CollectiveFailure
+
+
 def _run_dir(cfg, command: str) -> Path:
     if cfg.output.run_dir:
         return Path(cfg.output.run_dir)
@@ -46,7 +53,7 @@ def cmd_train(args) -> int:
         raise UserError(f"run directory {run_dir} already holds a run; continue it with --resume auto, or choose "
                         "another output.run_dir")
     result = train(cfg, run_dir, resume=args.resume)
-    if result.get("finished") or result.get("interrupted"):
+    if result.get("finished") or result.get("interrupted") or not result.get("main", True):
         return 0
     if cfg.output.plots:
         write_report(run_dir)
@@ -269,6 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("grouprl: interrupted", file=sys.stderr)
         return 130
+    except _collective_failure() as err:  # a peer rank died or hung: not the user's input, so not status 2
+        if args.debug:
+            raise
+        print(f"grouprl {args.command}: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 1
     except _user_errors() as err:
         if args.debug:
             raise

@@ -246,36 +246,45 @@ def _train(s: Setup, cfg: Config, run_dir: Path, resume: str | None) -> dict:
         (run_dir / "config.yaml").write_text(dump_config(cfg))
         say(f"run directory: {run_dir}" + (f" ({s.dist.world} processes)" if s.dist.active else ""))
     sinks = _sinks(cfg, run_dir) if main else []
-    before = run_eval(s, 0) if main and s.eval_rows and start == 0 else {}
-    if before:
-        say(f"held-out before training: {json.dumps(before)}")
     try:
-        stop = StopSignal()
-        skipped_in_a_row = 0
-        with stop, ConsoleProgress(cfg.train.steps, cfg.output.progress and main) as progress:
-            progress.update(start, {})
-            for step in range(start + 1, cfg.train.steps + 1):
-                metrics = one_step(s, step, sinks)
-                progress.update(step, metrics)
-                stopping = s.dist.any(stop.requested)  # torchrun signals every rank, but not at the same step
-                skipped_in_a_row = skipped_in_a_row + 1 if metrics["update/skipped_nonfinite"] else 0
-                if skipped_in_a_row >= cfg.train.max_nonfinite_steps:
-                    checkpoint(s, step)
-                    raise TrainingDiverged(f"{skipped_in_a_row} steps in a row had a NaN/inf loss or gradient (last at "
-                                           f"step {step}); weights were left untouched and saved; lower train.lr or "
-                                           "check the rewards")
-                if main and cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.train.steps:
-                    run_eval(s, step)
-                due = cfg.output.save_every and step % cfg.output.save_every == 0
-                if due or step == cfg.train.steps or stopping:
-                    checkpoint(s, step)
-                if stopping:
-                    say0(s, f"stopped by signal after step {step}; checkpoint written; continue with --resume auto")
-                    return {"before": before, "after": {}, "interrupted": True}
+        before = run_eval(s, 0) if main and s.eval_rows and start == 0 else {}
+        if before:
+            say(f"held-out before training: {json.dumps(before)}")
+        if _steps(s, cfg, start, sinks):
+            return {"before": before, "after": {}, "interrupted": True}
         after = run_eval(s, cfg.train.steps) if main and s.eval_rows else {}
         if after:
             say(f"held-out after training:  {json.dumps(after)}")
-        return {"before": before, "after": after}
+        return {"before": before, "after": after, "main": main}
     finally:
         for sink in sinks[1:]:  # TensorBoard, W&B: flush and close
             sink.close()
+
+
+def _steps(s: Setup, cfg: Config, start: int, sinks: list) -> bool:
+    """Steps ``start+1 .. cfg.train.steps`` with eval and checkpoints; True when stopped by a signal."""
+    main = s.dist.is_main
+    stop = StopSignal()
+    skipped_in_a_row = 0
+    with stop, ConsoleProgress(cfg.train.steps, cfg.output.progress and main) as progress:
+        progress.update(start, {})
+        for step in range(start + 1, cfg.train.steps + 1):
+            metrics = one_step(s, step, sinks)
+            progress.update(step, metrics)
+            stopping = s.dist.any(stop.requested)  # torchrun signals every rank, but not at the same step
+            # The same on every rank: the skip decision comes from the all-reduced gradient's norm.
+            skipped_in_a_row = skipped_in_a_row + 1 if metrics["update/skipped_nonfinite"] else 0
+            if skipped_in_a_row >= cfg.train.max_nonfinite_steps:
+                checkpoint(s, step)
+                raise TrainingDiverged(f"{skipped_in_a_row} steps in a row had a NaN/inf loss or gradient (last at "
+                                       f"step {step}); weights were left untouched and saved; lower train.lr or "
+                                       "check the rewards")
+            if main and cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.train.steps:
+                run_eval(s, step)
+            due = cfg.output.save_every and step % cfg.output.save_every == 0
+            if due or step == cfg.train.steps or stopping:
+                checkpoint(s, step)
+            if stopping:
+                say0(s, f"stopped by signal after step {step}; checkpoint written; continue with --resume auto")
+                return True
+    return False

@@ -140,7 +140,7 @@ def build(cfg: Config, run_dir: Path) -> Setup:
     if dist.active:
         # DDP broadcasts rank 0's weights at construction (all ranks loaded the same ones anyway). Buffers
         # (rotary tables) are deterministic, so they are not re-broadcast before every forward.
-        scorer = torch.nn.parallel.DistributedDataParallel(scorer, broadcast_buffers=False)
+        scorer = torch.nn.parallel.DistributedDataParallel(scorer, forward_sync_buffers=False)
     if dist.is_main:
         say(describe(estimate(policy, separate_reference=isinstance(reference, FrozenReference),
                               micro_batch_size=cfg.train.micro_batch_size,

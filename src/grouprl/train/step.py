@@ -130,6 +130,8 @@ def frozen_logprobs(model, rollout: Rollout, temperature: float, micro_batch_siz
     """Stage 6: log-probs of every completion token under a model that is not being trained (π_old, π_ref)."""
     out = [torch.zeros(0, rollout.completion_ids.shape[1])]  # a rank may hold no rows (dynamic sampling)
     for rows in torch.split(torch.arange(rollout.completion_ids.shape[0]), micro_batch_size):
+        if not len(rows):
+            continue
         ids, mask, T = model_inputs(rollout, rows)
         logp, _ = sequence_logprobs(model, ids, mask, T, temperature=temperature, chunk_size=chunk_size)
         out.append(logp)
@@ -163,7 +165,7 @@ def accumulate_gradients(scorer, inputs: UpdateInputs, rows: torch.Tensor, spec:
 
     Returns the mini-batch's metrics, summed over micro-batches and ranks (so they are global values).
     """
-    micros = list(torch.split(rows, micro_batch_size))
+    micros = [m for m in torch.split(rows, micro_batch_size) if len(m)]
     n_passes = int(d.all_reduce(torch.tensor([len(micros)]), "max").item())
     no_sync = getattr(scorer, "no_sync", nullcontext)
     metrics: dict[str, torch.Tensor] = {}

@@ -1,0 +1,124 @@
+"""torchrun on this CPU machine (gloo): 2 processes reproduce 1 process, two "nodes" rendezvous, a killed rank
+ends the job, and a world size that cannot hold the batch is refused."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from grouprl.cli.main import main
+
+TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
+ARGS = ["train.prompts_per_step=4", "rollout.num_generations=4", "data.num_eval=0", "data.num_train=64",
+        "output.progress=false", "train.lr=1e-3", "train.threads=1", "train.micro_batch_size=3"]
+VOLATILE = ("time/", "memory/", "tokens_per_s")
+
+
+def _env() -> dict:
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+            "OMP_NUM_THREADS": "1"}
+
+
+def _torchrun(*launcher: str, args: list[str], **kwargs) -> subprocess.Popen:
+    cmd = [TORCHRUN, *launcher, "-m", "grouprl", "train", *args]
+    return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("extra", [["algorithm=grpo"], ["algorithm=dapo", "algo.overlong_max_len=8",
+                                                         "algo.overlong_buffer_len=2"]])
+def test_two_processes_reproduce_one(tmp_path, extra):
+    """Same seed and global batch: loss, grad norm, rewards … of the first 5 steps agree to 1e-5.
+
+    One micro-batch per rank (8 sequences), so the one-process run sums the same two micro-batch gradients
+    as DDP's all-reduce does. With other splits the sums are reordered; where a gradient cancels exactly
+    (every completion of a group starting with the same token), AdamW turns that rounding noise into
+    ±lr steps, and the runs drift apart by ~1e-5 after a few steps (docs/distributed.md)."""
+    args = [*ARGS, "train.steps=5", "train.micro_batch_size=8", *extra]
+    one, two = tmp_path / "one", tmp_path / "two"
+    proc = _torchrun("--nproc_per_node", "2", "--standalone", args=[*args, f"output.run_dir={two}"])
+    assert main(["train", *args, f"output.run_dir={one}"]) == 0
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out[-3000:]
+    a, b = _rows(one), _rows(two)
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3, 4, 5]
+    for ra, rb in zip(a, b):
+        assert set(ra) == set(rb)
+        for key in ra:
+            if key.startswith(VOLATILE) or ra[key] is None:
+                continue
+            assert rb[key] == pytest.approx(ra[key], abs=1e-5, rel=1e-5), (ra["step"], key, ra[key], rb[key])
+    assert sum(r["update/steps"] for r in a) >= 3, "too few updates for the comparison to mean anything"
+    assert len({round(r["grad_norm"], 6) for r in a}) > 1
+
+
+def test_two_nodes_rendezvous_and_train(tmp_path):
+    """Two torchrun invocations, one process each, rendezvous on 127.0.0.1 (c10d), train 3 steps together."""
+    run_dir = tmp_path / "run"
+    port = _free_port()
+    args = [*ARGS, "train.steps=3", f"output.run_dir={run_dir}"]
+    nodes = [_torchrun("--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(rank), "--rdzv_backend", "c10d",
+                       "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "test-two-nodes", args=args)
+             for rank in (0, 1)]
+    outputs = [node.communicate(timeout=240)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    assert [r["step"] for r in _rows(run_dir)] == [1, 2, 3]
+    assert "(2 processes)" in outputs[0]
+    assert (run_dir / "checkpoints" / "step-3" / "model.safetensors").is_file()
+
+
+def _rank_pid(parent: int, rank: int) -> int:
+    for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+        environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        if f"RANK={rank}".encode() in environ:
+            return int(child)
+    raise AssertionError(f"no rank {rank} under torchrun {parent}")
+
+
+def test_killing_one_rank_ends_the_job_naming_it(tmp_path):
+    run_dir = tmp_path / "run"
+    timeout = 20
+    proc = _torchrun("--nproc_per_node", "2", "--standalone",
+                     args=[*ARGS, "train.steps=500", f"train.collective_timeout={timeout}", f"output.run_dir={run_dir}"])
+    deadline = time.time() + 120
+    while not (run_dir / "metrics.jsonl").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the run ended before the kill"
+    os.kill(_rank_pid(proc.pid, 1), signal.SIGKILL)
+    killed = time.time()
+    try:
+        out, _ = proc.communicate(timeout=timeout + 30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert time.time() - killed < timeout + 10
+    assert proc.returncode != 0
+    assert "grouprl train: error: rank 0: collective" in out  # the survivor's one line, naming itself
+    assert "rank      : 1" in out and "SIGKILL" in out  # torchrun's summary names the rank that died
+
+
+def test_world_size_that_cannot_hold_the_batch_exits_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    run_dir = tmp_path / "run"
+    code = main(["train", *ARGS, "train.steps=1", f"output.run_dir={run_dir}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert "train.prompts_per_step=4 cannot be split into whole groups over 3 processes" in err
+    assert "multiple of 3 (e.g. 6)" in err and "run 1, 2, 4 processes" in err
+    assert len(err.splitlines()) == 1 and not run_dir.exists()
