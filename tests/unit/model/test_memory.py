@@ -1,0 +1,89 @@
+"""Memory levers: chunked log-probs on a 32k vocabulary equal the naive ones; gradient checkpointing keeps the
+gradient and stores less for backward; the start-up estimate adds up."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from grouprl.model.configs import tiny_llama_config
+from grouprl.model.logprobs import position_ids_from_mask, sequence_logprobs
+from grouprl.model.memory import decoder_layers, enable_gradient_checkpointing, estimate
+
+T = 6
+
+
+def _model(vocab: int, seed: int = 0):
+    torch.manual_seed(seed)
+    config = tiny_llama_config(vocab, hidden_size=32, num_layers=3, num_heads=2, intermediate_size=64)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+def _batch(vocab: int):
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(4, vocab, (4, 5 + T), generator=gen)
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0  # left padding
+    mask[2, -2:] = 0  # a shorter completion
+    return ids.masked_fill(mask == 0, 0), mask
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_chunked_equals_unchunked_on_a_32k_vocabulary(dtype):
+    """To 1e-6 absolute in float64; in float32 a log-prob near -log(32768) = -10.4 is only held to ~1e-6
+    (its ulp is 9.5e-7), so there the bound is 1e-6 relative."""
+    model = _model(32_768).to(dtype)
+    ids, mask = _batch(32_768)
+    with torch.no_grad():
+        logp, entropy = sequence_logprobs(model, ids, mask, T, chunk_size=5, with_entropy=True)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
+        full = torch.log_softmax(logits[:, -T - 1:-1], dim=-1)  # [N, T, V], the naive way
+        naive = full.gather(-1, ids[:, -T:, None]).squeeze(-1) * mask[:, -T:]
+        naive_entropy = -(full.exp() * full).sum(-1) * mask[:, -T:]
+    rtol = 0 if dtype == torch.float64 else 1e-6
+    torch.testing.assert_close(logp, naive.to(logp.dtype), rtol=rtol, atol=1e-6)
+    torch.testing.assert_close(entropy, naive_entropy.to(logp.dtype), rtol=rtol, atol=1e-6)
+    assert (logp[2, -2:] == 0).all() and (logp[2, :-2] < -5).all()
+
+
+def _saved_bytes_and_grads(model, ids, mask):
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel() * t.element_size())
+        return t
+
+    model.zero_grad(set_to_none=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        logp, _ = sequence_logprobs(model, ids, mask, T, chunk_size=8)
+    (logp * mask[:, -T:]).sum().backward()
+    return sum(saved), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_gradient_checkpointing_keeps_the_gradient_and_saves_less():
+    plain, checkpointed = _model(64), _model(64)
+    assert enable_gradient_checkpointing(checkpointed) == len(decoder_layers(checkpointed)) == 3
+    ids, mask = _batch(64)
+    bytes_plain, grads_plain = _saved_bytes_and_grads(plain, ids, mask)
+    bytes_ckpt, grads_ckpt = _saved_bytes_and_grads(checkpointed, ids, mask)
+    for name, grad in grads_plain.items():
+        torch.testing.assert_close(grads_ckpt[name], grad, rtol=0, atol=1e-6)
+    assert bytes_ckpt < 0.5 * bytes_plain, (bytes_ckpt, bytes_plain)
+    with torch.no_grad():  # no recording, no checkpoint: the rollout path is untouched
+        a, _ = sequence_logprobs(checkpointed, ids, mask, T)
+        b, _ = sequence_logprobs(plain, ids, mask, T)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_memory_estimate_adds_up(lora):
+    model = _model(64)
+    if lora:
+        model.requires_grad_(False).lm_head.requires_grad_(True)
+    est = estimate(model, separate_reference=not lora, micro_batch_size=4, seq_len=16, chunk_size=8,
+                   gradient_checkpointing=False)
+    weights = sum(p.numel() * 4 for p in model.parameters()) / 2**20
+    trainable = sum(p.numel() * 4 for p in model.parameters() if p.requires_grad) / 2**20
+    assert est["weights"] == pytest.approx(weights) and est["gradients"] == pytest.approx(trainable)
+    assert est["optimizer"] == pytest.approx(2 * trainable)
+    assert est["reference"] == (0.0 if lora else pytest.approx(weights))
+    assert est["total"] == pytest.approx(sum(v for k, v in est.items() if k != "total"))
