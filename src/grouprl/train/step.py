@@ -119,10 +119,23 @@ def informative_groups(batch: Scored, G: int) -> list[int]:
 
 
 def model_inputs(rollout: Rollout, rows: torch.Tensor | slice = slice(None)):
-    """``(input_ids [n, P+T], attention_mask [n, P+T], T)`` for a teacher-forced pass over some rows."""
-    ids = torch.cat([rollout.prompt_ids[rows], rollout.completion_ids[rows]], dim=1)
-    mask = torch.cat([rollout.prompt_mask[rows], rollout.completion_mask[rows]], dim=1)
-    return ids, mask, rollout.completion_ids.shape[1]
+    """``(input_ids [n, P'+T'], attention_mask [n, P'+T'], T')`` for a teacher-forced pass over some rows.
+
+    Columns that are padding in every one of these rows are cut (left of the prompts, right of the
+    completions), so a micro-batch costs the same, and rounds the same, whatever batch it was drawn from;
+    ``widen`` puts the ``T'`` result columns back to the rollout's ``T``.
+    """
+    prompt_mask, completion_mask = rollout.prompt_mask[rows], rollout.completion_mask[rows]
+    P0 = int((prompt_mask.sum(0) == 0).long().cumprod(0).sum())  # leading all-pad prompt columns
+    T1 = max(int((completion_mask.sum(0) > 0).nonzero().max()) + 1 if completion_mask.any() else 1, 1)
+    ids = torch.cat([rollout.prompt_ids[rows][:, P0:], rollout.completion_ids[rows][:, :T1]], dim=1)
+    mask = torch.cat([prompt_mask[:, P0:], completion_mask[:, :T1]], dim=1)
+    return ids, mask, T1
+
+
+def widen(x: torch.Tensor, T: int) -> torch.Tensor:
+    """``[n, T']`` → ``[n, T]``, zeros on the right (the cut columns are padding)."""
+    return torch.nn.functional.pad(x, (0, T - x.shape[1]))
 
 
 @torch.no_grad()
@@ -134,7 +147,7 @@ def frozen_logprobs(model, rollout: Rollout, temperature: float, micro_batch_siz
             continue
         ids, mask, T = model_inputs(rollout, rows)
         logp, _ = sequence_logprobs(model, ids, mask, T, temperature=temperature, chunk_size=chunk_size)
-        out.append(logp)
+        out.append(widen(logp, rollout.completion_ids.shape[1]))
     return torch.cat(out)
 
 
@@ -183,6 +196,8 @@ def accumulate_gradients(scorer, inputs: UpdateInputs, rows: torch.Tensor, spec:
                 zeros = torch.zeros_like(logp)
                 old, ref, mask, adv = logp.detach(), None if inputs.ref_logp is None else zeros, zeros, zeros[:, 0]
             else:
+                full = inputs.rollout.completion_ids.shape[1]
+                logp, entropy = widen(logp, full), widen(entropy, full)
                 old = logp.detach() if inputs.old_logp is None else inputs.old_logp[micro]
                 ref = None if inputs.ref_logp is None else inputs.ref_logp[micro]
                 mask = inputs.loss_mask[micro].to(logp.dtype)

@@ -38,10 +38,15 @@ def test_only_adapter_parameters_train(setup):
     in_optimizer = {names[id(p)] for group in setup.optimizer.param_groups for p in group["params"]}
     assert in_optimizer and all("lora_" in n for n in in_optimizer)
     assert {n for n, p in setup.policy.named_parameters() if p.requires_grad} == in_optimizer
-    one_step(setup, 1, [])
+    one_step(setup, 1, [])  # the real update path
+    rollout = _rollout(setup)
+    ids, mask, T = stages.model_inputs(rollout)
+    setup.optimizer.zero_grad(set_to_none=True)
+    logp, _ = setup.scorer(ids, mask, T, temperature=1.0, chunk_size=64)
+    logp.sum().backward()
     with_grad = {n for n, p in setup.policy.named_parameters() if p.grad is not None}
     assert with_grad == in_optimizer, "a frozen base weight received a gradient"
-    assert any(p.grad.abs().sum() > 0 for n, p in setup.policy.named_parameters() if "lora_B" in n)
+    assert all(p.grad.abs().sum() > 0 for n, p in setup.policy.named_parameters() if "lora_B" in n)
 
 
 def test_reference_is_the_base_model_with_adapters_off(setup):
