@@ -50,10 +50,10 @@ def run_eval(s: Setup, step: int) -> dict:
     return out
 
 
-def sample_batch(s: Setup, step: int) -> tuple[stages.Scored, dict, torch.Tensor]:
+def sample_batch(s: Setup, step: int) -> tuple[stages.Scored, dict]:
     """Stages 1–4: prompts → rollout → rewards, refilling dropped groups when dynamic sampling is on.
 
-    Returns this rank's groups, the sampling stats, and each local group's index in the one-process order.
+    Returns this rank's groups (``group_ids``: their indices in the one-process order) and the sampling stats.
     """
     cfg, spec, G, B, d = s.cfg, algo_spec(s.cfg), s.cfg.rollout.num_generations, s.cfg.train.prompts_per_step, s.dist
     batches, mine, kept, drawn, rounds = [], [], [], 0, 0  # mine, kept: group indices in the one-process order
@@ -72,7 +72,8 @@ def sample_batch(s: Setup, step: int) -> tuple[stages.Scored, dict, torch.Tensor
             mine += range(drawn + lo, drawn + hi)
             informative[[lo + g for g in stages.informative_groups(batch, G)]] = 1
         if not spec.dynamic_sampling:
-            return batch, {}, torch.arange(lo, hi)
+            batch.group_ids = torch.arange(lo, hi)
+            return batch, {}
         kept += [drawn + g for g in torch.nonzero(d.all_reduce(informative)).flatten().tolist()]
         drawn += need
         if len(kept) >= B or rounds >= cfg.train.max_refill_rounds:
@@ -81,14 +82,14 @@ def sample_batch(s: Setup, step: int) -> tuple[stages.Scored, dict, torch.Tensor
     joined = stages.concat(batches, s.tokenizer.pad_token_id)
     stats = {"sampling/groups_sampled": float(drawn), "sampling/groups_uninformative": float(drawn - len(kept)),
              "sampling/refill_rounds": float(rounds), "sampling/groups_short": float(max(B - len(kept), 0))}
-    if not kept:
-        return joined, stats, torch.tensor(mine)
-    chosen = set(kept[:B])
+    chosen = set(kept[:B]) if kept else set(mine)
     local = [i for i, g in enumerate(mine) if g in chosen]
-    return stages.select_groups(joined, local, G), stats, torch.tensor([mine[i] for i in local], dtype=torch.long)
+    selected = stages.select_groups(joined, local, G) if kept else joined
+    selected.group_ids = torch.tensor([mine[i] for i in local], dtype=torch.long)
+    return selected, stats
 
 
-def update(s: Setup, batch: stages.Scored, group_ids: torch.Tensor) -> dict:
+def update(s: Setup, batch: stages.Scored) -> dict:
     """Stages 5–7: advantages, the log-prob passes that are needed, and μ × mini-batch optimizer steps."""
     cfg, spec, G, d = s.cfg, algo_spec(s.cfg), s.cfg.rollout.num_generations, s.dist
     temp, mbs, chunk = cfg.rollout.temperature, cfg.train.micro_batch_size, cfg.model.logprob_chunk_size
@@ -99,7 +100,7 @@ def update(s: Setup, batch: stages.Scored, group_ids: torch.Tensor) -> dict:
     old = stages.frozen_logprobs(s.policy, batch.rollout, temp, mbs, chunk) if need_old else None
     ref = s.reference.logprobs(batch.rollout, temp, mbs, chunk) if s.reference is not None else None
     t_logprobs = time.perf_counter() - t0
-    adv, loss_mask = stages.advantages_stage(batch, G, spec, ref, old, group_ids, d)
+    adv, loss_mask = stages.advantages_stage(batch, G, spec, ref, old, d)
     inputs = stages.UpdateInputs(batch.rollout, adv.advantages, loss_mask, old if off_policy else None, ref)
 
     # The policy stays in eval mode for the update too: dropout would make the on-policy ratio differ from 1.
@@ -179,9 +180,9 @@ def log_completions(s: Setup, step: int, batch: stages.Scored) -> None:
 def one_step(s: Setup, step: int, sinks: list) -> dict:
     """Stages 1–8 of one step (without eval and checkpoint); returns the step's metrics."""
     t_step = time.perf_counter()
-    batch, sampling_stats, group_ids = sample_batch(s, step)  # 1–4
+    batch, sampling_stats = sample_batch(s, step)  # 1–4
     t_rollout = time.perf_counter() - t_step
-    metrics = update(s, batch, group_ids)  # 5–7
+    metrics = update(s, batch)  # 5–7
     metrics.update(step_metrics(batch, sampling_stats, s.dist))
     elapsed = time.perf_counter() - t_step
     metrics.update({"step": step, "time/rollout": t_rollout, "time/step": elapsed,

@@ -37,6 +37,7 @@ class Scored:
     errors: dict[str, int]
     timeouts: dict[str, int]
     advantages: torch.Tensor | None = None  # [N], set by the update stage (for completions.jsonl)
+    group_ids: torch.Tensor | None = None  # [B] long, each group's index in the one-process order (None: 0..B-1)
 
 
 def encode_prompts(tokenizer, texts: list[str]) -> list[list[int]]:
@@ -215,11 +216,11 @@ def accumulate_gradients(scorer, inputs: UpdateInputs, rows: torch.Tensor, spec:
 
 
 def advantages_stage(batch: Scored, G: int, spec: AlgoSpec, ref_logp: torch.Tensor | None,
-                     old_logp_for_kl: torch.Tensor | None, group_ids: torch.Tensor | None = None, d: Dist = SINGLE):
+                     old_logp_for_kl: torch.Tensor | None, d: Dist = SINGLE):
     """Stages 4–5: shaping, filters and advantages on the whole (global) rollout.
 
-    ``group_ids`` ``[B_local]``: each local group's index in the one-process order (default ``0..B-1``).
-    Every rank gathers ``[N_global, 6]`` per-sequence scalars, sorts them into that order, computes the
+    ``batch.group_ids`` ``[B_local]``: each local group's index in the one-process order. Every rank
+    gathers ``[N_global, 6]`` per-sequence scalars, sorts them into that order, computes the
     advantages exactly as one process would, and keeps its own rows. Returns the local ``Advantages`` (its
     metrics are global) and the local loss mask ``[N, T]``.
     """
@@ -229,7 +230,7 @@ def advantages_stage(batch: Scored, G: int, spec: AlgoSpec, ref_logp: torch.Tens
     kl_penalty = torch.zeros(N, dtype=torch.float64)
     if spec.beta > 0 and spec.kl_placement == "reward":
         kl_penalty = ((old_logp_for_kl - ref_logp).double() * mask).sum(-1)
-    group_ids = torch.arange(N // G) if group_ids is None else group_ids
+    group_ids = torch.arange(N // G) if batch.group_ids is None else batch.group_ids
     key = (group_ids.double()[:, None] * G + torch.arange(G)).flatten()  # [N] unique, in one-process order
     local = torch.stack([batch.rewards.double(), mask.sum(-1), r.truncated.double(), batch.accuracy.double(),
                          kl_penalty, key], dim=1)  # [N, 6]
