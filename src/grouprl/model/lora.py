@@ -8,6 +8,8 @@ merging it.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 
@@ -33,4 +35,6 @@ def apply_lora(model: torch.nn.Module, *, r: int, alpha: float, dropout: float, 
         raise ValueError("model.lora.r > 0 needs PEFT: pip install 'grouprl[peft]' (or pip install peft)") from None
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
                         bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():  # PEFT calls a transformers property that transformers 5 deprecates
+        warnings.simplefilter("ignore", FutureWarning)
+        return get_peft_model(model, config)
