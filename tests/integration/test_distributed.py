@@ -61,15 +61,37 @@ def test_two_processes_reproduce_one(tmp_path, extra):
     out, _ = proc.communicate(timeout=240)
     assert proc.returncode == 0, out[-3000:]
     a, b = _rows(one), _rows(two)
-    assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3, 4, 5]
-    for ra, rb in zip(a, b):
-        assert set(ra) == set(rb)
-        for key in ra:
-            if key.startswith(VOLATILE) or ra[key] is None:
-                continue
-            assert rb[key] == pytest.approx(ra[key], abs=1e-5, rel=1e-5), (ra["step"], key, ra[key], rb[key])
+    assert [r["step"] for r in a] == [1, 2, 3, 4, 5] and set(a[0]) == set(b[0])
+    _assert_rows_close(a, b)
     assert sum(r["update/steps"] for r in a) >= 3, "too few updates for the comparison to mean anything"
     assert len({round(r["grad_norm"], 6) for r in a}) > 1
+
+
+def _assert_rows_close(a: list[dict], b: list[dict]) -> None:
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        for key in ra:
+            if not key.startswith(VOLATILE) and ra[key] is not None:
+                assert rb[key] == pytest.approx(ra[key], abs=1e-5, rel=1e-5), (ra["step"], key, ra[key], rb[key])
+
+
+def test_two_process_lora_run_resumes_like_one_straight_process(tmp_path):
+    """LoRA under DDP, stopped after step 2 and resumed by both ranks from the same checkpoint, gives the rows
+    of one process that ran 4 steps straight."""
+    args = [*ARGS, "train.lr=1e-4", "train.micro_batch_size=4", "model.lora.r=4", "output.save_every=2",
+            "algorithm=grpo"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    first = _torchrun("--nproc_per_node", "2", "--standalone", args=[*args, "train.steps=2",
+                                                                     f"output.run_dir={resumed}"])
+    assert main(["train", *args, "train.steps=4", f"output.run_dir={straight}"]) == 0
+    out, _ = first.communicate(timeout=240)
+    assert first.returncode == 0, out[-3000:]
+    second = _torchrun("--nproc_per_node", "2", "--standalone", args=["--resume", "auto", *args, "train.steps=4",
+                                                                      f"output.run_dir={resumed}"])
+    out, _ = second.communicate(timeout=240)
+    assert second.returncode == 0, out[-3000:]
+    assert "resuming" in out and (resumed / "checkpoints" / "step-4" / "adapter_model.safetensors").is_file()
+    _assert_rows_close(_rows(straight), _rows(resumed))
 
 
 def test_two_nodes_rendezvous_and_train(tmp_path):
