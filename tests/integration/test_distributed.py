@@ -94,6 +94,43 @@ def test_two_process_lora_run_resumes_like_one_straight_process(tmp_path):
     _assert_rows_close(_rows(straight), _rows(resumed))
 
 
+def test_fsdp2_run_resumed_equals_one_process_and_saves_one_hf_directory(tmp_path):
+    """FSDP2 (fully_shard) on 2 processes, stopped after step 2 and resumed: the rows of one process that ran
+    4 steps straight, and a checkpoint that is one plain HF directory with the same tensors (to AdamW noise)."""
+    args = [*ARGS, "train.lr=1e-4", "train.micro_batch_size=4", "output.save_every=2", "algorithm=grpo"]
+    straight, sharded = tmp_path / "straight", tmp_path / "sharded"
+    first = _torchrun("--nproc_per_node", "2", "--standalone", args=[*args, "train.fsdp=true", "train.steps=2",
+                                                                     f"output.run_dir={sharded}"])
+    assert main(["train", *args, "train.steps=4", f"output.run_dir={straight}"]) == 0
+    out, _ = first.communicate(timeout=240)
+    assert first.returncode == 0, out[-3000:]
+    second = _torchrun("--nproc_per_node", "2", "--standalone", args=["--resume", "auto", *args, "train.fsdp=true",
+                                                                      "train.steps=4", f"output.run_dir={sharded}"])
+    out, _ = second.communicate(timeout=240)
+    assert second.returncode == 0, out[-3000:]
+    _assert_rows_close(_rows(straight), _rows(sharded))
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    ours, theirs = (load_file(d / "checkpoints" / "step-4" / "model.safetensors") for d in (sharded, straight))
+    assert set(ours) == set(theirs) and all(ours[k].shape == theirs[k].shape for k in ours)
+    assert max((ours[k] - theirs[k]).abs().max().item() for k in ours) < 1e-3  # 4 AdamW steps of lr 1e-4
+    AutoModelForCausalLM.from_pretrained(sharded / "checkpoints" / "step-4")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train.fsdp=true"], "train.fsdp=true shards over processes, but this run has WORLD_SIZE=1"),
+    (["train.fsdp=true", "model.lora.r=4"], "train.fsdp=true and model.lora.r > 0 are not supported together"),
+])
+def test_fsdp_on_a_setup_that_cannot_run_it_exits_2(tmp_path, capsys, monkeypatch, args, message):
+    if "model.lora.r=4" in args:
+        monkeypatch.setenv("WORLD_SIZE", "2")  # refused before the process group would be joined
+    run_dir = tmp_path / "run"
+    code = main(["train", *ARGS, *args, "train.steps=1", f"output.run_dir={run_dir}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1 and not run_dir.exists()
+
+
 def test_two_nodes_rendezvous_and_train(tmp_path):
     """Two torchrun invocations, one process each, rendezvous on 127.0.0.1 (c10d), train 3 steps together."""
     run_dir = tmp_path / "run"

@@ -118,6 +118,10 @@ class TrainConfig:
     """Seeds python, numpy and torch, and the sampler."""
     threads: int = 0
     """torch intra-op threads (0: leave torch's default). Under torchrun set it to cores / processes."""
+    fsdp: bool = False
+    """Under torchrun: shard parameters, gradients and AdamW's moments over the ranks with FSDP2
+    (``fully_shard``, one unit per decoder layer) instead of keeping a full replica per rank (DDP). The rollout
+    and evaluation gather the full weights for their duration. Needs WORLD_SIZE >= 2; not with LoRA."""
     collective_timeout: float = 1800.0
     """Seconds a multi-process collective may wait for its peers before the run ends with an error naming this
     rank. It must exceed the longest stretch one rank works alone: rank 0's evaluation and checkpoint writes."""

@@ -45,10 +45,11 @@ def _mib(n_bytes: float) -> float:
 
 
 def estimate(model: torch.nn.Module, *, separate_reference: bool, micro_batch_size: int, seq_len: int,
-             chunk_size: int, gradient_checkpointing: bool) -> dict[str, float]:
+             chunk_size: int, gradient_checkpointing: bool, shards: int = 1) -> dict[str, float]:
     """Rough peak memory per process by phase, in MiB.
 
-    weights: every parameter; gradients and optimizer: the trainable ones (AdamW keeps two moments of each);
+    weights: every parameter (gathered whole for the rollout, also under FSDP); gradients and optimizer: the
+    trainable ones (AdamW keeps two moments of each), divided by ``shards`` under FSDP;
     reference: a second copy of the weights when the reference is a separate model; activations: what one
     micro-batch's backward needs, about ``14 × hidden`` values per token per layer kept for backward (attention
     and MLP inputs/outputs; 2 × hidden with checkpointing, plus one layer recomputed), plus the
@@ -65,7 +66,7 @@ def estimate(model: torch.nn.Module, *, separate_reference: bool, micro_batch_si
     per_layer = 14 * hidden * tokens * 4
     kept = (2 * hidden * tokens * 4 * layers + per_layer) if gradient_checkpointing else per_layer * layers
     logits = 3 * min(chunk_size, tokens) * vocab * 4
-    out = {"weights": _mib(weights), "gradients": _mib(trainable), "optimizer": _mib(2 * trainable),
+    out = {"weights": _mib(weights), "gradients": _mib(trainable / shards), "optimizer": _mib(2 * trainable / shards),
            "reference": _mib(weights) if separate_reference else 0.0, "activations": _mib(kept + logits)}
     out["total"] = sum(out.values())
     return out

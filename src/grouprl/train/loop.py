@@ -50,6 +50,14 @@ def run_eval(s: Setup, step: int) -> dict:
     return out
 
 
+def eval_all(s: Setup, step: int) -> dict:
+    """Every rank calls it (under FSDP the weights are gathered for it); rank 0 evaluates."""
+    if not s.eval_rows:
+        return {}
+    with s.full_weights():
+        return run_eval(s, step) if s.dist.is_main else {}
+
+
 def sample_batch(s: Setup, step: int) -> tuple[stages.Scored, dict]:
     """Stages 1–4: prompts → rollout → rewards, refilling dropped groups when dynamic sampling is on.
 
@@ -97,7 +105,8 @@ def update(s: Setup, batch: stages.Scored) -> dict:
     # π_old is needed when the update is off-policy, or for a KL penalty in the reward (k1 of old vs ref).
     need_old = off_policy or (s.reference is not None and spec.kl_placement == "reward")
     t0 = time.perf_counter()
-    old = stages.frozen_logprobs(s.policy, batch.rollout, temp, mbs, chunk) if need_old else None
+    with s.full_weights():
+        old = stages.frozen_logprobs(s.policy, batch.rollout, temp, mbs, chunk) if need_old else None
     ref = s.reference.logprobs(batch.rollout, temp, mbs, chunk) if s.reference is not None else None
     t_logprobs = time.perf_counter() - t0
     adv, loss_mask = stages.advantages_stage(batch, G, spec, ref, old, d)
@@ -120,8 +129,7 @@ def update(s: Setup, batch: stages.Scored) -> dict:
                                                   norm_length=cfg.rollout.max_new_tokens, d=d)
             # The gradients are the same on every rank after DDP's all-reduce, so is this norm, and so is the
             # skip decision below: the ranks never disagree on whether an update happened.
-            norm = torch.nn.utils.clip_grad_norm_(s.policy.parameters(),
-                                                  cfg.train.max_grad_norm or float("inf"))
+            norm = stages.clip_gradients(s.policy, cfg.train.max_grad_norm)
             if not torch.isfinite(norm):
                 skipped += 1  # a NaN/inf gradient never reaches the weights
                 continue
@@ -180,7 +188,8 @@ def log_completions(s: Setup, step: int, batch: stages.Scored) -> None:
 def one_step(s: Setup, step: int, sinks: list) -> dict:
     """Stages 1–8 of one step (without eval and checkpoint); returns the step's metrics."""
     t_step = time.perf_counter()
-    batch, sampling_stats = sample_batch(s, step)  # 1–4
+    with s.full_weights():
+        batch, sampling_stats = sample_batch(s, step)  # 1–4
     t_rollout = time.perf_counter() - t_step
     metrics = update(s, batch)  # 5–7
     metrics.update(step_metrics(batch, sampling_stats, s.dist))
@@ -195,14 +204,16 @@ def one_step(s: Setup, step: int, sinks: list) -> dict:
 
 
 def trainer_state(s: Setup, step: int) -> dict:
-    """Collective: every rank's RNG state is gathered (rank r restores its own on resume)."""
-    return {"step": step, "optimizer": s.optimizer.state_dict(), "scheduler": s.scheduler.state_dict(),
+    """Collective: every rank's RNG state is gathered (rank r restores its own on resume), and under FSDP the
+    optimizer state."""
+    return {"step": step, "optimizer": s.weights.optimizer_state(s.optimizer), "scheduler": s.scheduler.state_dict(),
             "rng": rng_state(), "rng_per_rank": s.dist.gather_objects(rng_state()), "data": s.source.state_dict()}
 
 
 def checkpoint(s: Setup, step: int) -> None:
-    """Every rank calls it (the state gather is collective); rank 0 alone writes."""
+    """Every rank calls it (the state gathers are collective); rank 0 alone writes."""
     state = trainer_state(s, step)
+    s.weights.gather()
     if s.dist.is_main:
         save_checkpoint(s.run_dir, step, s.weights, s.tokenizer, state, s.cfg.output.keep_last)
 
@@ -248,12 +259,12 @@ def _train(s: Setup, cfg: Config, run_dir: Path, resume: str | None) -> dict:
         say(f"run directory: {run_dir}" + (f" ({s.dist.world} processes)" if s.dist.active else ""))
     sinks = _sinks(cfg, run_dir) if main else []
     try:
-        before = run_eval(s, 0) if main and s.eval_rows and start == 0 else {}
+        before = eval_all(s, 0) if start == 0 else {}
         if before:
             say(f"held-out before training: {json.dumps(before)}")
         if _steps(s, cfg, start, sinks):
             return {"before": before, "after": {}, "interrupted": True}
-        after = run_eval(s, cfg.train.steps) if main and s.eval_rows else {}
+        after = eval_all(s, cfg.train.steps)
         if after:
             say(f"held-out after training:  {json.dumps(after)}")
         return {"before": before, "after": after, "main": main}
@@ -280,8 +291,8 @@ def _steps(s: Setup, cfg: Config, start: int, sinks: list) -> bool:
                 raise TrainingDiverged(f"{skipped_in_a_row} steps in a row had a NaN/inf loss or gradient (last at "
                                        f"step {step}); weights were left untouched and saved; lower train.lr or "
                                        "check the rewards")
-            if main and cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.train.steps:
-                run_eval(s, step)
+            if cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.train.steps:
+                eval_all(s, step)
             due = cfg.output.save_every and step % cfg.output.save_every == 0
             if due or step == cfg.train.steps or stopping:
                 checkpoint(s, step)

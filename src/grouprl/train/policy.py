@@ -44,7 +44,20 @@ class AdapterOffReference:
                                    chunk_size)  # [N, T]
 
 
-class FullWeights:
+class _LocalState:
+    """Weights that live whole on every rank: nothing to gather, the optimizer state is the local one."""
+
+    def gather(self) -> None:
+        """Collective under FSDP (``ShardedWeights``); nothing to do here."""
+
+    def optimizer_state(self, optimizer) -> dict:
+        return optimizer.state_dict()
+
+    def load_optimizer(self, optimizer, state: dict) -> None:
+        optimizer.load_state_dict(state)
+
+
+class FullWeights(_LocalState):
     """Every weight of the policy, saved as one HF ``save_pretrained`` directory."""
 
     def __init__(self, model: torch.nn.Module) -> None:
@@ -63,7 +76,7 @@ class FullWeights:
                               "model.name_or_path")
 
 
-class AdapterWeights:
+class AdapterWeights(_LocalState):
     """The LoRA adapter (``adapter_model.safetensors`` + ``adapter_config.json``), and on request the merged
     model in ``merged/``."""
 

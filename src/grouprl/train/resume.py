@@ -46,7 +46,7 @@ def restore(setup, checkpoint: Path) -> int:
     """Load everything a step needs from ``checkpoint`` into ``setup``; returns the step it ends."""
     state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
     setup.weights.load(checkpoint)
-    setup.optimizer.load_state_dict(state["optimizer"])
+    setup.weights.load_optimizer(setup.optimizer, state["optimizer"])
     setup.scheduler.load_state_dict(state["scheduler"])
     setup.source.load_state_dict(state["data"])
     per_rank = state.get("rng_per_rank", [])

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +29,7 @@ from grouprl.model.lora import apply_lora
 from grouprl.model.memory import describe, enable_gradient_checkpointing, estimate
 from grouprl.rewards import RewardRunner, resolve_rewards
 from grouprl.rollout import RolloutBackend, build_backend
-from grouprl.train import distributed
+from grouprl.train import distributed, sharding
 from grouprl.train.optim import build_optimizer, build_scheduler
 from grouprl.train.policy import AdapterOffReference, AdapterWeights, FrozenReference, FullWeights
 
@@ -48,7 +51,8 @@ class Setup:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     dist: distributed.Dist = distributed.Dist()
     scorer: torch.nn.Module | None = None  # the training pass, TokenLogprobs(policy), DDP-wrapped when world > 1
-    weights: FullWeights | AdapterWeights | None = None  # what a checkpoint saves and resume loads
+    weights: FullWeights | AdapterWeights | sharding.ShardedWeights | None = None  # what checkpoints hold
+    full_weights: Callable[[], AbstractContextManager] = nullcontext  # collective: full weights for sampling
 
 
 def seed_everything(seed: int) -> None:
@@ -124,6 +128,7 @@ def build(cfg: Config, run_dir: Path) -> Setup:
         torch.set_num_threads(cfg.train.threads)
     spec = algo_spec(cfg)
     check_world(cfg, distributed.env_world()[1])
+    sharding.check(cfg.train.fsdp, distributed.env_world()[1], cfg.model.lora.r > 0)
     train_rows, eval_rows, default_rewards = _rows(cfg)  # data and rewards first: cheap to check, fail fast
     rewards = resolve_rewards(cfg.rewards, default_rewards)
     if not rewards:
@@ -136,8 +141,10 @@ def build(cfg: Config, run_dir: Path) -> Setup:
         enable_gradient_checkpointing(policy)
     dist = distributed.init(cfg.train.collective_timeout)
     dist.barrier()  # every rank has passed its checks before rank 0 writes anything
-    scorer = TokenLogprobs(policy)
-    if dist.active:
+    scorer, full_weights = TokenLogprobs(policy), nullcontext
+    if cfg.train.fsdp:
+        full_weights = partial(sharding.full_weights, sharding.shard(scorer, policy))
+    elif dist.active:
         # DDP broadcasts rank 0's weights at construction (all ranks loaded the same ones anyway). Buffers
         # (rotary tables) are deterministic, so they are not re-broadcast before every forward.
         scorer = torch.nn.parallel.DistributedDataParallel(scorer, forward_sync_buffers=False)
@@ -145,7 +152,8 @@ def build(cfg: Config, run_dir: Path) -> Setup:
         say(describe(estimate(policy, separate_reference=isinstance(reference, FrozenReference),
                               micro_batch_size=cfg.train.micro_batch_size,
                               seq_len=longest_prompt + cfg.rollout.max_new_tokens, chunk_size=cfg.model.logprob_chunk_size,
-                              gradient_checkpointing=cfg.model.gradient_checkpointing)))
+                              gradient_checkpointing=cfg.model.gradient_checkpointing,
+                              shards=dist.world if cfg.train.fsdp else 1)))
     optimizer = build_optimizer(policy.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                                 betas=cfg.train.adam_betas)
     total_updates = cfg.train.steps * cfg.train.num_iterations * cfg.train.mini_batches
@@ -160,8 +168,11 @@ def build(cfg: Config, run_dir: Path) -> Setup:
     backend = build_backend(cfg.rollout.backend, policy, tokenizer)
     weights = FullWeights(policy) if peft_model is None else AdapterWeights(peft_model, tokenizer,
                                                                           cfg.output.save_merged)
+    if cfg.train.fsdp:
+        weights = sharding.ShardedWeights(scorer, policy)
     return Setup(cfg, run_dir, tokenizer, policy, reference, backend, runner,
-                 PromptSource(train_rows, cfg.data.seed), eval_rows, optimizer, scheduler, dist, scorer, weights)
+                 PromptSource(train_rows, cfg.data.seed), eval_rows, optimizer, scheduler, dist, scorer, weights,
+                 full_weights)
 
 
 def prompt_texts(s: Setup, rows: list[dict]) -> list[str]:

@@ -161,6 +161,13 @@ class UpdateInputs:
     ref_logp: torch.Tensor | None  # [N, T]
 
 
+def clip_gradients(model: torch.nn.Module, max_norm: float) -> torch.Tensor:
+    """Clip the global gradient norm to ``max_norm`` (0: off); returns the norm before clipping, a plain
+    scalar tensor also when the gradients are sharded (FSDP's DTensors)."""
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm or float("inf"))
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
+
 def global_counts(loss_mask: torch.Tensor, d: Dist) -> Counts:
     """The normalisers of a mini-batch spread over ranks: sequence and token counts summed over ranks."""
     local = Counts.of(loss_mask)

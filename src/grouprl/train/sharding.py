@@ -1,0 +1,118 @@
+"""FSDP2 (``fully_shard``): parameters, gradients and AdamW's moments sharded over the ranks.
+
+The training pass (``TokenLogprobs``) is the FSDP root, each decoder layer its own unit, so a forward gathers
+one layer at a time. Sampling is different: the rollout backends and evaluation call the HF model directly,
+token by token, a different number of times on each rank, which per-layer all-gathers cannot follow. So
+``full_weights()`` gathers every unit once (a collective: every rank enters it), keeps them gathered for the
+whole rollout, and shards them again after. Checkpoints gather a full state dict and rank 0 writes one HF
+directory, as without FSDP; resume loads it on every rank and shards it again.
+
+Departures: LoRA is not combined with FSDP here (use one or the other), and the reference copy for a KL term
+stays a full replica on every rank.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from grouprl.model.memory import decoder_layers
+from grouprl.train.resume import ResumeError
+
+
+def check(fsdp: bool, world: int, lora: bool) -> None:
+    """Refuse setups FSDP2 cannot serve, before anything loads."""
+    if not fsdp:
+        return
+    if world < 2:
+        raise ValueError(f"train.fsdp=true shards over processes, but this run has WORLD_SIZE={world}; launch it with "
+                         "torchrun --nproc_per_node N (N >= 2), or drop train.fsdp")
+    if lora:
+        raise ValueError("train.fsdp=true and model.lora.r > 0 are not supported together; LoRA's frozen base is "
+                         "already small in optimizer state: drop train.fsdp, or train without LoRA")
+    try:
+        from torch.distributed.fsdp import fully_shard  # noqa: F401
+    except ImportError:
+        raise ValueError(f"train.fsdp=true needs FSDP2 (torch.distributed.fsdp.fully_shard, torch >= 2.6); this torch "
+                         f"is {torch.__version__}: upgrade torch, or drop train.fsdp") from None
+
+
+def shard(scorer: torch.nn.Module, policy: torch.nn.Module) -> list:
+    """``fully_shard`` every decoder layer, then the root; returns the FSDP units, root first."""
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    for layer in decoder_layers(policy):
+        fully_shard(layer)
+    fully_shard(scorer)
+    # One pass through the root sets up FSDP's root state; the rollout later calls the layers directly.
+    with torch.no_grad():
+        scorer(torch.zeros(1, 2, dtype=torch.long), torch.ones(1, 2, dtype=torch.long), 1, temperature=1.0,
+               chunk_size=1)
+    units = [m for m in scorer.modules() if isinstance(m, FSDPModule)]
+    for unit in units:  # the root stays gathered after a forward; the optimizer must see the sharded parameters
+        unit.reshard()
+    return units
+
+
+@contextmanager
+def full_weights(units: list):
+    """Every unit gathered (collective) for the duration: sampling and evaluation run on the full model."""
+    for unit in units:
+        unit.set_reshard_after_forward(False, recurse=False)
+        unit.unshard()
+    try:
+        yield
+    finally:
+        for i, unit in enumerate(units):
+            unit.reshard()
+            unit.set_reshard_after_forward(i > 0, recurse=False)  # FSDP keeps the root gathered after forward
+
+
+class ShardedWeights:
+    """The policy's weights and optimizer state under FSDP2, saved and loaded as full (unsharded) state."""
+
+    def __init__(self, scorer: torch.nn.Module, policy: torch.nn.Module) -> None:
+        self.scorer, self.policy = scorer, policy
+        self._gathered: dict | None = None
+
+    def _options(self, **kwargs):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+        return StateDictOptions(full_state_dict=True, **kwargs)
+
+    def gather(self) -> None:
+        """Collective: the full state dict, on rank 0's CPU (empty elsewhere)."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        full = get_model_state_dict(self.scorer, options=self._options(cpu_offload=True))
+        self._gathered = {k.removeprefix("model."): v for k, v in full.items()}
+
+    def save_pretrained(self, path: Path, **kwargs) -> None:
+        self.policy.save_pretrained(path, state_dict=self._gathered, **kwargs)
+
+    def optimizer_state(self, optimizer) -> dict:
+        """Collective: AdamW's full state, keyed by parameter name (rank 0; empty elsewhere)."""
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        return get_optimizer_state_dict(self.scorer, optimizer, options=self._options(cpu_offload=True))
+
+    def load_optimizer(self, optimizer, state: dict) -> None:
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+        set_optimizer_state_dict(self.scorer, optimizer, optim_state_dict=state, options=self._options())
+
+    def load(self, checkpoint: Path) -> None:
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+        weights = load_file(checkpoint / "model.safetensors")
+        if self.policy.config.tie_word_embeddings:
+            weights = {k: v for k, v in weights.items() if "lm_head" not in k}
+        result = set_model_state_dict(self.scorer, {f"model.{k}": v for k, v in weights.items()},
+                                      options=self._options(strict=False))
+        missing = [k for k in result.missing_keys if not (self.policy.config.tie_word_embeddings and "lm_head" in k)]
+        if missing or result.unexpected_keys:
+            raise ResumeError(f"checkpoint {checkpoint} does not match the model: missing {missing[:3]}, unexpected "
+                              f"{list(result.unexpected_keys)[:3]}; resume with the same model.name_or_path")
