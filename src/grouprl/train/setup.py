@@ -49,7 +49,7 @@ class Setup:
     eval_rows: list[dict]
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
-    dist: distributed.Dist = distributed.Dist()
+    dist: distributed.Dist = distributed.SINGLE
     scorer: torch.nn.Module | None = None  # the training pass, TokenLogprobs(policy), DDP-wrapped when world > 1
     weights: FullWeights | AdapterWeights | sharding.ShardedWeights | None = None  # what checkpoints hold
     full_weights: Callable[[], AbstractContextManager] = nullcontext  # collective: full weights for sampling
