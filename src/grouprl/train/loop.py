@@ -71,8 +71,8 @@ def update(s: Setup, batch: stages.Scored) -> dict:
     # π_old is needed when the update is off-policy, or for a KL penalty in the reward (k1 of old vs ref).
     need_old = off_policy or (s.reference is not None and spec.kl_placement == "reward")
     t0 = time.perf_counter()
-    old = stages.frozen_logprobs(s.policy, batch.rollout, temp, mbs, chunk) if need_old else None
-    ref = stages.frozen_logprobs(s.reference, batch.rollout, temp, mbs, chunk) if s.reference is not None else None
+    old = stages.frozen_logprobs(s.policy, batch.rollout, G, temp, mbs, chunk) if need_old else None
+    ref = stages.frozen_logprobs(s.reference, batch.rollout, G, temp, mbs, chunk) if s.reference is not None else None
     t_logprobs = time.perf_counter() - t0
     adv, loss_mask = stages.advantages_stage(batch, G, spec, ref, old)
     inputs = stages.UpdateInputs(batch.rollout, adv.advantages, loss_mask, old if off_policy else None, ref)
@@ -88,7 +88,7 @@ def update(s: Setup, batch: stages.Scored) -> dict:
             if loss_mask[rows].sum() == 0:
                 continue
             s.optimizer.zero_grad(set_to_none=True)
-            metrics = stages.accumulate_gradients(s.policy, inputs, rows, spec, temperature=temp,
+            metrics = stages.accumulate_gradients(s.policy, inputs, rows, G, spec, temperature=temp,
                                                   micro_batch_size=mbs, chunk_size=chunk,
                                                   norm_length=cfg.rollout.max_new_tokens)
             norm = torch.nn.utils.clip_grad_norm_(s.policy.parameters(),

@@ -13,7 +13,8 @@ import torch
 from grouprl import rewards as rewards_lib
 from grouprl.algo import AlgoSpec, Counts, GroupView, group_advantages, policy_loss
 from grouprl.algo.filters import FILTERS
-from grouprl.model.logprobs import sequence_logprobs
+from grouprl.model.kv import cache_unsupported_reason
+from grouprl.model.logprobs import sequence_logprobs, shared_prompt_logprobs
 from grouprl.types import Rollout, SamplingParams
 
 
@@ -118,13 +119,39 @@ def model_inputs(rollout: Rollout, rows: torch.Tensor | slice = slice(None)):
     return ids, mask, rollout.completion_ids.shape[1]
 
 
+def can_share_prompts(model) -> bool:
+    """Whether ``rollout_logprobs`` may run each group's prompt once (see ``shared_prompt_logprobs``)."""
+    name = "is_activation_checkpointing" if hasattr(type(model), "is_activation_checkpointing") else \
+        "is_gradient_checkpointing"  # transformers >= 5 renamed it
+    return cache_unsupported_reason(model) is None and not getattr(model, name, False)
+
+
+def rollout_logprobs(model, rollout: Rollout, rows: torch.Tensor, G: int, *, temperature: float, chunk_size: int,
+                     with_entropy: bool = False, share_prompts: bool = True):
+    """Teacher-forced log-probs (and entropies) of the completions in ``rows`` ``[n]`` under ``model``.
+
+    Rows of one group share their prompt; with ``share_prompts`` the prompt runs once per group present in
+    ``rows`` instead of once per row (same result up to float rounding, ``G``-fold less prompt work).
+    """
+    if not share_prompts:
+        ids, mask, T = model_inputs(rollout, rows)
+        return sequence_logprobs(model, ids, mask, T, temperature=temperature, chunk_size=chunk_size,
+                                 with_entropy=with_entropy)
+    _, repeats = torch.unique_consecutive(rows // G, return_counts=True)  # [b] rows per group present
+    firsts = rows[torch.cumsum(repeats, 0) - repeats]  # [b] one row per group: its prompt
+    return shared_prompt_logprobs(model, rollout.prompt_ids[firsts], rollout.prompt_mask[firsts], repeats,
+                                  rollout.completion_ids[rows], rollout.completion_mask[rows],
+                                  temperature=temperature, chunk_size=chunk_size, with_entropy=with_entropy)
+
+
 @torch.no_grad()
-def frozen_logprobs(model, rollout: Rollout, temperature: float, micro_batch_size: int, chunk_size: int):
+def frozen_logprobs(model, rollout: Rollout, G: int, temperature: float, micro_batch_size: int, chunk_size: int):
     """Stage 6: log-probs of every completion token under a model that is not being trained (π_old, π_ref)."""
+    share = can_share_prompts(model)
     out = []
     for rows in torch.split(torch.arange(rollout.completion_ids.shape[0]), micro_batch_size):
-        ids, mask, T = model_inputs(rollout, rows)
-        logp, _ = sequence_logprobs(model, ids, mask, T, temperature=temperature, chunk_size=chunk_size)
+        logp, _ = rollout_logprobs(model, rollout, rows, G, temperature=temperature, chunk_size=chunk_size,
+                                   share_prompts=share)
         out.append(logp)
     return torch.cat(out)
 
@@ -138,8 +165,9 @@ class UpdateInputs:
     ref_logp: torch.Tensor | None  # [N, T]
 
 
-def accumulate_gradients(policy, inputs: UpdateInputs, rows: torch.Tensor, spec: AlgoSpec, *, temperature: float,
-                         micro_batch_size: int, chunk_size: int, norm_length: int) -> dict[str, torch.Tensor]:
+def accumulate_gradients(policy, inputs: UpdateInputs, rows: torch.Tensor, G: int, spec: AlgoSpec, *,
+                         temperature: float, micro_batch_size: int, chunk_size: int,
+                         norm_length: int) -> dict[str, torch.Tensor]:
     """Stage 7 for one mini-batch: forward/backward per micro-batch with the mini-batch's global counts.
 
     Returns the mini-batch's metrics (sum-reduced over micro-batches, so they are mini-batch values).
@@ -147,10 +175,10 @@ def accumulate_gradients(policy, inputs: UpdateInputs, rows: torch.Tensor, spec:
     counts = Counts.of(inputs.loss_mask[rows])
     metrics: dict[str, torch.Tensor] = {}
     entropy_sum = torch.zeros(())
+    share = can_share_prompts(policy)
     for micro in torch.split(rows, micro_batch_size):
-        ids, attn, T = model_inputs(inputs.rollout, micro)
-        logp, entropy = sequence_logprobs(policy, ids, attn, T, temperature=temperature, chunk_size=chunk_size,
-                                          with_entropy=True)
+        logp, entropy = rollout_logprobs(policy, inputs.rollout, micro, G, temperature=temperature,
+                                         chunk_size=chunk_size, with_entropy=True, share_prompts=share)
         old = logp.detach() if inputs.old_logp is None else inputs.old_logp[micro]
         ref = None if inputs.ref_logp is None else inputs.ref_logp[micro]
         mask = inputs.loss_mask[micro].to(logp.dtype)
