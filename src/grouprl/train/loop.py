@@ -72,8 +72,9 @@ def update(s: Setup, batch: stages.Scored) -> dict:
     need_old = off_policy or (s.reference is not None and spec.kl_placement == "reward")
     t0 = time.perf_counter()
     old = stages.frozen_logprobs(s.policy, batch.rollout, G, temp, mbs, chunk) if need_old else None
+    t_old = time.perf_counter() - t0
     ref = stages.frozen_logprobs(s.reference, batch.rollout, G, temp, mbs, chunk) if s.reference is not None else None
-    t_logprobs = time.perf_counter() - t0
+    t_ref = time.perf_counter() - t0 - t_old
     adv, loss_mask = stages.advantages_stage(batch, G, spec, ref, old)
     inputs = stages.UpdateInputs(batch.rollout, adv.advantages, loss_mask, old if off_policy else None, ref)
 
@@ -105,7 +106,8 @@ def update(s: Setup, batch: stages.Scored) -> dict:
     out = {k: v / max(updates, 1) for k, v in sums.items()}
     out.update({k: float(v) for k, v in adv.metrics.items()})
     out.update({"update/steps": updates, "update/skipped_nonfinite": skipped, "lr": s.scheduler.get_last_lr()[0],
-                "time/logprobs": t_logprobs, "time/update": time.perf_counter() - t0})
+                "time/logprobs": t_old + t_ref, "time/old_logprobs": t_old, "time/reference": t_ref,
+                "time/update": time.perf_counter() - t0})
     batch.advantages = adv.advantages
     return out
 
@@ -147,7 +149,8 @@ def one_step(s: Setup, step: int, sinks: list) -> dict:
     metrics = update(s, batch)  # 5–7
     metrics.update(step_metrics(batch, sampling_stats))
     elapsed = time.perf_counter() - t_step
-    metrics.update({"step": step, "time/rollout": t_rollout, "time/step": elapsed,
+    metrics.update({"step": step, "time/rollout": t_rollout, "time/generate": batch.seconds.get("generate", 0.0),
+                    "time/reward": batch.seconds.get("reward", 0.0), "time/step": elapsed,
                     "tokens_per_s": int(batch.rollout.completion_mask.sum()) / elapsed})
     for sink in sinks:  # 8
         sink.write(metrics)

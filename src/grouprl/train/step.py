@@ -6,7 +6,8 @@ math lives in ``grouprl.algo``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import torch
 
@@ -31,6 +32,7 @@ class Scored:
     errors: dict[str, int]
     timeouts: dict[str, int]
     advantages: torch.Tensor | None = None  # [N], set by the update stage (for completions.jsonl)
+    seconds: dict[str, float] = field(default_factory=dict)  # "generate", "reward": time spent in each
 
 
 def encode_prompts(tokenizer, texts: list[str]) -> list[list[int]]:
@@ -40,7 +42,9 @@ def encode_prompts(tokenizer, texts: list[str]) -> list[list[int]]:
 def rollout_and_score(backend, tokenizer, rewards: rewards_lib.RewardRunner, rows: list[dict], prompt_texts: list[str], G: int,
                       sampling: SamplingParams) -> Scored:
     """Stages 2–3: sample G completions per prompt and score each with every reward function."""
+    t0 = time.perf_counter()
     rollout = backend.generate(encode_prompts(tokenizer, prompt_texts), G, sampling)
+    t1 = time.perf_counter()
     ids = rollout.completion_ids.masked_fill(rollout.completion_mask == 0, tokenizer.pad_token_id)
     completions = tokenizer.batch_decode(ids, skip_special_tokens=True)
     prompts = [p for p in prompt_texts for _ in range(G)]
@@ -49,8 +53,9 @@ def rollout_and_score(backend, tokenizer, rewards: rewards_lib.RewardRunner, row
     completion_ids = [row[:n] for row, n in zip(ids.tolist(), lengths)]  # unpadded, as TRL passes them
     scores = rewards.score(prompts, completions, completion_ids, columns)
     first = next(iter(scores.parts.values()))
+    seconds = {"generate": t1 - t0, "reward": time.perf_counter() - t1}
     return Scored(rows, rollout, completions, scores.total, scores.parts, torch.nan_to_num(first, nan=0.0),
-                  scores.errors, scores.timeouts)
+                  scores.errors, scores.timeouts, seconds=seconds)
 
 
 def concat(batches: list[Scored], pad_id: int) -> Scored:
@@ -84,6 +89,7 @@ def concat(batches: list[Scored], pad_id: int) -> Scored:
         accuracy=torch.cat([b.accuracy for b in batches]),
         errors={k: sum(b.errors[k] for b in batches) for k in batches[0].errors},
         timeouts={k: sum(b.timeouts[k] for b in batches) for k in batches[0].timeouts},
+        seconds={k: sum(b.seconds.get(k, 0.0) for b in batches) for k in batches[0].seconds},
     )
 
 
@@ -102,6 +108,7 @@ def select_groups(batch: Scored, groups: list[int], G: int) -> Scored:
         accuracy=batch.accuracy[rows_idx],
         errors=batch.errors,
         timeouts=batch.timeouts,
+        seconds=batch.seconds,
     )
 
 
