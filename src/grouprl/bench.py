@@ -113,8 +113,11 @@ def run(name: str, steps: int, warmup: int = 2, overrides: tuple[str, ...] = ())
             flops.append(2 * params * (generated + passes * scored) + 6 * params * scored * cfg.train.num_iterations)
             times.append(elapsed)
             tokens.append(generated)
-            phases.append({"rollout": t_rollout, "logprobs": metrics["time/logprobs"],
+            phases.append({"generate": batch.seconds["generate"], "reward": batch.seconds["reward"],
+                           "reference": metrics["time/reference"], "old_logprobs": metrics["time/old_logprobs"],
                            "update": metrics["time/update"]})
+            phases[-1]["other"] = elapsed - sum(phases[-1].values())  # prompts, tokenising, advantages, metrics
+        gemm = max(gemm, gemm_gflops())  # the machine drifts: the better of the rates before and after the steps
     median = statistics.median(times)
     return BenchResult(
         config=name, sec_per_step=median,

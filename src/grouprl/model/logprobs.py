@@ -18,7 +18,9 @@ from functools import partial
 
 import torch
 from torch.utils.checkpoint import checkpoint
-from transformers import PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
+
+from grouprl.model.kv import repeat_rows
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -104,30 +106,70 @@ def sequence_logprobs(
         use_cache=False,
     ).last_hidden_state  # [N, L-1, H]
     # The hidden state at position P-1+t predicts completion token t.
-    hidden = hidden[:, -completion_len:].flatten(0, 1)  # [N*T, H]
-    targets = input_ids[:, -completion_len:].flatten()  # [N*T]
+    hidden = hidden[:, -completion_len:]  # [N, T, H]
+    return _score(model, hidden, input_ids[:, -completion_len:], attention_mask[:, -completion_len:] == 0,
+                  temperature, chunk_size, with_entropy)
 
+
+def _score(model, hidden: torch.Tensor, targets: torch.Tensor, pad: torch.Tensor, temperature: float,
+           chunk_size: int, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """LM head, log-softmax and gather on ``hidden`` ``[N, T, H]`` in chunks of positions; ``targets``, ``pad``
+    ``[N, T]``. Returns ``logp`` ``[N, T]`` and ``entropy`` ``[N, T]`` or None, 0 where ``pad``."""
+    n, completion_len = targets.shape
     head = partial(_chunk_logprobs, model, temperature=temperature, with_entropy=with_entropy)
     if torch.is_grad_enabled():  # backward recomputes each chunk's logits
         head = partial(checkpoint, head, use_reentrant=False)
-    chunks = [head(h, y) for h, y in zip(hidden.split(chunk_size), targets.split(chunk_size))]
+    flat_hidden, flat_targets = hidden.flatten(0, 1), targets.flatten()  # [N*T, H], [N*T]
+    chunks = [head(h, y) for h, y in zip(flat_hidden.split(chunk_size), flat_targets.split(chunk_size))]
     out = torch.cat(chunks, dim=-1).unflatten(-1, (n, completion_len))  # [N, T] or [2, N, T]
-
-    pad = attention_mask[:, -completion_len:] == 0  # [N, T]
     out = out.masked_fill(pad, 0.0)
     return (out[0], out[1]) if with_entropy else (out, None)
 
 
-class TokenLogprobs(torch.nn.Module):
-    """``sequence_logprobs`` as a module, so that a wrapper that hooks ``forward`` (DDP) sees the training pass.
+def shared_prompt_logprobs(
+    model: PreTrainedModel,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    repeats: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    chunk_size: int = 1024,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``sequence_logprobs`` for rows that share prompts, running each prompt once instead of once per row.
 
-    ``forward(input_ids [N, L], attention_mask [N, L], completion_len, ...) -> (logp [N, T], entropy [N, T])``.
+    Prompt ``i`` (``prompt_ids[i]``, left-padded ``[b, P]``) is the prompt of the next ``repeats[i]`` completion
+    rows (``completion_ids`` ``[n, T]``, ``n = repeats.sum()``). The prompts run once with a key/value cache;
+    the cache and the last prompt hidden state are repeated ``repeats`` times (differentiably: backward sums
+    the copies' gradients) and the completions run on top. The result equals ``sequence_logprobs`` on the
+    concatenated rows up to float rounding; with ``G`` completions per prompt the prompt's share of the
+    work drops ``G``-fold. Needs a model for which ``model.kv.cache_unsupported_reason`` is None and no
+    gradient checkpointing (a recomputed layer would append to the cache twice).
     """
-
-    def __init__(self, model: PreTrainedModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask, completion_len: int, *, temperature: float, chunk_size: int):
-        return sequence_logprobs(self.model, input_ids, attention_mask, completion_len, temperature=temperature,
-                                 chunk_size=chunk_size, with_entropy=True)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 (use 1.0 for greedy rollouts), got {temperature}.")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
+    n, completion_len = completion_ids.shape
+    if int(repeats.sum()) != n or len(repeats) != len(prompt_ids):
+        raise ValueError(f"repeats must give one count per prompt summing to the {n} completion rows, got {repeats.tolist()}.")
+    positions = position_ids_from_mask(prompt_mask)  # [b, P]
+    cache = DynamicCache(config=model.config)
+    prompt_hidden = model.base_model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions,
+                                     past_key_values=cache, use_cache=True).last_hidden_state  # [b, P, H]
+    first = prompt_hidden[:, -1:].repeat_interleave(repeats, 0)  # [n, 1, H] predicts completion token 0
+    if completion_len == 1:
+        hidden = first
+    else:
+        repeat_rows(cache, repeats)
+        attention = torch.cat([prompt_mask.repeat_interleave(repeats, 0), completion_mask[:, :-1]], dim=1)
+        steps = torch.arange(1, completion_len, device=positions.device)
+        rest = model.base_model(
+            input_ids=completion_ids[:, :-1], attention_mask=attention,
+            position_ids=positions[:, -1:].repeat_interleave(repeats, 0) + steps,
+            past_key_values=cache, use_cache=True,
+        ).last_hidden_state  # [n, T-1, H] predicts completion tokens 1..T-1
+        hidden = torch.cat([first, rest], dim=1)  # [n, T, H]
+    return _score(model, hidden, completion_ids, completion_mask == 0, temperature, chunk_size, with_entropy)

@@ -27,6 +27,7 @@ def enable_gradient_checkpointing(model: torch.nn.Module) -> int:
     layers = decoder_layers(model)
     for layer in layers:
         layer.forward = _checkpointed(layer.forward)
+    model.layers_checkpointed = True  # a recomputed layer would write a KV cache twice: no shared-prompt passes
     return len(layers)
 
 

@@ -5,7 +5,7 @@ What it does differently from ``model.generate`` (the reference backend in ``hf.
 * **One prefill per prompt, not per completion.** The ``B`` prompts run once; their keys and values are
   copied ``G`` times into the cache. ``generate`` would run all ``B*G`` identical prompts.
 * **A preallocated cache.** Each layer's keys and values live in one ``[N, heads, P+T, head_dim]`` buffer
-  written in place (``_Slots``); ``DynamicCache`` re-allocates and copies the whole cache at every token.
+  written in place (``model.kv.Slots``); ``DynamicCache`` re-allocates and copies the whole cache at every token.
 * **Finished rows leave the batch.** A row that produced EOS is masked at once and dropped from the cache
   (one compaction) when a quarter of the batch has finished.
 * **No logits kept.** The sampler returns the token and its log-probability at each step.
@@ -19,12 +19,10 @@ model, and the trainer then uses ``hf``.
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.cache_utils import Cache, CacheLayerMixin
 
+from grouprl.model.kv import cache_unsupported_reason, preallocated_copies
 from grouprl.model.logprobs import position_ids_from_mask
 from grouprl.rollout.hf import _eos_ids, _sampling_state, _validate, completion_mask_from_eos, left_pad
 from grouprl.rollout.sampler import group_uniforms, sample_tokens
@@ -34,70 +32,9 @@ COMPACT_FRACTION = 0.25
 """Drop finished rows from the cache once this fraction of the rows in it has finished."""
 
 
-class _Slots(CacheLayerMixin):
-    """One layer's keys and values in preallocated ``[n, heads, capacity, head_dim]`` buffers, filled in place."""
-
-    is_sliding = False
-    is_compileable = False
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
-        super().__init__()
-        self.keys, self.values, self.length = keys, values, length
-        self.is_initialized = True
-
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        raise RuntimeError("_Slots are created filled; they are never lazily initialised")
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        end = self.length + key_states.shape[-2]
-        self.keys[:, :, self.length : end] = key_states
-        self.values[:, :, self.length : end] = value_states
-        self.length = end
-        return self.keys[:, :, :end], self.values[:, :, :end]
-
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.length + query_length, 0
-
-    def get_seq_length(self) -> int:
-        return self.length
-
-    def get_max_length(self) -> int:
-        return self.keys.shape[2]
-
-    def keep_rows(self, rows: torch.Tensor) -> None:
-        """Keep only ``rows`` (indices into the current batch), in that order."""
-        self.keys = self.keys.index_select(0, rows)
-        self.values = self.values.index_select(0, rows)
-
-
-def _expanded_cache(prefill: DynamicCache, repeats: int, capacity: int) -> Cache:
-    """A cache of ``_Slots`` holding each prefilled row ``repeats`` times, with room for ``capacity`` positions."""
-    layers = []
-    for layer in prefill.layers:
-        rows, heads, length, _ = layer.keys.shape
-        keys = layer.keys.new_empty(rows * repeats, heads, capacity, layer.keys.shape[-1])
-        values = layer.values.new_empty(rows * repeats, heads, capacity, layer.values.shape[-1])
-        keys[:, :, :length] = layer.keys.repeat_interleave(repeats, 0)
-        values[:, :, :length] = layer.values.repeat_interleave(repeats, 0)
-        layers.append(_Slots(keys, values, length))
-    return Cache(layers=layers)
-
-
 def unsupported_reason(model: PreTrainedModel) -> str | None:
     """Why the fast backend cannot run ``model`` (None: it can)."""
-    config = model.config.get_text_config(decoder=True)
-    if getattr(model.config, "is_encoder_decoder", False):
-        return "it is an encoder-decoder model"
-    layer_types = getattr(config, "layer_types", None) or []
-    if any(kind != "full_attention" for kind in layer_types):
-        return f"its layers are not all full attention ({sorted(set(layer_types))})"
-    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
-        return f"it uses a sliding window of {config.sliding_window} tokens"
-    if "logits_to_keep" not in inspect.signature(model.forward).parameters:
-        return "its forward has no logits_to_keep argument"
-    if getattr(model, "_is_stateful", False):
-        return "it is a stateful (recurrent) model"
-    return None
+    return cache_unsupported_reason(model)
 
 
 class FastRollout:
@@ -140,7 +77,7 @@ class FastRollout:
             prefill = DynamicCache(config=self.model.config)
             out = self.model(input_ids=prompts, attention_mask=prompt_mask, position_ids=positions,
                              past_key_values=prefill, use_cache=True, logits_to_keep=1)
-            cache = _expanded_cache(prefill, G, P + T)
+            cache = preallocated_copies(prefill, G, P + T)
             logits = out.logits[:, -1].repeat_interleave(G, 0)  # [N, V]
             del out, prefill
 

@@ -106,9 +106,10 @@ def update(s: Setup, batch: stages.Scored) -> dict:
     need_old = off_policy or (s.reference is not None and spec.kl_placement == "reward")
     t0 = time.perf_counter()
     with s.full_weights():
-        old = stages.frozen_logprobs(s.policy, batch.rollout, temp, mbs, chunk) if need_old else None
-    ref = s.reference.logprobs(batch.rollout, temp, mbs, chunk) if s.reference is not None else None
-    t_logprobs = time.perf_counter() - t0
+        old = stages.frozen_logprobs(s.policy, batch.rollout, G, temp, mbs, chunk) if need_old else None
+    t_old = time.perf_counter() - t0
+    ref = s.reference.logprobs(batch.rollout, G, temp, mbs, chunk) if s.reference is not None else None
+    t_ref = time.perf_counter() - t0 - t_old
     adv, loss_mask = stages.advantages_stage(batch, G, spec, ref, old, d)
     inputs = stages.UpdateInputs(batch.rollout, adv.advantages, loss_mask, old if off_policy else None, ref)
 
@@ -124,7 +125,7 @@ def update(s: Setup, batch: stages.Scored) -> dict:
             if counts.num_tokens == 0:
                 continue
             s.optimizer.zero_grad(set_to_none=True)
-            metrics = stages.accumulate_gradients(s.scorer, inputs, rows, spec, counts, temperature=temp,
+            metrics = stages.accumulate_gradients(s.scorer, inputs, rows, G, spec, counts, temperature=temp,
                                                   micro_batch_size=mbs, chunk_size=chunk,
                                                   norm_length=cfg.rollout.max_new_tokens, d=d)
             # The gradients are the same on every rank after DDP's all-reduce, so is this norm, and so is the
@@ -142,7 +143,8 @@ def update(s: Setup, batch: stages.Scored) -> dict:
     out = {k: v / max(updates, 1) for k, v in sums.items()}
     out.update({k: float(v) for k, v in adv.metrics.items()})
     out.update({"update/steps": updates, "update/skipped_nonfinite": skipped, "lr": s.scheduler.get_last_lr()[0],
-                "time/logprobs": t_logprobs, "time/update": time.perf_counter() - t0})
+                "time/logprobs": t_old + t_ref, "time/old_logprobs": t_old, "time/reference": t_ref,
+                "time/update": time.perf_counter() - t0})
     batch.advantages = adv.advantages
     return out
 
@@ -194,7 +196,8 @@ def one_step(s: Setup, step: int, sinks: list) -> dict:
     metrics = update(s, batch)  # 5–7
     metrics.update(step_metrics(batch, sampling_stats, s.dist))
     elapsed = time.perf_counter() - t_step
-    metrics.update({"step": step, "time/rollout": t_rollout, "time/step": elapsed,
+    metrics.update({"step": step, "time/rollout": t_rollout, "time/generate": batch.seconds.get("generate", 0.0),
+                    "time/reward": batch.seconds.get("reward", 0.0), "time/step": elapsed,
                     "tokens_per_s": metrics.pop("tokens") / elapsed})
     for sink in sinks:  # 8 (rank 0 alone has sinks)
         sink.write(metrics)
@@ -245,6 +248,7 @@ def _sinks(cfg: Config, run_dir: Path) -> list:
 def _train(s: Setup, cfg: Config, run_dir: Path, resume: str | None) -> dict:
     main = s.dist.is_main
     found = find_resume_point(run_dir, resume)
+    say0(s, s.memory_note)
     start = 0
     if found is not None:
         start = restore(s, found)

@@ -28,8 +28,9 @@ class FrozenReference:
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model.requires_grad_(False).eval()
 
-    def logprobs(self, rollout: Rollout, temperature: float, micro_batch_size: int, chunk_size: int) -> torch.Tensor:
-        return frozen_logprobs(self.model, rollout, temperature, micro_batch_size, chunk_size)  # [N, T]
+    def logprobs(self, rollout: Rollout, G: int, temperature: float, micro_batch_size: int,
+                 chunk_size: int) -> torch.Tensor:
+        return frozen_logprobs(self.model, rollout, G, temperature, micro_batch_size, chunk_size)  # [N, T]
 
 
 class AdapterOffReference:
@@ -38,9 +39,10 @@ class AdapterOffReference:
     def __init__(self, peft_model) -> None:
         self.peft_model = peft_model
 
-    def logprobs(self, rollout: Rollout, temperature: float, micro_batch_size: int, chunk_size: int) -> torch.Tensor:
+    def logprobs(self, rollout: Rollout, G: int, temperature: float, micro_batch_size: int,
+                 chunk_size: int) -> torch.Tensor:
         with self.peft_model.disable_adapter():
-            return frozen_logprobs(self.peft_model.get_base_model(), rollout, temperature, micro_batch_size,
+            return frozen_logprobs(self.peft_model.get_base_model(), rollout, G, temperature, micro_batch_size,
                                    chunk_size)  # [N, T]
 
 

@@ -24,7 +24,6 @@ from grouprl.data.tasks import get_task
 from grouprl.logging.sinks import say
 from grouprl.model.assets import resolve_model_path
 from grouprl.model.load import format_prompt, load_model, load_tokenizer
-from grouprl.model.logprobs import TokenLogprobs
 from grouprl.model.lora import apply_lora
 from grouprl.model.memory import describe, enable_gradient_checkpointing, estimate
 from grouprl.rewards import RewardRunner, resolve_rewards
@@ -32,6 +31,7 @@ from grouprl.rollout import RolloutBackend, build_backend
 from grouprl.train import distributed, sharding
 from grouprl.train.optim import build_optimizer, build_scheduler
 from grouprl.train.policy import AdapterOffReference, AdapterWeights, FrozenReference, FullWeights
+from grouprl.train.step import TrainingPass
 
 
 @dataclass
@@ -50,9 +50,10 @@ class Setup:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     dist: distributed.Dist = distributed.SINGLE
-    scorer: torch.nn.Module | None = None  # the training pass, TokenLogprobs(policy), DDP-wrapped when world > 1
+    scorer: torch.nn.Module | None = None  # the training pass, TrainingPass(policy), wrapped when world > 1
     weights: FullWeights | AdapterWeights | sharding.ShardedWeights | None = None  # what checkpoints hold
     full_weights: Callable[[], AbstractContextManager] = nullcontext  # collective: full weights for sampling
+    memory_note: str = ""  # the start-up estimate of peak memory by phase, printed by rank 0
 
 
 def seed_everything(seed: int) -> None:
@@ -141,19 +142,19 @@ def build(cfg: Config, run_dir: Path) -> Setup:
         enable_gradient_checkpointing(policy)
     dist = distributed.init(cfg.train.collective_timeout)
     dist.barrier()  # every rank has passed its checks before rank 0 writes anything
-    scorer, full_weights = TokenLogprobs(policy), nullcontext
+    scorer, full_weights = TrainingPass(policy), nullcontext
     if cfg.train.fsdp:
         full_weights = partial(sharding.full_weights, sharding.shard(scorer, policy))
     elif dist.active:
         # DDP broadcasts rank 0's weights at construction (all ranks loaded the same ones anyway). Buffers
         # (rotary tables) are deterministic, so they are not re-broadcast before every forward.
         scorer = torch.nn.parallel.DistributedDataParallel(scorer, forward_sync_buffers=False)
-    if dist.is_main:
-        say(describe(estimate(policy, separate_reference=isinstance(reference, FrozenReference),
-                              micro_batch_size=cfg.train.micro_batch_size,
-                              seq_len=longest_prompt + cfg.rollout.max_new_tokens, chunk_size=cfg.model.logprob_chunk_size,
-                              gradient_checkpointing=cfg.model.gradient_checkpointing,
-                              shards=dist.world if cfg.train.fsdp else 1)))
+    memory_note = describe(estimate(policy, separate_reference=isinstance(reference, FrozenReference),
+                                    micro_batch_size=cfg.train.micro_batch_size,
+                                    seq_len=longest_prompt + cfg.rollout.max_new_tokens,
+                                    chunk_size=cfg.model.logprob_chunk_size,
+                                    gradient_checkpointing=cfg.model.gradient_checkpointing,
+                                    shards=dist.world if cfg.train.fsdp else 1))
     optimizer = build_optimizer(policy.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                                 betas=cfg.train.adam_betas)
     total_updates = cfg.train.steps * cfg.train.num_iterations * cfg.train.mini_batches
@@ -172,7 +173,7 @@ def build(cfg: Config, run_dir: Path) -> Setup:
         weights = sharding.ShardedWeights(scorer, policy)
     return Setup(cfg, run_dir, tokenizer, policy, reference, backend, runner,
                  PromptSource(train_rows, cfg.data.seed), eval_rows, optimizer, scheduler, dist, scorer, weights,
-                 full_weights)
+                 full_weights, memory_note)
 
 
 def prompt_texts(s: Setup, rows: list[dict]) -> list[str]:

@@ -1,6 +1,6 @@
 """FSDP2 (``fully_shard``): parameters, gradients and AdamW's moments sharded over the ranks.
 
-The training pass (``TokenLogprobs``) is the FSDP root, each decoder layer its own unit, so a forward gathers
+The training pass (``TrainingPass``) is the FSDP root, each decoder layer its own unit, so a forward gathers
 one layer at a time. Sampling is different: the rollout backends and evaluation call the HF model directly,
 token by token, a different number of times on each rank, which per-layer all-gathers cannot follow. So
 ``full_weights()`` gathers every unit once (a collective: every rank enters it), keeps them gathered for the
@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from grouprl.model.memory import decoder_layers
 from grouprl.train.resume import ResumeError
+from grouprl.train.step import DUMMY
 
 
 def check(fsdp: bool, world: int, lora: bool) -> None:
@@ -49,8 +50,7 @@ def shard(scorer: torch.nn.Module, policy: torch.nn.Module) -> list:
     fully_shard(scorer)
     # One pass through the root sets up FSDP's root state; the rollout later calls the layers directly.
     with torch.no_grad():
-        scorer(torch.zeros(1, 2, dtype=torch.long), torch.ones(1, 2, dtype=torch.long), 1, temperature=1.0,
-               chunk_size=1)
+        scorer(DUMMY, torch.zeros(1, dtype=torch.long), 1, temperature=1.0, chunk_size=1)
     units = [m for m in scorer.modules() if isinstance(m, FSDPModule)]
     for unit in units:  # the root stays gathered after a forward; the optimizer must see the sharded parameters
         unit.reshard()

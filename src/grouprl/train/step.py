@@ -11,15 +11,17 @@ keeps its own rows; the loss normalisers (``Counts``) and the metrics are all-re
 
 from __future__ import annotations
 
+import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from grouprl import rewards as rewards_lib
 from grouprl.algo import AlgoSpec, Counts, GroupView, group_advantages, policy_loss
 from grouprl.algo.filters import FILTERS
-from grouprl.model.logprobs import sequence_logprobs
+from grouprl.model.kv import cache_unsupported_reason
+from grouprl.model.logprobs import sequence_logprobs, shared_prompt_logprobs
 from grouprl.train.distributed import SINGLE, Dist
 from grouprl.types import Rollout, SamplingParams
 
@@ -38,6 +40,7 @@ class Scored:
     timeouts: dict[str, int]
     advantages: torch.Tensor | None = None  # [N], set by the update stage (for completions.jsonl)
     group_ids: torch.Tensor | None = None  # [B] long, each group's index in the one-process order (None: 0..B-1)
+    seconds: dict[str, float] = field(default_factory=dict)  # "generate", "reward": time spent in each
 
 
 def encode_prompts(tokenizer, texts: list[str]) -> list[list[int]]:
@@ -47,7 +50,9 @@ def encode_prompts(tokenizer, texts: list[str]) -> list[list[int]]:
 def rollout_and_score(backend, tokenizer, rewards: rewards_lib.RewardRunner, rows: list[dict], prompt_texts: list[str], G: int,
                       sampling: SamplingParams) -> Scored:
     """Stages 2–3: sample G completions per prompt and score each with every reward function."""
+    t0 = time.perf_counter()
     rollout = backend.generate(encode_prompts(tokenizer, prompt_texts), G, sampling)
+    t1 = time.perf_counter()
     ids = rollout.completion_ids.masked_fill(rollout.completion_mask == 0, tokenizer.pad_token_id)
     completions = tokenizer.batch_decode(ids, skip_special_tokens=True)
     prompts = [p for p in prompt_texts for _ in range(G)]
@@ -56,8 +61,9 @@ def rollout_and_score(backend, tokenizer, rewards: rewards_lib.RewardRunner, row
     completion_ids = [row[:n] for row, n in zip(ids.tolist(), lengths)]  # unpadded, as TRL passes them
     scores = rewards.score(prompts, completions, completion_ids, columns)
     first = next(iter(scores.parts.values()))
+    seconds = {"generate": t1 - t0, "reward": time.perf_counter() - t1}
     return Scored(rows, rollout, completions, scores.total, scores.parts, torch.nan_to_num(first, nan=0.0),
-                  scores.errors, scores.timeouts)
+                  scores.errors, scores.timeouts, seconds=seconds)
 
 
 def concat(batches: list[Scored], pad_id: int) -> Scored:
@@ -91,6 +97,7 @@ def concat(batches: list[Scored], pad_id: int) -> Scored:
         accuracy=torch.cat([b.accuracy for b in batches]),
         errors={k: sum(b.errors[k] for b in batches) for k in batches[0].errors},
         timeouts={k: sum(b.timeouts[k] for b in batches) for k in batches[0].timeouts},
+        seconds={k: sum(b.seconds.get(k, 0.0) for b in batches) for k in batches[0].seconds},
     )
 
 
@@ -109,6 +116,7 @@ def select_groups(batch: Scored, groups: list[int], G: int) -> Scored:
         accuracy=batch.accuracy[rows_idx],
         errors=batch.errors,
         timeouts=batch.timeouts,
+        seconds=batch.seconds,
     )
 
 
@@ -119,36 +127,89 @@ def informative_groups(batch: Scored, G: int) -> list[int]:
     return torch.nonzero(FILTERS.get("nonzero_variance")(view)[:, 0]).flatten().tolist()
 
 
-def model_inputs(rollout: Rollout, rows: torch.Tensor | slice = slice(None)):
-    """``(input_ids [n, P'+T'], attention_mask [n, P'+T'], T')`` for a teacher-forced pass over some rows.
+def _cut(prompt_mask: torch.Tensor, completion_mask: torch.Tensor) -> tuple[int, int]:
+    """``(P0, T1)``: prompt columns ``< P0`` and completion columns ``>= T1`` are padding in every row."""
+    P0 = int((prompt_mask.sum(0) == 0).long().cumprod(0).sum())
+    T1 = int((completion_mask.sum(0) > 0).nonzero().max()) + 1 if completion_mask.any() else 1
+    return P0, T1
 
-    Columns that are padding in every one of these rows are cut (left of the prompts, right of the
-    completions), so a micro-batch costs the same, and rounds the same, whatever batch it was drawn from;
-    ``widen`` puts the ``T'`` result columns back to the rollout's ``T``.
-    """
-    prompt_mask, completion_mask = rollout.prompt_mask[rows], rollout.completion_mask[rows]
-    P0 = int((prompt_mask.sum(0) == 0).long().cumprod(0).sum())  # leading all-pad prompt columns
-    T1 = max(int((completion_mask.sum(0) > 0).nonzero().max()) + 1 if completion_mask.any() else 1, 1)
+
+def model_inputs(rollout: Rollout, rows: torch.Tensor | slice = slice(None)):
+    """``(input_ids [n, P'+T'], attention_mask [n, P'+T'], T')`` for a teacher-forced pass over some rows,
+    without the columns that are padding in every one of them."""
+    P0, T1 = _cut(rollout.prompt_mask[rows], rollout.completion_mask[rows])
     ids = torch.cat([rollout.prompt_ids[rows][:, P0:], rollout.completion_ids[rows][:, :T1]], dim=1)
-    mask = torch.cat([prompt_mask[:, P0:], completion_mask[:, :T1]], dim=1)
+    mask = torch.cat([rollout.prompt_mask[rows][:, P0:], rollout.completion_mask[rows][:, :T1]], dim=1)
     return ids, mask, T1
 
 
-def widen(x: torch.Tensor, T: int) -> torch.Tensor:
+def widen(x: torch.Tensor | None, T: int) -> torch.Tensor | None:
     """``[n, T']`` → ``[n, T]``, zeros on the right (the cut columns are padding)."""
-    return torch.nn.functional.pad(x, (0, T - x.shape[1]))
+    return None if x is None else torch.nn.functional.pad(x, (0, T - x.shape[1]))
+
+
+def can_share_prompts(model) -> bool:
+    """Whether ``rollout_logprobs`` may run each group's prompt once (see ``shared_prompt_logprobs``)."""
+    name = "is_activation_checkpointing" if hasattr(type(model), "is_activation_checkpointing") else \
+        "is_gradient_checkpointing"  # transformers >= 5 renamed it
+    checkpointed = getattr(model, name, False) or getattr(model, "layers_checkpointed", False)  # model/memory.py
+    return cache_unsupported_reason(model) is None and not checkpointed
+
+
+def rollout_logprobs(model, rollout: Rollout, rows: torch.Tensor, G: int, *, temperature: float, chunk_size: int,
+                     with_entropy: bool = False, share_prompts: bool = True):
+    """Teacher-forced log-probs (and entropies) ``[n, T]`` of the completions in ``rows`` ``[n]`` under ``model``.
+
+    Rows of one group share their prompt; with ``share_prompts`` the prompt runs once per group present in
+    ``rows`` instead of once per row (same result up to float rounding, ``G``-fold less prompt work).
+    Columns that are padding in every row are cut before the pass (and zeros put back after), so a
+    micro-batch costs the same, and rounds the same, whatever batch it was drawn from.
+    """
+    T = rollout.completion_ids.shape[1]
+    if not share_prompts:
+        ids, mask, T1 = model_inputs(rollout, rows)
+        logp, entropy = sequence_logprobs(model, ids, mask, T1, temperature=temperature, chunk_size=chunk_size,
+                                          with_entropy=with_entropy)
+        return widen(logp, T), widen(entropy, T)
+    _, repeats = torch.unique_consecutive(rows // G, return_counts=True)  # [b] rows per group present
+    firsts = rows[torch.cumsum(repeats, 0) - repeats]  # [b] one row per group: its prompt
+    P0, T1 = _cut(rollout.prompt_mask[firsts], rollout.completion_mask[rows])
+    logp, entropy = shared_prompt_logprobs(model, rollout.prompt_ids[firsts][:, P0:],
+                                           rollout.prompt_mask[firsts][:, P0:], repeats,
+                                           rollout.completion_ids[rows][:, :T1], rollout.completion_mask[rows][:, :T1],
+                                           temperature=temperature, chunk_size=chunk_size, with_entropy=with_entropy)
+    return widen(logp, T), widen(entropy, T)
+
+
+class TrainingPass(torch.nn.Module):
+    """The policy's ``rollout_logprobs`` as a module, so that a wrapper hooking ``forward`` (DDP, FSDP2) sees
+    the training pass: ``forward(rollout, rows [n], G) -> (logp [n, T], entropy [n, T])``."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.share_prompts = can_share_prompts(model)
+
+    def forward(self, rollout: Rollout, rows: torch.Tensor, G: int, *, temperature: float, chunk_size: int):
+        return rollout_logprobs(self.model, rollout, rows, G, temperature=temperature, chunk_size=chunk_size,
+                                with_entropy=True, share_prompts=self.share_prompts)
+
+
+_ONE = torch.ones(1, 1, dtype=torch.long)
+DUMMY = Rollout(_ONE * 0, _ONE, _ONE * 0, _ONE, torch.zeros(1, dtype=torch.bool), torch.zeros(1, 1))
+"""One row of one prompt token and one completion token (id 0): a pass that touches every parameter."""
 
 
 @torch.no_grad()
-def frozen_logprobs(model, rollout: Rollout, temperature: float, micro_batch_size: int, chunk_size: int):
+def frozen_logprobs(model, rollout: Rollout, G: int, temperature: float, micro_batch_size: int, chunk_size: int):
     """Stage 6: log-probs of every completion token under a model that is not being trained (π_old, π_ref)."""
     out = [torch.zeros(0, rollout.completion_ids.shape[1])]  # a rank may hold no rows (dynamic sampling)
     for rows in torch.split(torch.arange(rollout.completion_ids.shape[0]), micro_batch_size):
         if not len(rows):
             continue
-        ids, mask, T = model_inputs(rollout, rows)
-        logp, _ = sequence_logprobs(model, ids, mask, T, temperature=temperature, chunk_size=chunk_size)
-        out.append(widen(logp, rollout.completion_ids.shape[1]))
+        logp, _ = rollout_logprobs(model, rollout, rows, G, temperature=temperature, chunk_size=chunk_size,
+                                   share_prompts=can_share_prompts(model))
+        out.append(logp)
     return torch.cat(out)
 
 
@@ -175,12 +236,12 @@ def global_counts(loss_mask: torch.Tensor, d: Dist) -> Counts:
     return Counts(total["num_seqs"], total["num_tokens"])
 
 
-def accumulate_gradients(scorer, inputs: UpdateInputs, rows: torch.Tensor, spec: AlgoSpec, counts: Counts, *,
+def accumulate_gradients(scorer, inputs: UpdateInputs, rows: torch.Tensor, G: int, spec: AlgoSpec, counts: Counts, *,
                          temperature: float, micro_batch_size: int, chunk_size: int, norm_length: int,
                          d: Dist = SINGLE) -> dict[str, float]:
     """Stage 7 for one mini-batch: forward/backward per micro-batch with the mini-batch's global counts.
 
-    ``scorer`` is ``TokenLogprobs(policy)``, DDP-wrapped when ``d.world > 1``. Every rank runs the same
+    ``scorer`` is ``TrainingPass(policy)``, wrapped in DDP or FSDP2 when ``d.world > 1``. Every rank runs the same
     number of backward passes (DDP reduces gradients in the last one): a rank with fewer micro-batches
     pads with passes over a dummy row whose loss mask is empty, which add exactly zero.
 
@@ -192,20 +253,14 @@ def accumulate_gradients(scorer, inputs: UpdateInputs, rows: torch.Tensor, spec:
     metrics: dict[str, torch.Tensor] = {}
     entropy_sum = torch.zeros(())
     for i in range(n_passes):
-        if i < len(micros):
-            micro = micros[i]
-            ids, attn, T = model_inputs(inputs.rollout, micro)
-        else:  # a dummy row: one real token to score, nothing in the loss
-            micro = None
-            ids, attn, T = torch.zeros(1, 2, dtype=torch.long), torch.ones(1, 2, dtype=torch.long), 1
+        rollout, micro, group = (inputs.rollout, micros[i], G) if i < len(micros) else (DUMMY, None, 1)
         with no_sync() if i < n_passes - 1 else nullcontext():
-            logp, entropy = scorer(ids, attn, T, temperature=temperature, chunk_size=chunk_size)
-            if micro is None:
+            logp, entropy = scorer(rollout, torch.zeros(1, dtype=torch.long) if micro is None else micro, group,
+                                   temperature=temperature, chunk_size=chunk_size)
+            if micro is None:  # a dummy row: a pass over every parameter, nothing in the loss
                 zeros = torch.zeros_like(logp)
                 old, ref, mask, adv = logp.detach(), None if inputs.ref_logp is None else zeros, zeros, zeros[:, 0]
             else:
-                full = inputs.rollout.completion_ids.shape[1]
-                logp, entropy = widen(logp, full), widen(entropy, full)
                 old = logp.detach() if inputs.old_logp is None else inputs.old_logp[micro]
                 ref = None if inputs.ref_logp is None else inputs.ref_logp[micro]
                 mask = inputs.loss_mask[micro].to(logp.dtype)

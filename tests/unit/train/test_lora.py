@@ -40,9 +40,8 @@ def test_only_adapter_parameters_train(setup):
     assert {n for n, p in setup.policy.named_parameters() if p.requires_grad} == in_optimizer
     one_step(setup, 1, [])  # the real update path
     rollout = _rollout(setup)
-    ids, mask, T = stages.model_inputs(rollout)
     setup.optimizer.zero_grad(set_to_none=True)
-    logp, _ = setup.scorer(ids, mask, T, temperature=1.0, chunk_size=64)
+    logp, _ = setup.scorer(rollout, torch.arange(8), 4, temperature=1.0, chunk_size=64)
     logp.sum().backward()
     with_grad = {n for n, p in setup.policy.named_parameters() if p.grad is not None}
     assert with_grad == in_optimizer, "a frozen base weight received a gradient"
@@ -54,9 +53,9 @@ def test_reference_is_the_base_model_with_adapters_off(setup):
         if "lora_B" in n:
             p.data.normal_(0, 0.5)
     rollout = _rollout(setup)
-    ref = setup.reference.logprobs(rollout, 1.0, 8, 64)
-    base = stages.frozen_logprobs(load_model(DEFAULT_MODEL_DIR), rollout, 1.0, 8, 64)
-    policy = stages.frozen_logprobs(setup.policy, rollout, 1.0, 8, 64)
+    ref = setup.reference.logprobs(rollout, 4, 1.0, 8, 64)
+    base = stages.frozen_logprobs(load_model(DEFAULT_MODEL_DIR), rollout, 4, 1.0, 8, 64)
+    policy = stages.frozen_logprobs(setup.policy, rollout, 4, 1.0, 8, 64)
     torch.testing.assert_close(ref, base, rtol=0, atol=1e-6)
     assert (policy - base).abs().max() > 1e-3, "the adapters changed nothing, so the test shows nothing"
     assert sum(p.numel() for p in setup.policy.parameters()) < 1.05 * sum(
