@@ -53,7 +53,7 @@ def test_two_processes_reproduce_one(tmp_path, extra):
     same completions. One group per micro-batch, so both runs compute the same per-micro-batch gradients
     and differ only in the order they are summed (dynamic sampling leaves the ranks uneven). lr is 1e-4:
     with refills at 1e-3, or with micro-batches that straddle groups, that float32 rounding is amplified
-    (near-certain tokens, AdamW) to 1e-5–2e-4 by step 4 (measured; docs/distributed.md)."""
+    (near-certain tokens, AdamW) to 1e-5–1e-4 by step 4 (measured; benchmarks/RESULTS.md)."""
     args = [*ARGS, "train.steps=5", "train.lr=1e-4", "train.micro_batch_size=4", *extra]
     one, two = tmp_path / "one", tmp_path / "two"
     proc = _torchrun("--nproc_per_node", "2", "--standalone", args=[*args, f"output.run_dir={two}"])
