@@ -91,13 +91,14 @@ def test_memory_estimate_adds_up(lora):
 
 def test_a_run_with_gradient_checkpointing_matches_one_without(tmp_path, monkeypatch):
     """End to end through the trainer. Checkpointing turns the shared-prompt passes off, so the plain run
-    has them off too: then the two runs compute the same thing and agree to float rounding."""
+    has them off too: then the two runs compute the same thing, up to the order in which autograd sums
+    gradient contributions (seen: 2e-6 relative in grad_norm; with prompt sharing left on, 2e-3)."""
     import json
 
     from grouprl.cli.main import main
     from grouprl.train import step as stages
 
-    args = ["train.steps=2", "train.prompts_per_step=2", "rollout.num_generations=4", "data.num_eval=0",
+    args = ["train.steps=2", "train.prompts_per_step=4", "rollout.num_generations=4", "data.num_eval=0",
             "data.num_train=16", "output.progress=false", "train.lr=1e-4"]
     rows = []
     for name, extra in (("plain", []), ("ckpt", ["model.gradient_checkpointing=true"])):
@@ -106,6 +107,7 @@ def test_a_run_with_gradient_checkpointing_matches_one_without(tmp_path, monkeyp
                 m.setattr(stages, "can_share_prompts", lambda model: False)
             assert main(["train", *args, *extra, f"output.run_dir={tmp_path / name}"]) == 0
         rows.append([json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()])
+    assert min(r["grad_norm"] for r in rows[0]) > 0.5, "a tiny, cancelling gradient would only show rounding"
     for a, b in zip(*rows):
         for key in ("loss/policy", "grad_norm", "entropy", "reward/mean", "kl/mean"):
-            assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-9), key
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-8), key
