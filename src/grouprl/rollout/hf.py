@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from grouprl.rollout.sampler import group_seed
 from grouprl.types import Rollout, SamplingParams
 
 
@@ -141,7 +142,10 @@ class HFRollout:
             return_dict_in_generate=True,
             output_logits=True,
         )
-        with _sampling_state(self.model, sampling.seed):
+        # Calls for different parts of a batch (other ranks, refills) must not share a random stream.
+        seed = sampling.seed if sampling.seed is None or not sampling.group_offset else \
+            group_seed(sampling.seed, sampling.group_offset)
+        with _sampling_state(self.model, seed):
             out = self.model.generate(input_ids=prompts, attention_mask=prompt_mask, generation_config=config)
 
         completion_ids = out.sequences[:, prompts.shape[1] :]  # [N, T]

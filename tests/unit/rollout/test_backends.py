@@ -180,3 +180,12 @@ def test_load_weights(tiny_llama_dir, char_tokenizer, backend):
 def test_invalid_requests(mixed_rollout, prompts, sampling):
     with pytest.raises(ValueError):
         mixed_rollout.generate(prompts, 2, sampling)
+
+
+def test_calls_for_different_parts_of_a_batch_draw_different_samples(mixed_rollout):
+    """Ranks (or refill rounds) pass the same seed and their group_offset: their streams must differ."""
+    first = mixed_rollout.generate(PROMPTS, G, SamplingParams(max_new_tokens=6, seed=3, group_offset=0))
+    other = mixed_rollout.generate(PROMPTS, G, SamplingParams(max_new_tokens=6, seed=3, group_offset=3))
+    again = mixed_rollout.generate(PROMPTS, G, SamplingParams(max_new_tokens=6, seed=3, group_offset=3))
+    assert not torch.equal(first.completion_ids, other.completion_ids)
+    assert torch.equal(other.completion_ids, again.completion_ids)
