@@ -96,8 +96,11 @@ class TrainConfig:
     """μ, passes over each rollout. μ > 1 makes the update off-policy (π_old log-probs are computed)."""
     mini_batches: int = 1
     """Optimizer steps per pass: the rollout's groups are split into this many mini-batches."""
-    micro_batch_size: int = 64
-    """Sequences per forward/backward (gradient accumulation); does not change the gradient."""
+    micro_batch_size: int = 0
+    """Sequences per forward/backward (gradient accumulation); does not change the gradient. 0: sized from
+    ``activation_budget_mib`` each step (balanced micro-batches)."""
+    activation_budget_mib: int = 320
+    """With micro_batch_size=0: the estimated activations one micro-batch keeps for backward stay under this."""
     lr: float = 2e-4
     """Peak learning rate of AdamW."""
     weight_decay: float = 0.0

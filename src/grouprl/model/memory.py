@@ -45,6 +45,24 @@ def _mib(n_bytes: float) -> float:
     return n_bytes / 2**20
 
 
+def activation_bytes_per_token(model: torch.nn.Module, gradient_checkpointing: bool = False) -> float:
+    """Bytes one token keeps for backward across the decoder: about ``14 × hidden`` float32 values per layer
+    (attention and MLP inputs/outputs), ``2 × hidden`` per layer with checkpointing (plus one layer recomputed)."""
+    cfg = getattr(model, "config", None)
+    hidden = getattr(cfg, "hidden_size", 0) or 0
+    layers = getattr(cfg, "num_hidden_layers", 0) or 0
+    per_layer = 14 * hidden * 4
+    return (2 * hidden * 4 * layers + per_layer) if gradient_checkpointing else per_layer * layers
+
+
+def micro_batch_rows(num_rows: int, width: int, bytes_per_token: float, budget_mib: float) -> int:
+    """Rows per micro-batch so that ``rows × width`` tokens keep at most ``budget_mib`` for backward, balanced:
+    the ``num_rows`` rows split into the fewest micro-batches that fit, of nearly equal size."""
+    fit = max(1, int(budget_mib * 2**20 // max(width * bytes_per_token, 1.0)))
+    parts = -(-num_rows // fit)
+    return max(1, -(-num_rows // parts))
+
+
 def estimate(model: torch.nn.Module, *, separate_reference: bool, micro_batch_size: int, seq_len: int,
              chunk_size: int, gradient_checkpointing: bool, shards: int = 1) -> dict[str, float]:
     """Rough peak memory per process by phase, in MiB.
@@ -60,12 +78,9 @@ def estimate(model: torch.nn.Module, *, separate_reference: bool, micro_batch_si
     weights = sum(p.numel() * p.element_size() for p in params)
     trainable = sum(p.numel() * p.element_size() for p in params if p.requires_grad)
     cfg = getattr(model, "config", None)
-    hidden = getattr(cfg, "hidden_size", 0) or 0
-    layers = getattr(cfg, "num_hidden_layers", 0) or 0
     vocab = getattr(cfg, "vocab_size", 0) or 0
     tokens = micro_batch_size * seq_len
-    per_layer = 14 * hidden * tokens * 4
-    kept = (2 * hidden * tokens * 4 * layers + per_layer) if gradient_checkpointing else per_layer * layers
+    kept = activation_bytes_per_token(model, gradient_checkpointing) * tokens
     logits = 3 * min(chunk_size, tokens) * vocab * 4
     out = {"weights": _mib(weights), "gradients": _mib(trainable / shards), "optimizer": _mib(2 * trainable / shards),
            "reference": _mib(weights) if separate_reference else 0.0, "activations": _mib(kept + logits)}

@@ -26,6 +26,7 @@ from grouprl.config import Config, algo_spec, dump_config
 from grouprl.config.load import config_to_dict
 from grouprl.eval.evaluate import evaluate
 from grouprl.logging.sinks import ConsoleProgress, JsonlSink, TensorBoardSink, WandbSink, say
+from grouprl.model.memory import activation_bytes_per_token, micro_batch_rows
 from grouprl.train import step as stages
 from grouprl.train.checkpoint import rng_state, save_checkpoint
 from grouprl.train.distributed import CollectiveFailure, failure, is_collective_error, shard, shutdown
@@ -100,7 +101,10 @@ def sample_batch(s: Setup, step: int) -> tuple[stages.Scored, dict]:
 def update(s: Setup, batch: stages.Scored) -> dict:
     """Stages 5–7: advantages, the log-prob passes that are needed, and μ × mini-batch optimizer steps."""
     cfg, spec, G, d = s.cfg, algo_spec(s.cfg), s.cfg.rollout.num_generations, s.dist
-    temp, mbs, chunk = cfg.rollout.temperature, cfg.train.micro_batch_size, cfg.model.logprob_chunk_size
+    temp, chunk = cfg.rollout.temperature, cfg.model.logprob_chunk_size
+    mbs = cfg.train.micro_batch_size or micro_batch_rows(
+        batch.rollout.completion_ids.shape[0], batch.rollout.prompt_ids.shape[1] + batch.rollout.completion_ids.shape[1],
+        activation_bytes_per_token(s.policy, cfg.model.gradient_checkpointing), cfg.train.activation_budget_mib)
     off_policy = cfg.train.num_iterations > 1 or cfg.train.mini_batches > 1
     # π_old is needed when the update is off-policy, or for a KL penalty in the reward (k1 of old vs ref).
     need_old = off_policy or (s.reference is not None and spec.kl_placement == "reward")

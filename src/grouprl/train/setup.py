@@ -25,7 +25,13 @@ from grouprl.logging.sinks import say
 from grouprl.model.assets import resolve_model_path
 from grouprl.model.load import format_prompt, load_model, load_tokenizer
 from grouprl.model.lora import apply_lora
-from grouprl.model.memory import describe, enable_gradient_checkpointing, estimate
+from grouprl.model.memory import (
+    activation_bytes_per_token,
+    describe,
+    enable_gradient_checkpointing,
+    estimate,
+    micro_batch_rows,
+)
 from grouprl.rewards import RewardRunner, resolve_rewards
 from grouprl.rollout import RolloutBackend, build_backend
 from grouprl.train import distributed, sharding
@@ -149,9 +155,12 @@ def build(cfg: Config, run_dir: Path) -> Setup:
         # DDP broadcasts rank 0's weights at construction (all ranks loaded the same ones anyway). Buffers
         # (rotary tables) are deterministic, so they are not re-broadcast before every forward.
         scorer = torch.nn.parallel.DistributedDataParallel(scorer, forward_sync_buffers=False)
+    seq_len = longest_prompt + cfg.rollout.max_new_tokens
+    micro = cfg.train.micro_batch_size or micro_batch_rows(
+        cfg.train.prompts_per_step * cfg.rollout.num_generations // dist.world, seq_len,
+        activation_bytes_per_token(policy, cfg.model.gradient_checkpointing), cfg.train.activation_budget_mib)
     memory_note = describe(estimate(policy, separate_reference=isinstance(reference, FrozenReference),
-                                    micro_batch_size=cfg.train.micro_batch_size,
-                                    seq_len=longest_prompt + cfg.rollout.max_new_tokens,
+                                    micro_batch_size=micro, seq_len=seq_len,
                                     chunk_size=cfg.model.logprob_chunk_size,
                                     gradient_checkpointing=cfg.model.gradient_checkpointing,
                                     shards=dist.world if cfg.train.fsdp else 1))

@@ -6,8 +6,15 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from grouprl.model.configs import tiny_llama_config
+from grouprl.model.load import load_model
 from grouprl.model.logprobs import position_ids_from_mask, sequence_logprobs
-from grouprl.model.memory import decoder_layers, enable_gradient_checkpointing, estimate
+from grouprl.model.memory import (
+    activation_bytes_per_token,
+    decoder_layers,
+    enable_gradient_checkpointing,
+    estimate,
+    micro_batch_rows,
+)
 
 T = 6
 
@@ -111,3 +118,23 @@ def test_a_run_with_gradient_checkpointing_matches_one_without(tmp_path, monkeyp
     for a, b in zip(*rows):
         for key in ("loss/policy", "grad_norm", "entropy", "reward/mean", "kl/mean"):
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-8), key
+
+
+def test_micro_batch_rows_fit_the_budget_and_balance():
+    per_token = 1024.0  # bytes
+    # 64 rows of 38 tokens = 2.4 MiB; a 1 MiB budget holds 26 rows -> 3 micro-batches of 22, 21, 21
+    assert micro_batch_rows(64, 38, per_token, 1.0) == 22
+    assert micro_batch_rows(64, 38, per_token, 100.0) == 64  # everything fits: one micro-batch
+    assert micro_batch_rows(64, 10_000, per_token, 1.0) == 1  # not even one row fits: one row at a time
+    for rows, width in [(256, 14), (64, 38), (7, 100)]:
+        m = micro_batch_rows(rows, width, per_token, 0.5)
+        assert m * width * per_token <= 0.5 * 2**20 or m == 1
+        parts = -(-rows // m)
+        assert rows - (parts - 1) * m >= m - parts  # the last micro-batch is nearly as large as the others
+
+
+def test_activation_estimate_scales_with_hidden_and_layers(tiny_llama_dir):
+    model = load_model(tiny_llama_dir)
+    c = model.config
+    assert activation_bytes_per_token(model) == 14 * c.hidden_size * 4 * c.num_hidden_layers
+    assert activation_bytes_per_token(model, gradient_checkpointing=True) < activation_bytes_per_token(model)
