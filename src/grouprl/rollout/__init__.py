@@ -21,4 +21,4 @@ def build_backend(name: str, model, tokenizer) -> RolloutBackend:
     raise ValueError(f"unknown rollout backend {name!r}; known: {', '.join(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "FastRollout", "HFRollout", "RolloutBackend", "build_backend"]
+__all__ = ["BACKENDS", "FastRollout", "HFRollout", "RolloutBackend", "build_backend", "unsupported_reason"]

@@ -33,7 +33,7 @@ from grouprl.model.memory import (
     micro_batch_rows,
 )
 from grouprl.rewards import RewardRunner, resolve_rewards
-from grouprl.rollout import RolloutBackend, build_backend
+from grouprl.rollout import RolloutBackend, build_backend, unsupported_reason
 from grouprl.train import distributed, sharding
 from grouprl.train.optim import build_optimizer, build_scheduler
 from grouprl.train.policy import AdapterOffReference, AdapterWeights, FrozenReference, FullWeights
@@ -176,6 +176,8 @@ def build(cfg: Config, run_dir: Path) -> Setup:
     runner = RewardRunner(rewards, timeout=cfg.reward_timeout, fallback=cfg.reward_fallback,
                           isolate=cfg.reward_isolation)
     backend = build_backend(cfg.rollout.backend, policy, tokenizer)
+    if cfg.rollout.backend == "auto" and dist.is_main and (reason := unsupported_reason(policy)):
+        say(f"rollout: the fast backend cannot run this model ({reason}); using the hf backend")
     weights = FullWeights(policy) if peft_model is None else AdapterWeights(peft_model, tokenizer,
                                                                           cfg.output.save_merged)
     if cfg.train.fsdp:
