@@ -99,7 +99,7 @@ class TrainConfig:
     micro_batch_size: int = 0
     """Sequences per forward/backward (gradient accumulation); does not change the gradient. 0: sized from
     ``activation_budget_mib`` each step (balanced micro-batches)."""
-    activation_budget_mib: int = 200
+    activation_budget_mib: int = 320
     """With micro_batch_size=0: the estimated activations one micro-batch keeps for backward stay under this."""
     lr: float = 2e-4
     """Peak learning rate of AdamW."""

@@ -102,9 +102,13 @@ def update(s: Setup, batch: stages.Scored) -> dict:
     """Stages 5–7: advantages, the log-prob passes that are needed, and μ × mini-batch optimizer steps."""
     cfg, spec, G, d = s.cfg, algo_spec(s.cfg), s.cfg.rollout.num_generations, s.dist
     temp, chunk = cfg.rollout.temperature, cfg.model.logprob_chunk_size
-    mbs = cfg.train.micro_batch_size or micro_batch_rows(
-        batch.rollout.completion_ids.shape[0], batch.rollout.prompt_ids.shape[1] + batch.rollout.completion_ids.shape[1],
-        activation_bytes_per_token(s.policy, cfg.model.gradient_checkpointing), cfg.train.activation_budget_mib)
+    width = batch.rollout.prompt_ids.shape[1] + batch.rollout.completion_ids.shape[1]
+    per_token = activation_bytes_per_token(s.policy, cfg.model.gradient_checkpointing)
+
+    def micro_rows(n: int) -> int:  # sequences per forward/backward for a pass over n sequences
+        return cfg.train.micro_batch_size or micro_batch_rows(n, width, per_token, cfg.train.activation_budget_mib)
+
+    mbs = micro_rows(batch.rollout.completion_ids.shape[0])
     off_policy = cfg.train.num_iterations > 1 or cfg.train.mini_batches > 1
     # π_old is needed when the update is off-policy, or for a KL penalty in the reward (k1 of old vs ref).
     need_old = off_policy or (s.reference is not None and spec.kl_placement == "reward")
@@ -130,7 +134,7 @@ def update(s: Setup, batch: stages.Scored) -> dict:
                 continue
             s.optimizer.zero_grad(set_to_none=True)
             metrics = stages.accumulate_gradients(s.scorer, inputs, rows, G, spec, counts, temperature=temp,
-                                                  micro_batch_size=mbs, chunk_size=chunk,
+                                                  micro_batch_size=micro_rows(len(rows)), chunk_size=chunk,
                                                   norm_length=cfg.rollout.max_new_tokens, d=d)
             # The gradients are the same on every rank after DDP's all-reduce, so is this norm, and so is the
             # skip decision below: the ranks never disagree on whether an update happened.

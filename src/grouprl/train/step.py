@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -173,6 +173,7 @@ def rollout_logprobs(model, rollout: Rollout, rows: torch.Tensor, G: int, *, tem
         return widen(logp, T), widen(entropy, T)
     _, repeats = torch.unique_consecutive(rows // G, return_counts=True)  # [b] rows per group present
     firsts = rows[torch.cumsum(repeats, 0) - repeats]  # [b] one row per group: its prompt
+    repeats = repeats.to(rollout.prompt_ids.device)  # repeat_interleave wants it beside the tensors it repeats
     P0, T1 = _cut(rollout.prompt_mask[firsts], rollout.completion_mask[rows])
     logp, entropy = shared_prompt_logprobs(model, rollout.prompt_ids[firsts][:, P0:],
                                            rollout.prompt_mask[firsts][:, P0:], repeats,
@@ -203,12 +204,15 @@ DUMMY = Rollout(_ONE * 0, _ONE, _ONE * 0, _ONE, torch.zeros(1, dtype=torch.bool)
 @torch.no_grad()
 def frozen_logprobs(model, rollout: Rollout, G: int, temperature: float, micro_batch_size: int, chunk_size: int):
     """Stage 6: log-probs of every completion token under a model that is not being trained (π_old, π_ref)."""
-    out = [torch.zeros(0, rollout.completion_ids.shape[1])]  # a rank may hold no rows (dynamic sampling)
+    # a rank may hold no rows (dynamic sampling); no grad here, so checkpointed layers never recompute and the
+    # prompt cache can be shared whatever model.gradient_checkpointing says
+    out = [torch.zeros(0, rollout.completion_ids.shape[1], device=rollout.completion_ids.device)]
+    share = cache_unsupported_reason(model) is None
     for rows in torch.split(torch.arange(rollout.completion_ids.shape[0]), micro_batch_size):
         if not len(rows):
             continue
         logp, _ = rollout_logprobs(model, rollout, rows, G, temperature=temperature, chunk_size=chunk_size,
-                                   share_prompts=can_share_prompts(model))
+                                   share_prompts=share)
         out.append(logp)
     return torch.cat(out)
 
@@ -251,11 +255,13 @@ def accumulate_gradients(scorer, inputs: UpdateInputs, rows: torch.Tensor, G: in
     n_passes = int(d.all_reduce(torch.tensor([len(micros)]), "max").item())
     no_sync = getattr(scorer, "no_sync", nullcontext)
     metrics: dict[str, torch.Tensor] = {}
-    entropy_sum = torch.zeros(())
+    entropy_sum = 0.0
+    device = inputs.rollout.prompt_ids.device
+    dummy = Rollout(**{f.name: getattr(DUMMY, f.name).to(device) for f in fields(Rollout)})
     for i in range(n_passes):
-        rollout, micro, group = (inputs.rollout, micros[i], G) if i < len(micros) else (DUMMY, None, 1)
+        rollout, micro, group = (inputs.rollout, micros[i], G) if i < len(micros) else (dummy, None, 1)
         with no_sync() if i < n_passes - 1 else nullcontext():
-            logp, entropy = scorer(rollout, torch.zeros(1, dtype=torch.long) if micro is None else micro, group,
+            logp, entropy = scorer(rollout, torch.zeros(1, dtype=torch.long, device=device) if micro is None else micro, group,
                                    temperature=temperature, chunk_size=chunk_size)
             if micro is None:  # a dummy row: a pass over every parameter, nothing in the loss
                 zeros = torch.zeros_like(logp)
@@ -302,5 +308,5 @@ def advantages_stage(batch: Scored, G: int, spec: AlgoSpec, ref_logp: torch.Tens
                            kl_penalty=every[:, 4] if spec.beta > 0 and spec.kl_placement == "reward" else None)
     mine = torch.searchsorted(every[:, 5].contiguous(), key)  # [N] positions of this rank's rows
     adv.advantages, adv.in_loss, adv.rewards = adv.advantages[mine], adv.in_loss[mine], adv.rewards[mine]
-    loss_mask = r.completion_mask * adv.in_loss[:, None].to(r.completion_mask.dtype)
+    loss_mask = r.completion_mask * adv.in_loss[:, None].to(r.completion_mask.device, r.completion_mask.dtype)
     return adv, loss_mask

@@ -126,6 +126,7 @@ def test_micro_batch_rows_fit_the_budget_and_balance():
     assert micro_batch_rows(64, 38, per_token, 1.0) == 22
     assert micro_batch_rows(64, 38, per_token, 100.0) == 64  # everything fits: one micro-batch
     assert micro_batch_rows(64, 10_000, per_token, 1.0) == 1  # not even one row fits: one row at a time
+    assert micro_batch_rows(0, 38, per_token, 1.0) == 1  # a rank without rows this step
     for rows, width in [(256, 14), (64, 38), (7, 100)]:
         m = micro_batch_rows(rows, width, per_token, 0.5)
         assert m * width * per_token <= 0.5 * 2**20 or m == 1
@@ -136,5 +137,36 @@ def test_micro_batch_rows_fit_the_budget_and_balance():
 def test_activation_estimate_scales_with_hidden_and_layers(tiny_llama_dir):
     model = load_model(tiny_llama_dir)
     c = model.config
-    assert activation_bytes_per_token(model) == 14 * c.hidden_size * 4 * c.num_hidden_layers
+    kv = c.num_key_value_heads * (c.hidden_size // c.num_attention_heads)
+    expected = (10 * c.hidden_size + 2 * kv + 4 * c.intermediate_size) * 4 * c.num_hidden_layers
+    assert activation_bytes_per_token(model) == expected
     assert activation_bytes_per_token(model, gradient_checkpointing=True) < activation_bytes_per_token(model)
+
+
+@pytest.mark.parametrize("intermediate", [128, 352])  # 2 × and 5.5 × hidden (Llama-like, Qwen-like MLPs)
+def test_activation_estimate_is_close_to_what_backward_keeps(char_tokenizer, intermediate):
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_llama_config(len(char_tokenizer), hidden_size=64, num_layers=4,
+                                                               intermediate_size=intermediate))
+    kept: dict[int, int] = {}
+
+    def pack(t):  # count each saved storage once (several saves can share one)
+        if t.requires_grad or t.grad_fn is not None or t.is_floating_point():
+            kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    ids = torch.randint(4, 90, (16, 64))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model.model(input_ids=ids).last_hidden_state.sum()
+    layer_weights = sum(p.numel() * 4 for p in model.parameters())  # weights are saved too: not activations
+    measured = (sum(kept.values()) - layer_weights) / ids.numel()
+    estimate = activation_bytes_per_token(model)
+    assert 0.7 * measured <= estimate <= 1.5 * measured
+
+
+def test_activation_estimate_reads_a_nested_text_config():
+    from types import SimpleNamespace
+
+    from transformers import Gemma3Config
+
+    assert activation_bytes_per_token(SimpleNamespace(config=Gemma3Config())) > 0
