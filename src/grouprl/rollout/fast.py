@@ -32,9 +32,8 @@ COMPACT_FRACTION = 0.25
 """Drop finished rows from the cache once this fraction of the rows in it has finished."""
 
 
-def unsupported_reason(model: PreTrainedModel) -> str | None:
-    """Why the fast backend cannot run ``model`` (None: it can)."""
-    return cache_unsupported_reason(model)
+unsupported_reason = cache_unsupported_reason
+"""Why the fast backend cannot run a model (None: it can): it needs the prompt key/value cache of ``model.kv``."""
 
 
 class FastRollout:

@@ -208,7 +208,9 @@ def test_rows_finishing_early_leave_the_batch_without_changing_the_rest(default_
     sampling = SamplingParams(max_new_tokens=8, temperature=1.0, seed=4)
     out = backend.generate(prompts, 8, sampling)
     lengths = out.completion_mask.sum(1)
-    assert len(set(lengths.tolist())) > 1  # rows end at different steps: the cache was compacted
+    assert len(set(lengths.tolist())) > 1  # rows end at different steps
+    width = out.completion_ids.shape[1]
+    assert (lengths < width).float().mean() >= 0.25  # a quarter had finished while others ran: a compaction ran
     alone = [backend.generate([p], 8, SamplingParams(**{**sampling.__dict__, "group_offset": g}))
              for g, p in enumerate(prompts)]
     for g, single in enumerate(alone):
