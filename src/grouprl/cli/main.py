@@ -12,11 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+from grouprl.errors import UserError
+
 EXIT_USAGE = 2
-
-
-class UserError(Exception):
-    """A mistake in the user's input, reported as one line."""
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

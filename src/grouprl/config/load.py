@@ -12,10 +12,7 @@ import yaml
 
 from grouprl.algo import AlgoSpec, preset
 from grouprl.config.schema import ROLLOUT_BACKENDS, Config
-
-
-class ConfigError(ValueError):
-    """A user-facing configuration mistake: the message says what, where and how to fix it."""
+from grouprl.errors import ConfigError
 
 
 def _type_name(tp) -> str:

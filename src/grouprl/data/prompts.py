@@ -8,10 +8,7 @@ import random
 from pathlib import Path
 
 from grouprl.data.tasks import get_task
-
-
-class DataError(ValueError):
-    """A dataset that cannot be used: the message names the file, line or column and the fix."""
+from grouprl.errors import DataError
 
 
 def _jsonl(file: Path) -> list[tuple[str, object]]:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from grouprl.errors import RewardError
 from grouprl.data.tasks.arithmetic import correct_answer, integer_format
 from grouprl.data.tasks.countdown import countdown_reward
 from grouprl.rewards.answers import REWARDS as ANSWER_REWARDS
@@ -41,10 +42,6 @@ BUILTIN_REWARDS: dict[str, Callable] = {
     **LENGTH_REWARDS,
     **TAG_REWARDS,
 }
-
-
-class RewardError(ValueError):
-    """A reward specification that cannot be resolved."""
 
 
 @dataclass

@@ -14,17 +14,10 @@ from pathlib import Path
 
 import torch
 
+from grouprl.errors import ResumeError, TrainingDiverged
 from grouprl.train.checkpoint import list_checkpoints, set_rng_state
 
 RUN_FILES = ("metrics.jsonl", "completions.jsonl", "eval.jsonl")
-
-
-class TrainingDiverged(RuntimeError):
-    """Too many consecutive non-finite updates."""
-
-
-class ResumeError(ValueError):
-    """--resume pointed at something that cannot be resumed."""
 
 
 def find_resume_point(run_dir: Path, resume: str | None) -> Path | None:
