@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from grouprl.errors import UserError
+
 CONFIGS = {
     "tiny": dict(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=344, max_new_tokens=16),
     "small": dict(hidden_size=512, num_layers=8, num_heads=8, intermediate_size=1376, max_new_tokens=32),
@@ -87,7 +89,7 @@ def run(name: str, steps: int, warmup: int = 2, overrides: tuple[str, ...] = ())
     from grouprl.train.loop import build, sample_batch, update
 
     if name not in CONFIGS:
-        raise ValueError(f"unknown bench config {name!r}; known: {', '.join(CONFIGS)}")
+        raise UserError(f"unknown bench config {name!r}; known: {', '.join(CONFIGS)}")
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_model_dir(name, Path(tmp))
         cfg = load_config(None, [f"model.name_or_path={model_dir}", "algorithm=grpo", "algo.beta=0.04",
@@ -133,7 +135,7 @@ def run_trl(name: str, steps: int, warmup: int = 2) -> dict:
         from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
         from trl import GRPOConfig, GRPOTrainer
     except ImportError as err:
-        raise ValueError(f"--vs-trl needs TRL: pip install 'grouprl[bench]' ({err})") from None
+        raise UserError(f"--vs-trl needs TRL: pip install 'grouprl[bench]' ({err})") from None
     from grouprl.data.tasks import get_task
     from grouprl.data.tasks.arithmetic import correct_answer
 

@@ -36,3 +36,16 @@ class ResumeError(UserError, ValueError):
 
 class TrainingDiverged(UserError, RuntimeError):
     """Too many consecutive non-finite updates."""
+
+
+def read_utf8(path, error: type[UserError]) -> str:
+    """The text of ``path``; a byte that is not UTF-8 is ``error`` naming the file, line and column."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise error(f"{path} line {line} column {column}: byte 0x{data[err.start]:02x} is not UTF-8; save the file "
+                    "as UTF-8") from None

@@ -1,8 +1,11 @@
 """Bad input on the command line: one line naming what and where, exit status 2, nothing half-written."""
 
+import shutil
+
 import pytest
 
 from grouprl.cli.main import main
+from grouprl.model.assets import DEFAULT_MODEL_DIR
 
 
 @pytest.fixture
@@ -14,6 +17,17 @@ def files(tmp_path):
     (tmp_path / "unknown.yaml").write_text("trainer:\n  lr: 1\n")
     (tmp_path / "long.jsonl").write_text('{"prompt": "%s"}\n' % ("1" * 400))
     (tmp_path / "reward_bad.py").write_text("import nonexistent_module_xyz\n")
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"prompt": "1+1="}\n{"prompt": "caf\xe9 2+2="}\n')
+    (tmp_path / "number.jsonl").write_text('{"prompt": "1+1="}\n{"prompt": 42}\n')
+    (tmp_path / "bad_messages.jsonl").write_text('{"messages": [{"role": "user"}]}\n')
+    (tmp_path / "latin1.yaml").write_bytes(b"train:\n  steps: 2 # \xe9\n")
+    config_only = tmp_path / "config_only"
+    config_only.mkdir()
+    shutil.copy(DEFAULT_MODEL_DIR / "config.json", config_only / "config.json")
+    truncated = tmp_path / "truncated"
+    shutil.copytree(DEFAULT_MODEL_DIR, truncated)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     return tmp_path
 
 
@@ -45,6 +59,15 @@ CASES = [
     (["algo.retain_k=1", "algorithm=gfpo"], "retain_k must be >= 2"),
     (["--resume", "{tmp}/not_a_checkpoint"], "not a checkpoint directory"),
     (["rewards=[{name: correct_answer, wieght: 2}]"], "must be a name or {name: ..., weight: ..., kwargs: ...}"),
+    (["rewards=[{name: correct_answer, weight: abc}]"], "rewards[0].weight of 'correct_answer' must be a finite number"),
+    (["data.path={tmp}/latin1.jsonl"], "latin1.jsonl line 2 column 16: byte 0xe9 is not UTF-8"),
+    (["--config", "{tmp}/latin1.yaml"], "latin1.yaml line 2 column 14: byte 0xe9 is not UTF-8"),
+    (["data.path={tmp}/number.jsonl"], "number.jsonl line 2: the 'prompt' column is a number (42)"),
+    (["model.name_or_path={tmp}/config_only"], "config_only has no tokenizer (tokenizer.json or tokenizer.model), "
+                                               "no safetensors weights; it holds: config.json"),
+    (["model.name_or_path={tmp}/truncated"], "truncated/model.safetensors is not a complete safetensors file"),
+    (["data.path={tmp}/bad_messages.jsonl"], "bad_messages.jsonl line 1: the 'messages' column has message 0"),
+    (["data.task_kwargs={digit: 2}"], "data.task_kwargs: the arithmetic task has no knob digit"),
 ]
 
 
@@ -58,3 +81,26 @@ def test_bad_input_exits_2_with_one_line(files, capsys, args, message):
     assert message.replace("{tmp}", str(files)) in err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert not run_dir.exists(), "a failed start must not leave a run directory"
+
+
+def test_flags_and_overrides_in_any_order(files, capsys):
+    """``train train.steps=3 --config x.yaml train.lr=1`` as people type it: the config error is reached."""
+    code = main(["train", "train.steps=3", "--config", str(files / "none.yaml"), "train.lr=1e-3"])
+    assert code == 2 and "none.yaml does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # a stray word that is not key=value is still a usage error
+        main(["train", "train.steps=3", "--config", str(files / "none.yaml"), "oops"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: oops" in capsys.readouterr().err
+
+
+def test_an_internal_error_is_a_traceback_not_a_user_error(monkeypatch, capsys):
+    """A ValueError from deep inside is a bug: traceback, one line saying so, exit 1 — never exit 2."""
+    import grouprl.train.loop
+
+    def broken(*args, **kwargs):
+        raise ValueError("an invariant broke")
+
+    monkeypatch.setattr(grouprl.train.loop, "train", broken)
+    code = main(["train", "output.progress=false"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" in err and "ValueError: an invariant broke" in err
+    assert "internal error (ValueError); this is a bug" in err.splitlines()[-1]

@@ -1,7 +1,8 @@
 """``grouprl`` command line: train | eval | sft | list.
 
-Every user-facing failure is one line on stderr (what, where, how to fix) and exit status 2; ``--debug``
-shows the traceback instead. Under ``torchrun`` a rank whose peer died or hung prints one line naming itself
+Every user-facing failure (a ``grouprl.errors.UserError``) is one line on stderr (what, where, how to fix)
+and exit status 2; ``--debug`` shows the traceback instead. Anything else is a bug: its traceback, one line
+saying so, and exit status 1. Under ``torchrun`` a rank whose peer died or hung prints one line naming itself
 and exits with status 1.
 """
 
@@ -10,20 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from grouprl.errors import UserError
 
 EXIT_USAGE = 2
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from grouprl.config import ConfigError
-    from grouprl.data.prompts import DataError
-    from grouprl.rewards import RewardError
-    from grouprl.train.resume import ResumeError, TrainingDiverged
-
-    return (UserError, ConfigError, DataError, RewardError, ResumeError, TrainingDiverged, FileNotFoundError, ValueError, OSError)
 
 
 def _collective_failure() -> type[BaseException]:
@@ -264,9 +257,24 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Flags and ``key=value`` overrides in any order: ``train train.steps=3 --config x.yaml`` works too.
+
+    argparse stops filling a ``nargs="*"`` positional at the first flag; what it left over is added to the
+    overrides when it looks like one, and refused (usage error, status 2) otherwise.
+    """
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if not args.debug:
         _quiet_libraries()
     try:
@@ -279,12 +287,20 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"grouprl {args.command}: error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 1
-    except _user_errors() as err:
+    except UserError as err:
         if args.debug:
             raise
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"grouprl {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as err:  # not the user's input: a bug, shown with its traceback
+        if args.debug:
+            raise
+        traceback.print_exc()
+        print(f"grouprl {args.command}: internal error ({type(err).__name__}); this is a bug in grouprl or a "
+              "library it calls, not in your input: please report it with the traceback above and the output of "
+              "grouprl env (rerun with --debug for the raw exception)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import yaml
 
 from grouprl.algo import AlgoSpec, preset
 from grouprl.config.schema import ROLLOUT_BACKENDS, Config
-from grouprl.errors import ConfigError
+from grouprl.errors import ConfigError, read_utf8
 
 
 def _type_name(tp) -> str:
@@ -106,7 +106,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist; check the path passed to --config")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(read_utf8(path, ConfigError)) or {}
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""

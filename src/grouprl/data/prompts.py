@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from pathlib import Path
 
 from grouprl.data.tasks import get_task
-from grouprl.errors import DataError
+from grouprl.errors import DataError, read_utf8
 
 
 def _jsonl(file: Path) -> list[tuple[str, object]]:
     out = []
-    for number, line in enumerate(file.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_utf8(file, DataError).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -25,7 +26,7 @@ def _jsonl(file: Path) -> list[tuple[str, object]]:
 
 def _json(file: Path) -> list[tuple[str, object]]:
     try:
-        data = json.loads(file.read_text())
+        data = json.loads(read_utf8(file, DataError))
     except json.JSONDecodeError as err:
         raise DataError(f"{file} line {err.lineno}: not valid JSON ({err.msg})") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -36,8 +37,8 @@ def _json(file: Path) -> list[tuple[str, object]]:
 
 
 def _csv(file: Path) -> list[tuple[str, object]]:
-    with open(file, newline="") as handle:
-        return [(f"line {i + 2}", dict(row)) for i, row in enumerate(csv.DictReader(handle))]
+    reader = csv.DictReader(io.StringIO(read_utf8(file, DataError), newline=""))
+    return [(f"line {reader.line_num}", dict(row)) for row in reader]
 
 
 def _datasets(source: str, kind: str) -> list[tuple[str, object]]:
@@ -89,17 +90,39 @@ def load_rows(path: str, prompt_column: str) -> list[dict]:
         if not isinstance(row, dict):
             raise DataError(f"{file} {where}: expected an object with a '{prompt_column}' column")
         if prompt_column in row:
-            prompt = row[prompt_column]
+            column, prompt = prompt_column, row[prompt_column]
         elif "messages" in row:
-            prompt = [m for m in row["messages"] if m.get("role") != "assistant"]
+            column, prompt = "messages", row["messages"]
         else:
             raise DataError(f"{file} {where}: no '{prompt_column}' column; set data.prompt_column")
-        if not prompt:
-            raise DataError(f"{file} {where}: the '{prompt_column}' column is empty")
+        problem = _prompt_problem(prompt)
+        if problem:
+            raise DataError(f"{file} {where}: the '{column}' column {problem}")
+        if column == "messages":
+            prompt = [m for m in prompt if m["role"] != "assistant"]
         rows.append({**row, "prompt": prompt})
     if not rows:
         raise DataError(f"dataset {file} is empty")
     return rows
+
+
+def _prompt_problem(prompt) -> str | None:
+    """What is wrong with a prompt value, or None: it must be non-empty text or a list of chat messages."""
+    if isinstance(prompt, str):
+        return "is empty" if not prompt.strip() else None
+    if isinstance(prompt, list):
+        if not prompt:
+            return "is an empty list of messages"
+        for i, message in enumerate(prompt):
+            if not (isinstance(message, dict) and isinstance(message.get("role"), str)
+                    and isinstance(message.get("content"), str)):
+                return (f"has message {i} = {str(message)[:60]!r}; each message must be "
+                        "{\"role\": str, \"content\": str}")
+        return None
+    kind = {bool: "true/false", int: "a number", float: "a number", dict: "a mapping", type(None): "null"}.get(
+        type(prompt), f"a {type(prompt).__name__}")
+    return (f"is {kind} ({repr(prompt)[:40]}); a prompt must be a string or a list of "
+            "{\"role\", \"content\"} messages")
 
 
 def task_rows(task_name: str, task_kwargs: dict, split: str, n: int, seed: int) -> list[dict]:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from grouprl.errors import ConfigError
+
 
 def _jsonable(value):
     if hasattr(value, "item"):
@@ -34,7 +36,7 @@ class TensorBoardSink:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # pragma: no cover - depends on the optional extra
-            raise ValueError("output.tensorboard=true needs tensorboard: pip install 'grouprl[tensorboard]'") from None
+            raise ConfigError("output.tensorboard=true needs tensorboard: pip install 'grouprl[tensorboard]'") from None
         self.writer = SummaryWriter(str(path))
 
     def write(self, row: dict) -> None:
@@ -57,7 +59,7 @@ class WandbSink:
         try:
             import wandb
         except ImportError:
-            raise ValueError("output.wandb_mode needs wandb: pip install 'grouprl[wandb]'") from None
+            raise ConfigError("output.wandb_mode needs wandb: pip install 'grouprl[wandb]'") from None
         self.run = wandb.init(project="grouprl", name=run_dir.name, dir=str(run_dir), mode=mode, config=config)
 
     def write(self, row: dict) -> None:

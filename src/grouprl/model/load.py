@@ -11,7 +11,10 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from grouprl.errors import DataError, ModelError
 
 DTYPES: dict[str, torch.dtype | str] = {
     "float32": torch.float32,
@@ -25,14 +28,52 @@ _HUB_ID = re.compile(r"^(?:[\w][\w.-]*/)?[\w][\w.-]*$")
 
 
 def _check_source(name_or_path: str | os.PathLike, what: str) -> str:
-    """Return ``name_or_path`` as a string, or raise ``FileNotFoundError`` if it can only be a missing local path."""
+    """Return ``name_or_path`` as a string, or raise ``ModelError`` if it can only be a missing local path."""
     name = os.fspath(name_or_path)
     if os.path.exists(name) or (_HUB_ID.match(name) and not name.startswith(("~", "."))):
         return name
-    raise FileNotFoundError(
+    raise ModelError(
         f"Cannot load the {what}: '{name}' is not an existing directory (resolved to {Path(name).expanduser().resolve()}) "
         "and is not a hub id like 'owner/name'; pass the directory written by save_pretrained or a valid hub id."
     )
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model")
+
+
+def check_safetensors(file: Path) -> None:
+    """Read ``file``'s header: a truncated or foreign file is a ``ModelError`` naming it (no tensor is loaded)."""
+    try:
+        with safe_open(file, framework="pt") as handle:
+            handle.keys()
+    except (SafetensorError, OSError) as err:
+        raise ModelError(f"{file} is not a complete safetensors file ({str(err).splitlines()[0]}); it may be "
+                         "truncated: copy or save it again") from None
+
+
+def check_model_dir(path: Path, need: tuple[str, ...] = ("config", "tokenizer", "weights")) -> None:
+    """A local model directory must hold what is ``need``ed: a config, a tokenizer, safetensors weights that open.
+
+    The error names what is missing and lists what the directory does hold, so a half-copied or pickle-only
+    checkpoint is one clear line instead of a library traceback.
+    """
+    found = sorted(p.name for p in path.iterdir())
+    listing = ", ".join(found[:12]) + (", ..." if len(found) > 12 else "") or "nothing"
+    shards = sorted(path.glob("*.safetensors"))
+    missing = []
+    if "config" in need and "config.json" not in found:
+        missing.append("config.json")
+    if "tokenizer" in need and not any(name in found for name in TOKENIZER_FILES):
+        missing.append(f"tokenizer ({' or '.join(TOKENIZER_FILES[:2])})")
+    if "weights" in need and not shards:
+        pickle_only = any(name.endswith((".bin", ".pt", ".pth", ".ckpt")) for name in found)
+        missing.append("safetensors weights" + (" (only pickle weights, which grouprl never loads: re-save with "
+                                                "save_pretrained(..., safe_serialization=True))" if pickle_only else ""))
+    if missing:
+        raise ModelError(f"model directory {path} has no {', no '.join(missing)}; it holds: {listing}. Pass a "
+                         "directory written by save_pretrained (model and tokenizer)")
+    for shard in shards if "weights" in need else ():
+        check_safetensors(shard)
 
 
 def load_tokenizer(
@@ -43,12 +84,13 @@ def load_tokenizer(
     ``padding_side`` defaults to ``"left"`` because prompts are left-padded for batched generation.
     """
     name = _check_source(name_or_path, "tokenizer")
-    tokenizer = AutoTokenizer.from_pretrained(
-        name, trust_remote_code=trust_remote_code, padding_side=padding_side
-    )
+    if os.path.isdir(name):
+        check_model_dir(Path(name), need=("tokenizer",))
+    tokenizer = _from_pretrained(AutoTokenizer, name, "tokenizer", trust_remote_code=trust_remote_code,
+                                 padding_side=padding_side)
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ValueError(
+            raise ModelError(
                 f"The tokenizer at '{name}' has neither a pad nor an EOS token, so batches cannot be padded; "
                 "add a pad token with tokenizer.add_special_tokens({'pad_token': ...}) and save it."
             )
@@ -71,10 +113,27 @@ def load_model(
     if dtype not in DTYPES:
         raise ValueError(f"Unknown dtype '{dtype}'; choose one of {sorted(DTYPES)}.")
     name = _check_source(name_or_path, "model")
-    model = AutoModelForCausalLM.from_pretrained(
-        name, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, use_safetensors=use_safetensors
-    )
+    if os.path.isdir(name):
+        check_model_dir(Path(name), need=("config", "weights") if use_safetensors else ("config",))
+    model = _from_pretrained(AutoModelForCausalLM, name, "model", dtype=DTYPES[dtype],
+                             trust_remote_code=trust_remote_code, use_safetensors=use_safetensors)
     return model.eval()
+
+
+def _from_pretrained(auto, name: str, what: str, **kwargs):
+    """``auto.from_pretrained``; a hub id that cannot be fetched (no network, no such repo) is a ``ModelError``.
+
+    A local directory was checked by ``check_model_dir`` first, so an error from loading it is left as it is:
+    it is not a mistake the user can fix from the message.
+    """
+    if os.path.isdir(name):
+        return auto.from_pretrained(name, **kwargs)
+    try:
+        return auto.from_pretrained(name, **kwargs)
+    except OSError as err:
+        raise ModelError(f"Cannot load the {what} '{name}' from the hub ({str(err).strip().splitlines()[0]}); "
+                         "pass a local directory written by save_pretrained, or check the id and the "
+                         "network") from None
 
 
 def format_prompt(
@@ -92,7 +151,7 @@ def format_prompt(
             messages = [{"role": "system", "content": system_prompt}, *messages]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     if not isinstance(prompt, str):
-        raise ValueError(
+        raise DataError(
             "The prompt is a list of chat messages but the tokenizer has no chat template; "
             "set tokenizer.chat_template (a Jinja string) or give the prompts as plain strings."
         )

@@ -12,6 +12,8 @@ import warnings
 
 import torch
 
+from grouprl.errors import ConfigError
+
 
 def linear_names(model: torch.nn.Module) -> list[str]:
     """The distinct last components of the names of ``model``'s ``nn.Linear`` layers, sorted."""
@@ -27,12 +29,12 @@ def apply_lora(model: torch.nn.Module, *, r: int, alpha: float, dropout: float, 
     present = linear_names(model)
     missing = [name for name in target_modules if name not in present]
     if missing:
-        raise ValueError(f"model.lora.target_modules: {', '.join(missing)} not in the model; its linear layers are "
+        raise ConfigError(f"model.lora.target_modules: {', '.join(missing)} not in the model; its linear layers are "
                          f"{', '.join(present)}; set model.lora.target_modules to some of those")
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
-        raise ValueError("model.lora.r > 0 needs PEFT: pip install 'grouprl[peft]' (or pip install peft)") from None
+        raise ConfigError("model.lora.r > 0 needs PEFT: pip install 'grouprl[peft]' (or pip install peft)") from None
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
                         bias="none", task_type="CAUSAL_LM")
     with warnings.catch_warnings():  # PEFT calls a transformers property that transformers 5 deprecates

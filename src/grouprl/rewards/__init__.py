@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from grouprl.errors import RewardError
 from grouprl.data.tasks.arithmetic import correct_answer, integer_format
 from grouprl.data.tasks.countdown import countdown_reward
+from grouprl.errors import RewardError
 from grouprl.rewards.answers import REWARDS as ANSWER_REWARDS
 from grouprl.rewards.code import REWARDS as CODE_REWARDS
 from grouprl.rewards.length import REWARDS as LENGTH_REWARDS
@@ -86,7 +86,7 @@ def resolve_rewards(entries: list, default: list[Callable]) -> list[Reward]:
     if not entries:
         return [Reward(fn.__name__, fn) for fn in default]
     rewards = []
-    for entry in entries:
+    for i, entry in enumerate(entries):
         if isinstance(entry, str):
             name, weight = entry, 1.0
         elif isinstance(entry, dict) and entry.get("name") == "reward_model" and set(entry) <= {"name", "weight",
@@ -95,10 +95,11 @@ def resolve_rewards(entries: list, default: list[Callable]) -> list[Reward]:
                 raise RewardError("rewards: reward_model needs a path: {name: reward_model, path: DIR_OR_HUB_ID}")
             from grouprl.rewards.model import RewardModel
 
-            rewards.append(Reward("reward_model", RewardModel(str(entry["path"])), float(entry.get("weight", 1.0))))
+            rewards.append(Reward("reward_model", RewardModel(str(entry["path"])), _weight(entry, i)))
             continue
-        elif isinstance(entry, dict) and "name" in entry and set(entry) <= {"name", "weight", "kwargs"}:
-            name, weight = entry["name"], float(entry.get("weight", 1.0))
+        elif isinstance(entry, dict) and isinstance(entry.get("name"), str) and set(entry) <= {"name", "weight",
+                                                                                               "kwargs"}:
+            name, weight = entry["name"], _weight(entry, i)
         else:
             raise RewardError(f"rewards: entry {entry!r} must be a name or {{name: ..., weight: ..., kwargs: ...}}")
         fn = load_reward_fn(name)
@@ -108,6 +109,15 @@ def resolve_rewards(entries: list, default: list[Callable]) -> list[Reward]:
         rewards.append(Reward(name.rpartition(":")[2] or name, functools.partial(fn, **kwargs) if kwargs else fn,
                               weight))
     return rewards
+
+
+def _weight(entry: dict, index: int) -> float:
+    """``rewards[index].weight`` as a float: a number, not a string or a bool."""
+    weight = entry.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+        raise RewardError(f"rewards[{index}].weight of {entry.get('name')!r} must be a finite number, got {weight!r}; "
+                          "e.g. {name: correct_answer, weight: 1.0}")
+    return float(weight)
 
 
 def call_reward(fn: Callable, prompts, completions, completion_ids, columns) -> list:

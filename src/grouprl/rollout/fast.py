@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
+from grouprl.errors import ConfigError
 from grouprl.model.kv import cache_unsupported_reason, preallocated_copies
 from grouprl.model.logprobs import position_ids_from_mask
 from grouprl.rollout.hf import _eos_ids, _sampling_state, _validate, completion_mask_from_eos, left_pad
@@ -42,7 +43,7 @@ class FastRollout:
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
         reason = unsupported_reason(model)
         if reason is not None:
-            raise ValueError(f"rollout.backend=fast cannot run {type(model).__name__}: {reason}; use rollout.backend=hf")
+            raise ConfigError(f"rollout.backend=fast cannot run {type(model).__name__}: {reason}; use rollout.backend=hf")
         if tokenizer.pad_token_id is None:
             raise ValueError("The tokenizer has no pad token; load it with grouprl.model.load_tokenizer (uses EOS).")
         self.model = model

@@ -24,13 +24,14 @@ import torch
 
 from grouprl.config import Config, algo_spec, dump_config
 from grouprl.config.load import config_to_dict
+from grouprl.errors import TrainingDiverged
 from grouprl.eval.evaluate import evaluate
 from grouprl.logging.sinks import ConsoleProgress, JsonlSink, TensorBoardSink, WandbSink, say
 from grouprl.model.memory import activation_bytes_per_token, micro_batch_rows
 from grouprl.train import step as stages
 from grouprl.train.checkpoint import rng_state, save_checkpoint
 from grouprl.train.distributed import CollectiveFailure, failure, is_collective_error, shard, shutdown
-from grouprl.train.resume import StopSignal, TrainingDiverged, clear_run_files, find_resume_point, restore
+from grouprl.train.resume import StopSignal, clear_run_files, find_resume_point, restore
 from grouprl.train.setup import Setup, build, prompt_texts
 from grouprl.types import SamplingParams
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from grouprl.errors import ResumeError, TrainingDiverged
+from grouprl.errors import ResumeError
 from grouprl.train.checkpoint import list_checkpoints, set_rng_state
 
 RUN_FILES = ("metrics.jsonl", "completions.jsonl", "eval.jsonl")

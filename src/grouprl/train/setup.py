@@ -21,9 +21,10 @@ import torch
 from grouprl.config import Config, algo_spec
 from grouprl.data.prompts import PromptSource, load_rows, task_rows
 from grouprl.data.tasks import get_task
+from grouprl.errors import ConfigError, DataError
 from grouprl.logging.sinks import say
 from grouprl.model.assets import resolve_model_path
-from grouprl.model.load import format_prompt, load_model, load_tokenizer
+from grouprl.model.load import check_model_dir, format_prompt, load_model, load_tokenizer
 from grouprl.model.lora import apply_lora
 from grouprl.model.memory import (
     activation_bytes_per_token,
@@ -87,11 +88,14 @@ def _check_context(tokenizer, model, rows: list[dict], cfg: Config) -> int:
     limit = getattr(model.config, "max_position_embeddings", None) or float("inf")
     longest = 0
     for i, row in enumerate(rows):
-        text = format_prompt(tokenizer, row["prompt"], cfg.data.system_prompt)
+        try:
+            text = format_prompt(tokenizer, row["prompt"], cfg.data.system_prompt)
+        except DataError as err:
+            raise DataError(f"prompt {i}: {err}") from None
         n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
         longest = max(longest, n)
         if n + cfg.rollout.max_new_tokens > limit:
-            raise ValueError(f"prompt {i} ({text[:40]!r}...) has {n} tokens; with rollout.max_new_tokens="
+            raise DataError(f"prompt {i} ({text[:40]!r}...) has {n} tokens; with rollout.max_new_tokens="
                              f"{cfg.rollout.max_new_tokens} it exceeds the model's context of {limit} tokens; "
                              "shorten or drop long prompts, or lower rollout.max_new_tokens")
     return longest
@@ -102,7 +106,7 @@ def check_world(cfg: Config, world: int) -> None:
     B = cfg.train.prompts_per_step
     if B % world:
         fits = [w for w in range(1, B + 1) if B % w == 0]
-        raise ValueError(f"train.prompts_per_step={B} cannot be split into whole groups over {world} processes "
+        raise ConfigError(f"train.prompts_per_step={B} cannot be split into whole groups over {world} processes "
                          f"(WORLD_SIZE={world}); set train.prompts_per_step to a multiple of {world} (e.g. "
                          f"{B + world - B % world}), or run {', '.join(map(str, fits))} processes")
 
@@ -139,8 +143,10 @@ def build(cfg: Config, run_dir: Path) -> Setup:
     train_rows, eval_rows, default_rewards = _rows(cfg)  # data and rewards first: cheap to check, fail fast
     rewards = resolve_rewards(cfg.rewards, default_rewards)
     if not rewards:
-        raise ValueError("no reward function: set rewards: [...] or use a built-in data.task")
+        raise ConfigError("rewards: no reward function; set rewards: [...] or use a built-in data.task")
     path = resolve_model_path(cfg.model.name_or_path)
+    if Path(path).is_dir():  # everything that is missing, in one line, before any loader reports only its part
+        check_model_dir(Path(path))
     tokenizer = load_tokenizer(path, trust_remote_code=cfg.model.trust_remote_code)
     policy, reference, peft_model = _policy(cfg, path, spec)
     longest_prompt = _check_context(tokenizer, policy, train_rows + eval_rows, cfg)

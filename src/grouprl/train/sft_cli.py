@@ -30,6 +30,7 @@ import transformers
 from transformers import LlamaForCausalLM
 
 from grouprl.data.tasks import get_task
+from grouprl.errors import UserError
 from grouprl.eval.simple import generate_completions, majority_accuracy, score_samples
 from grouprl.model.configs import tiny_llama_config
 from grouprl.model.tokenizer import build_char_tokenizer
@@ -116,7 +117,7 @@ Prompts are plain text without BOS, as `grouprl` encodes them; `metadata.json` h
 
 def run_sft(args: argparse.Namespace) -> int:
     if not 0.0 <= args.distractor_rate < 1.0:
-        raise ValueError(f"--distractor-rate must be in [0, 1), got {args.distractor_rate}")
+        raise UserError(f"--distractor-rate must be in [0, 1), got {args.distractor_rate}")
     torch.set_num_threads(2)
     start = time.time()
     task = get_task(TASK, **TASK_KNOBS)

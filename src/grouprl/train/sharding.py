@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from grouprl.errors import ConfigError
 from grouprl.model.memory import decoder_layers
 from grouprl.train.resume import ResumeError
 from grouprl.train.step import DUMMY
@@ -29,15 +30,15 @@ def check(fsdp: bool, world: int, lora: bool) -> None:
     if not fsdp:
         return
     if world < 2:
-        raise ValueError(f"train.fsdp=true shards over processes, but this run has WORLD_SIZE={world}; launch it with "
+        raise ConfigError(f"train.fsdp=true shards over processes, but this run has WORLD_SIZE={world}; launch it with "
                          "torchrun --nproc_per_node N (N >= 2), or drop train.fsdp")
     if lora:
-        raise ValueError("train.fsdp=true and model.lora.r > 0 are not supported together; LoRA's frozen base is "
+        raise ConfigError("train.fsdp=true and model.lora.r > 0 are not supported together; LoRA's frozen base is "
                          "already small in optimizer state: drop train.fsdp, or train without LoRA")
     try:
         from torch.distributed.fsdp import fully_shard  # noqa: F401
     except ImportError:
-        raise ValueError(f"train.fsdp=true needs FSDP2 (torch.distributed.fsdp.fully_shard, torch >= 2.6); this torch "
+        raise ConfigError(f"train.fsdp=true needs FSDP2 (torch.distributed.fsdp.fully_shard, torch >= 2.6); this torch "
                          f"is {torch.__version__}: upgrade torch, or drop train.fsdp") from None
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from grouprl.data.tasks import TASKS, arithmetic, get_task
 from grouprl.data.tasks.arithmetic import ArithmeticTask, correct_answer, integer_format
+from grouprl.errors import ConfigError
 
 
 def _evaluate(prompt: str) -> int:
@@ -22,7 +23,7 @@ def test_registry_lookup_and_unknown_name():
     assert "arithmetic" in TASKS
     task = get_task("arithmetic", digits=3)
     assert task.name == "arithmetic" and task.digits == 3
-    with pytest.raises(KeyError, match="known tasks: arithmetic"):
+    with pytest.raises(ConfigError, match="data.task: unknown task .no_such_task.; known tasks: arithmetic"):
         get_task("no_such_task")
 
 

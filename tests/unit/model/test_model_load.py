@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from grouprl.errors import ModelError
 from grouprl.model.load import format_prompt, load_model, load_tokenizer
 from grouprl.model.tokenizer import build_char_tokenizer
 
@@ -50,9 +51,9 @@ def test_load_tokenizer_uses_eos_when_pad_missing(tmp_path):
     "missing", ["/no/such/checkpoint", "./missing_ckpt", "runs/x/checkpoints/step-5", "~/nope"]
 )
 def test_missing_local_path_is_a_clear_error(missing):
-    with pytest.raises(FileNotFoundError, match="not an existing directory"):
+    with pytest.raises(ModelError, match="not an existing directory"):
         load_model(missing)
-    with pytest.raises(FileNotFoundError, match="save_pretrained"):
+    with pytest.raises(ModelError, match="save_pretrained"):
         load_tokenizer(missing)
 
 

@@ -9,13 +9,14 @@ same verifier scores RL rollouts and evaluation. Look one up by name::
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
-from grouprl.algo.registry import UnknownNameError
 from grouprl.data.tasks.arithmetic import ArithmeticTask
 from grouprl.data.tasks.code import CodeTask
 from grouprl.data.tasks.countdown import CountdownTask
+from grouprl.errors import ConfigError
 
 Split = Literal["train", "eval"]
 RewardFn = Callable[..., list[float | None]]
@@ -48,7 +49,12 @@ TASKS: dict[str, Callable[..., Task]] = {
 def get_task(name: str, **knobs: Any) -> Task:
     """Build the registered task ``name`` with its difficulty ``knobs`` (constructor keyword arguments)."""
     if name not in TASKS:
-        raise UnknownNameError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}.")
+        raise ConfigError(f"data.task: unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}.")
+    known = inspect.signature(TASKS[name]).parameters
+    unknown = sorted(set(knobs) - set(known))
+    if unknown:
+        raise ConfigError(f"data.task_kwargs: the {name} task has no knob {', '.join(unknown)}; its knobs are "
+                          f"{', '.join(known)}")
     return TASKS[name](**knobs)
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from grouprl.data.tasks.sampling import distinct_rows, split_of
+from grouprl.errors import ConfigError
 
 _OPS = ("+", "-")
 _INTEGER = re.compile(r"-?\d+")
@@ -66,14 +67,14 @@ class ArithmeticTask:
     def __post_init__(self) -> None:
         object.__setattr__(self, "ops", tuple(self.ops))  # frozen dataclass: the one sanctioned way to normalise
         if self.digits < 1 or self.operands < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"digits={self.digits}, operands={self.operands}: need digits >= 1 and operands >= 2 "
                 "so that every prompt is a real operation; raise the value that is too small."
             )
         if not self.ops or not set(self.ops) <= set(_OPS):
-            raise ValueError(f"ops={self.ops!r}: give a non-empty subset of {_OPS}, the operators the task knows.")
+            raise ConfigError(f"ops={self.ops!r}: give a non-empty subset of {_OPS}, the operators the task knows.")
         if not 0.0 < self.eval_fraction < 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"eval_fraction={self.eval_fraction}: must be strictly between 0 and 1 so both splits have "
                 "prompts; 0.1 is a good default."
             )
@@ -110,7 +111,7 @@ class ArithmeticTask:
         """
         space = (10**self.digits) ** self.operands * len(self.ops) ** (self.operands - 1)
         if n > space:
-            raise ValueError(f"asked for {n} distinct {split!r} prompts, but this task has only {space} prompts in "
+            raise ConfigError(f"asked for {n} distinct {split!r} prompts, but this task has only {space} prompts in "
                              "all; ask for fewer rows or raise digits / operands.")
         return distinct_rows(self._draw, task=self.name, split=split, n=n, seed=seed,
                              eval_fraction=self.eval_fraction)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from grouprl.data.tasks.sampling import distinct_rows, split_of
+from grouprl.errors import ConfigError
 from grouprl.rewards.code import code_tests_reward
 
 # (specification template, reference implementation template, input sampler). {a} and {b} are drawn ints.
@@ -44,7 +45,7 @@ class CodeTask:
 
     def __post_init__(self) -> None:
         if self.tests_per_problem < 1:
-            raise ValueError(f"tests_per_problem={self.tests_per_problem}: need at least one test")
+            raise ConfigError(f"tests_per_problem={self.tests_per_problem}: need at least one test")
 
     @property
     def reward_fns(self) -> list:

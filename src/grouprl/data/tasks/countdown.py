@@ -18,6 +18,7 @@ from fractions import Fraction
 from typing import Any, ClassVar
 
 from grouprl.data.tasks.sampling import distinct_rows, split_of
+from grouprl.errors import ConfigError
 
 _TOKEN = re.compile(r"\s*(?:(\d+)|(\S))")
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
@@ -142,7 +143,7 @@ class CountdownTask:
 
     def __post_init__(self) -> None:
         if not 3 <= self.count <= 6 or self.max_number < 2:
-            raise ValueError(f"count={self.count}, max_number={self.max_number}: need 3 <= count <= 6 and "
+            raise ConfigError(f"count={self.count}, max_number={self.max_number}: need 3 <= count <= 6 and "
                              "max_number >= 2")
 
     @property

@@ -7,6 +7,8 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from grouprl.errors import ConfigError
+
 
 def split_of(prompt: str, eval_fraction: float) -> str:
     """``"eval"`` or ``"train"`` from a stable hash of the prompt text: the same for every seed, so the two
@@ -31,6 +33,6 @@ def distinct_rows(draw: Callable[[random.Random], dict[str, Any] | None], *, tas
             seen.add(row["prompt"])
             rows.append(row)
     if len(rows) < n:
-        raise ValueError(f"found only {len(rows)} distinct {split!r} prompts of the {n} asked for: the {task} "
+        raise ConfigError(f"found only {len(rows)} distinct {split!r} prompts of the {n} asked for: the {task} "
                          "task's space is too small for that; ask for fewer rows or make the task larger.")
     return rows
