@@ -128,3 +128,18 @@ def test_sigterm_finishes_the_step_checkpoints_and_resume_continues(tmp_path):
     assert main(["train", "--resume", "auto", *FAST, "train.steps=" + str(done + 1), "data.num_eval=0",
                  f"output.run_dir={run_dir}"]) == 0
     assert [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")] == list(range(1, done + 2))
+
+
+@pytest.mark.parametrize("extra", [["rollout.backend=fast"], ["rollout.backend=hf"],
+                                   ["model.lora.r=4", "train.num_iterations=2"]])
+def test_no_deprecation_warning_from_grouprl_calls(tmp_path, extra):
+    """A library's FutureWarning/DeprecationWarning attributed to grouprl's own code is an error here: the call
+    stops working at the library's next release (e.g. transformers' ``past_key_values`` → ``cache``)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(tmp_path, *extra, "output.plots=false")
+    deprecations = [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in caught
+                    if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+    assert not deprecations, deprecations

@@ -8,11 +8,23 @@ a decoder whose layers all attend to the full context through that API (``cache_
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
 from transformers.cache_utils import Cache, CacheLayerMixin
+
+
+def with_cache(module: torch.nn.Module, cache: Cache) -> dict[str, Cache]:
+    """The keyword that hands ``cache`` to ``module.forward``: ``cache`` where transformers has renamed it (its
+    ``past_key_values`` is deprecated there, to be removed in 5.40), else ``past_key_values``."""
+    return {_cache_keyword(type(module)): cache}
+
+
+@functools.cache
+def _cache_keyword(kind: type) -> str:
+    return "cache" if "cache" in inspect.signature(kind.forward).parameters else "past_key_values"
 
 
 def cache_unsupported_reason(model: PreTrainedModel) -> str | None:

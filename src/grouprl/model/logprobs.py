@@ -20,7 +20,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 from transformers import DynamicCache, PreTrainedModel
 
-from grouprl.model.kv import repeat_rows
+from grouprl.model.kv import repeat_rows, with_cache
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -157,8 +157,9 @@ def shared_prompt_logprobs(
         raise ValueError(f"repeats must give one count per prompt summing to the {n} completion rows, got {repeats.tolist()}.")
     positions = position_ids_from_mask(prompt_mask)  # [b, P]
     cache = DynamicCache(config=model.config)
-    prompt_hidden = model.base_model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions,
-                                     past_key_values=cache, use_cache=True).last_hidden_state  # [b, P, H]
+    decoder = model.base_model
+    prompt_hidden = decoder(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions,
+                            use_cache=True, **with_cache(decoder, cache)).last_hidden_state  # [b, P, H]
     first = prompt_hidden[:, -1:].repeat_interleave(repeats, 0)  # [n, 1, H] predicts completion token 0
     if completion_len == 1:
         hidden = first
@@ -166,10 +167,10 @@ def shared_prompt_logprobs(
         repeat_rows(cache, repeats)
         attention = torch.cat([prompt_mask.repeat_interleave(repeats, 0), completion_mask[:, :-1]], dim=1)
         steps = torch.arange(1, completion_len, device=positions.device)
-        rest = model.base_model(
+        rest = decoder(
             input_ids=completion_ids[:, :-1], attention_mask=attention,
             position_ids=positions[:, -1:].repeat_interleave(repeats, 0) + steps,
-            past_key_values=cache, use_cache=True,
+            use_cache=True, **with_cache(decoder, cache),
         ).last_hidden_state  # [n, T-1, H] predicts completion tokens 1..T-1
         hidden = torch.cat([first, rest], dim=1)  # [n, T, H]
     return _score(model, hidden, completion_ids, completion_mask == 0, temperature, chunk_size, with_entropy)

@@ -23,7 +23,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from grouprl.errors import ConfigError
-from grouprl.model.kv import cache_unsupported_reason, preallocated_copies
+from grouprl.model.kv import cache_unsupported_reason, preallocated_copies, with_cache
 from grouprl.model.logprobs import position_ids_from_mask
 from grouprl.rollout.hf import _eos_ids, _sampling_state, _validate, completion_mask_from_eos, left_pad
 from grouprl.rollout.sampler import group_uniforms, sample_tokens
@@ -76,7 +76,7 @@ class FastRollout:
             positions = position_ids_from_mask(prompt_mask)  # [B, P]
             prefill = DynamicCache(config=self.model.config)
             out = self.model(input_ids=prompts, attention_mask=prompt_mask, position_ids=positions,
-                             past_key_values=prefill, use_cache=True, logits_to_keep=1)
+                             use_cache=True, logits_to_keep=1, **with_cache(self.model, prefill))
             cache = preallocated_copies(prefill, G, P + T)
             logits = out.logits[:, -1].repeat_interleave(G, 0)  # [N, V]
             del out, prefill
@@ -106,7 +106,7 @@ class FastRollout:
                     rows, new, next_position, attention = rows[keep], new[keep], next_position[keep], attention[keep]
                     alive = alive[keep]
                 out = self.model(input_ids=new.unsqueeze(-1), attention_mask=attention[:, : P + t + 1],
-                                 position_ids=next_position + t, past_key_values=cache, use_cache=True)
+                                 position_ids=next_position + t, use_cache=True, **with_cache(self.model, cache))
                 logits = out.logits[:, -1]
 
         completion_ids = tokens[:, :width]
