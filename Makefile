@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test test-min lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,17 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# The lowest declared versions (constraints-min.txt) in a venv of their own, and a fast subset of the tests.
+test-min:
+	$(PYTHON) -m venv .venv-min
+	.venv-min/bin/python -m pip install -q --upgrade pip
+	.venv-min/bin/python -m pip install -q "torch==2.13.0"
+	.venv-min/bin/python -m pip install -q -c constraints-min.txt -e ".[dev]"
+	.venv-min/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/integration/test_train.py \
+		-k "not every_preset"
+
 lint: setup
 	$(VENV)/bin/ruff check src tests
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) .venv-min runs
