@@ -47,14 +47,17 @@ The completion must not be able to read the tests it is judged by, nor to claim 
 the tests and the completion never share a process. Each completion gets two sandboxed interpreters, each
 with everything above (as root: each its own fresh uid):
 
-* the **judge** receives the tests through a pipe (no file anywhere), marks itself non-dumpable
-  (``PR_SET_DUMPABLE`` 0: processes of the same uid cannot read its memory or open its descriptors through
-  ``/proc``), and only then lets the parent start the solution. It runs the tests in its own namespace, where
-  each function the completion defines is a proxy; it writes ``PASS <i>`` for each passing assert to a file
-  descriptor only it holds;
+* the **judge** marks itself non-dumpable (``PR_SET_DUMPABLE`` 0: processes of the same uid cannot read its
+  memory or open its descriptors through ``/proc``), receives the tests through a pipe (no file anywhere),
+  and only then tells the solution runner to start the completion. It runs the tests in its own namespace,
+  where each function the completion defines is a proxy; it writes ``PASS <i>`` for each passing assert to a
+  file descriptor only it holds;
 * the **solution runner** executes the completion, then answers the proxies' calls: the function's name and
   its arguments come in, the return value (or the name of the exception it raised) goes out, both as plain
   data (JSON of numbers, strings, bools, None, lists, tuples, dicts, sets, bytes, complex).
+
+A second interpreter costs time: about 90 ms per completion instead of 30 ms on an idle 2-core machine
+(completions are scored ``max_workers`` at a time).
 
 The completion therefore sees the arguments of each call, in order, and nothing else of the tests. Closed by
 this: reading the tests from disk or from inherited descriptors (there is none with them), finding them in
@@ -97,7 +100,6 @@ import os
 import re
 import resource
 import secrets
-import select
 import shutil
 import signal
 import subprocess
@@ -408,9 +410,10 @@ def _parse(line):
     return _decode(json.loads(line))
 '''
 
-# Runs the completion, then answers the judge's calls of its functions: [name, args, kwargs] in,
-# ["ok", result] or ["raised", exception name] out. First it names its callables and the modules it imported
-# (the tests may use those without importing them). Nothing here is trusted.
+# Waits for the judge's "start", runs the completion, then answers the judge's calls of its functions:
+# [name, args, kwargs] in, ["ok", result] or ["raised", exception name] out. First it names its callables and
+# the modules it imported (the tests may use those without importing them). Once the completion has run,
+# nothing in this process is trusted.
 _SOLUTION_RUNNER = _CODEC + r'''
 import os, sys
 
@@ -420,6 +423,8 @@ def _main():
     del sys.argv[1:]
     with open("solution.py", encoding="utf-8") as f:
         source = f.read()
+    if calls.readline() != b"start\n":   # the judge holds the tests and is sealed: the completion may run
+        return
     ns = {"__name__": "__main__", "__builtins__": __builtins__}
     try:
         exec(compile(source, "solution.py", "exec"), ns)
@@ -442,8 +447,9 @@ def _main():
 _main()
 '''
 
-# Holds the tests (read from a pipe, never from a file) and runs them, each name the solution defines bound
-# to a proxy that calls it in the solution's process. Writes "PASS <i>" to its verdict descriptor.
+# Seals itself, reads the tests from a pipe (never a file), lets the solution runner start the completion,
+# and runs the tests, each name the completion defines bound to a proxy that calls it in the runner's
+# process. Writes "PASS <i>" to its verdict descriptor.
 _JUDGE = _CODEC + r'''
 import builtins, importlib, os, sys
 
@@ -483,12 +489,13 @@ def _bindable(name):
 
 def _main():
     _not_dumpable()
-    tests, ready, calls, answers, verdicts = (int(a) for a in sys.argv[1:6])
+    tests, calls, answers, verdicts = (int(a) for a in sys.argv[1:5])
     del sys.argv[1:]
     with os.fdopen(tests, "rb") as f:
         cases = json.loads(f.read())
-    os.close(ready)   # tells the parent that the solution may start now
     calls, answers = os.fdopen(calls, "wb"), os.fdopen(answers, "rb")
+    calls.write(b"start\n")
+    calls.flush()
     ns = {"__name__": "__main__", "__builtins__": builtins}
     try:
         functions, modules = _parse(answers.readline(_MAX_LINE))
@@ -571,34 +578,28 @@ def _score_one(completion, tests, timeout: float, memory_mb: int) -> float:
 def _judge(code: str, cases: list[tuple[bool, str]], timeout: float, memory_mb: int) -> set[int]:
     """Indices of the cases that passed: the judge runs them against ``code``, which the solution runner runs.
 
-    The judge starts first and gets the tests through a pipe; the solution starts only once the judge has read
-    them. Both share one wall-clock ``timeout``; the passes written before it ran out count.
+    Both interpreters start at once; the runner executes the code only when the judge, sealed and holding
+    the tests (through a pipe), says so. Both share one wall-clock ``timeout``; the passes written before it
+    ran out count.
     """
     deadline = time.monotonic() + timeout
     limits = _limits(timeout, memory_mb, max_file_mb=16, max_processes=32)
-    with (_Pipes() as pipes, tempfile.TemporaryFile() as verdicts,
-          _Box({"judge.py": _JUDGE}, limits) as judge_box,
-          _Box({"runner.py": _SOLUTION_RUNNER, "solution.py": code}, limits) as solution_box):
-        tests_r, tests_w = pipes.new()
-        ready_r, ready_w = pipes.new()
-        calls_r, calls_w = pipes.new()
-        answers_r, answers_w = pipes.new()
-        judge_fds = (tests_r, ready_w, calls_w, answers_r, verdicts.fileno())
-        judge = judge_box.start(["judge.py", *map(str, judge_fds)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, pass_fds=judge_fds)
-        pipes.close(tests_r, ready_w, calls_w, answers_r)
-        try:
-            pipes.write_all(tests_w, json.dumps(cases).encode())
-        except BrokenPipeError:   # the judge is gone already
-            return set()
-        pipes.close(tests_w)
-        if select.select([ready_r], [], [], max(0.0, deadline - time.monotonic()))[0]:
+    with tempfile.TemporaryFile() as verdicts:
+        with (_Pipes() as pipes, _Box({"judge.py": _JUDGE}, limits) as judge_box,
+              _Box({"runner.py": _SOLUTION_RUNNER, "solution.py": code}, limits) as solution_box):
+            tests_r, tests_w = pipes.new()
+            calls_r, calls_w = pipes.new()
+            answers_r, answers_w = pipes.new()
+            judge_fds = (tests_r, calls_w, answers_r, verdicts.fileno())
+            judge = judge_box.start(["judge.py", *map(str, judge_fds)], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, pass_fds=judge_fds)
             solution_box.start(["runner.py", str(calls_r), str(answers_w)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, pass_fds=(calls_r, answers_w))
-            pipes.close(calls_r, answers_w)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                judge.wait(timeout=max(0.0, deadline - time.monotonic()))
-        verdicts.seek(0)
+            pipes.close(tests_r, calls_w, answers_r, calls_r, answers_w)
+            if pipes.deliver(tests_w, json.dumps(cases).encode()):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    judge.wait(timeout=max(0.0, deadline - time.monotonic()))
+        verdicts.seek(0)   # both are dead now: nothing writes any more
         return {int(line.split()[1]) for line in verdicts if re.fullmatch(rb"PASS \d+\n", line)}
 
 
@@ -618,11 +619,16 @@ class _Pipes:
             self.open.discard(fd)
             os.close(fd)
 
-    @staticmethod
-    def write_all(fd: int, data: bytes) -> None:
+    def deliver(self, fd: int, data: bytes) -> bool:
+        """Write all of ``data`` and close ``fd``; False if the reader is gone."""
         view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+        except BrokenPipeError:
+            return False
+        self.close(fd)
+        return True
 
     def __enter__(self) -> _Pipes:
         return self
@@ -636,8 +642,9 @@ def code_tests_reward(prompts, completions, completion_ids=None, *, tests, timeo
     """Fraction of the sample's tests (assert statements) that pass against the completion's code.
 
     ``tests`` is the dataset column: per sample a list of assert strings, or one string of code. All tests
-    of a completion run in one sandboxed process (a timeout keeps the credit of the tests already passed);
-    completions run in parallel, ``max_workers`` at a time (default: CPU count).
+    of a completion run against one run of its code, from a judge process that the code cannot reach (see
+    the module docstring; a timeout keeps the credit of the tests already passed); completions run in
+    parallel, ``max_workers`` at a time (default: CPU count).
 
     >>> code_tests_reward(["p", "p"], ["```python\\ndef add(a, b):\\n    return a + b\\n```", "def add(a, b): return 0"],
     ...                   tests=[["assert add(1, 2) == 3", "assert add(0, 0) == 0"]] * 2)
