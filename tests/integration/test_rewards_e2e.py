@@ -1,5 +1,6 @@
-"""User rewards and datasets end to end: a TRL reward file trains unchanged; failing, hanging and NaN
-rewards are survived by a real run, with the counts in metrics.jsonl."""
+"""User rewards and datasets end to end: a TRL reward file trains unchanged; failing, hanging, NaN, memory
+hogging, worker-killing and badly returning rewards are survived by a real run, with the counts in
+metrics.jsonl."""
 
 import json
 
@@ -40,6 +41,25 @@ def nan(prompts, completions, **kwargs):
     return [math.nan] * len(completions)
 '''
 
+FAULTY = '''
+import os
+
+def hogs_memory(prompts, completions, **kwargs):
+    return [float(len(bytearray(3 * 1024 ** 3)))] * len(completions)  # 3 GiB; the run allows 512 MiB
+
+def exits(prompts, completions, **kwargs):
+    os._exit(1)
+
+def wrong_count(prompts, completions, **kwargs):
+    return [1.0] * (len(completions) - 1)
+
+def strings(prompts, completions, **kwargs):
+    return ["1.0"] * len(completions)
+
+def length(prompts, completions, **kwargs):
+    return [float(len(c)) for c in completions]
+'''
+
 
 def read_jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
@@ -75,3 +95,22 @@ def test_failing_hanging_and_nan_rewards_are_survived(tmp_path):
     assert all(r["reward/hangs/timeouts"] == 16 for r in rows)
     assert all(r["reward/nan/errors"] == 16 for r in rows)
     assert all(r["loss/policy"] is not None for r in rows)
+
+
+def test_reward_faults_are_counted_and_the_run_finishes(tmp_path):
+    (tmp_path / "faulty.py").write_text(FAULTY)
+    run_dir = tmp_path / "run"
+    bad = ["hogs_memory", "exits", "wrong_count", "strings"]
+    rewards = ", ".join(f"{tmp_path}/faulty.py:{name}" for name in ["length", *bad])
+    code = main(["train", "train.steps=2", "train.prompts_per_step=2", "rollout.num_generations=2",
+                 "data.num_eval=0", "eval.every=0", "output.progress=false", "output.plots=false",
+                 "reward_memory_mb=512", f"rewards=[{rewards}]", f"output.run_dir={run_dir}"])
+    assert code == 0
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    assert len(rows) == 2
+    for row in rows:
+        assert all(row[f"reward/{name}/errors"] == 4 for name in bad), row  # 2 prompts x 2 generations
+        assert row["reward/length/errors"] == 0
+    for completion in read_jsonl(run_dir / "completions.jsonl"):
+        assert completion["reward/length"] == len(completion["completion"])
+        assert completion["reward"] == completion["reward/length"]  # every bad one scored the fallback, 0

@@ -161,6 +161,7 @@ def _check_values(cfg: Config) -> None:
         (cfg.eval.num_samples >= 0, "eval.num_samples", "must be >= 0"),
         (cfg.output.keep_last >= 1, "output.keep_last", "must be >= 1"),
         (cfg.reward_timeout > 0, "reward_timeout", "must be > 0 seconds"),
+        (cfg.reward_memory_mb >= 0, "reward_memory_mb", "must be >= 0 MiB (0: no limit)"),
         (cfg.output.wandb_mode in (None, "online", "offline"), "output.wandb_mode", "must be online, offline or null"),
         (cfg.data.path is not None or cfg.data.task is not None, "data", "set data.task or data.path"),
         (cfg.train.collective_timeout > 0, "train.collective_timeout", "must be > 0 seconds"),

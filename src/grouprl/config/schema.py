@@ -180,6 +180,10 @@ class Config:
     """Reward given to a sample whose function raised, timed out, or returned NaN or a non-number."""
     reward_isolation: bool = True
     """Run reward functions in a separate worker process (with the timeout), never in the trainer's."""
+    reward_memory_mb: int = 8192
+    """Memory (MiB of address space) the reward worker may allocate on top of what it inherits from the trainer
+    when forked; past it, the allocation fails with MemoryError and that call's samples get reward_fallback
+    (counted in errors). Thread stacks count too (8 MiB each). 0: no limit. Needs reward_isolation."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)

@@ -5,9 +5,11 @@ A reward function is a plain callable (sync or async)::
     fn(prompts: list[str], completions: list[str], completion_ids=None, **dataset_columns) -> list[float | None]
 
 ``None`` means "not applicable to this sample": it is left out of that function's statistics and contributes
-0 to the weighted sum. A function that raises, or returns a non-number or NaN for a sample, gets the fallback
-value (0 by default) for the affected samples, and the event is counted in ``reward/<fn>/errors`` —
-never a crash.
+0 to the weighted sum. What a function does wrong becomes the fallback value (0 by default) and a count in
+``reward/<fn>/errors``, never a crash: raising, or returning something that is not a list (or tuple, or a
+numpy array / tensor) of exactly one value per completion, costs every sample of the call; a value that is not
+a number (a string included), NaN or infinite costs that sample only. The first fault of each kind is printed
+once per function, naming it and what was wrong.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import importlib
 import importlib.util
 import inspect
 import math
+import reprlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -120,27 +123,70 @@ def _weight(entry: dict, index: int) -> float:
     return float(weight)
 
 
-def call_reward(fn: Callable, prompts, completions, completion_ids, columns) -> list:
-    """One call of a reward function under the TRL protocol; an async function is run to completion."""
+class BadReturn(Exception):
+    """A reward function's return is not one value per completion; the message says what it returned."""
+
+
+@dataclass
+class Returned:
+    """What one call gave, already as plain floats (so a worker sends the trainer nothing else)."""
+
+    values: list[float | None]  # NaN where the function's value was not a finite number
+    first_bad: tuple[int, str] | None = None  # (sample, "'x' (str)") of the first such value
+
+
+def call_reward(fn: Callable, prompts, completions, completion_ids, columns) -> Returned:
+    """One call of a reward function under the TRL protocol; an async function is run to completion.
+
+    Raises ``BadReturn`` when the result is not a sequence of ``len(completions)`` values, and whatever the
+    function raises.
+    """
     out = fn(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns)
     if inspect.isawaitable(out):
         out = asyncio.run(_await(out))
-    return list(out)
+    raw = _as_list(out, len(completions))
+    values = [_as_float(v) for v in raw]
+    bad = next((i for i, v in enumerate(values) if v is not None and not math.isfinite(v)), None)
+    return Returned(values, None if bad is None else (bad, _show(raw[bad])))
 
 
 async def _await(awaitable):
     return await awaitable
 
 
+def _as_list(out, n: int) -> list:
+    """A list, a tuple, or an array with ``tolist()`` (numpy, torch) of ``n`` values; anything else is a
+    ``BadReturn`` — a dict, a string, a generator or a scalar included, though ``list()`` would take some."""
+    if not isinstance(out, (list, tuple)) and callable(getattr(out, "tolist", None)):
+        out = out.tolist()
+    if not isinstance(out, (list, tuple)):
+        raise BadReturn(f"returned {_show(out)}, not a list of {n} values")
+    if len(out) != n:
+        raise BadReturn(f"returned {len(out)} values for {n} completions")
+    return list(out)
+
+
+def describe(err: BaseException) -> str:
+    """``"RuntimeError: boom"``; just ``"MemoryError"`` for an exception without a message."""
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
+def _show(value) -> str:
+    """``'x' (str)``, ``0.5 (float)``; ``a generator`` for what has no readable repr."""
+    shown = reprlib.repr(value)
+    return f"a {type(value).__name__}" if shown.startswith("<") else f"{shown} ({type(value).__name__})"
+
+
 def _as_float(value) -> float | None:
-    """A returned value as float; None stays None; anything unusable becomes NaN (counted as an error)."""
+    """A returned value as float; None stays None; anything unusable (a string too) becomes NaN."""
     if value is None:
         return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
+    if isinstance(value, (str, bytes)):
         return math.nan
-    return out
+    try:
+        return float(value)
+    except Exception:  # noqa: BLE001 - e.g. a two-element tensor: whatever float() refuses is not a number
+        return math.nan
 
 
 @dataclass
@@ -159,11 +205,12 @@ class RewardRunner:
     """
 
     def __init__(self, rewards: list[Reward], *, timeout: float = 60.0, fallback: float = 0.0,
-                 isolate: bool = True) -> None:
+                 isolate: bool = True, memory_mb: int = 8192) -> None:
         from grouprl.rewards.runner import RewardWorker, fork_available
 
         self.rewards, self.fallback = rewards, fallback
-        self.worker = RewardWorker([r.fn for r in rewards], timeout) if isolate and fork_available() else None
+        self.worker = (RewardWorker([r.fn for r in rewards], timeout, memory_mb)
+                       if isolate and fork_available() else None)
 
     def close(self) -> None:
         if self.worker is not None:
@@ -174,8 +221,10 @@ class RewardRunner:
             return self.worker.call(index, args)
         try:
             return "ok", call_reward(self.rewards[index].fn, *args)
+        except BadReturn as err:
+            return "bad", str(err)
         except Exception as err:  # noqa: BLE001 - a failing reward must not end training
-            return "error", f"{type(err).__name__}: {err}"
+            return "error", describe(err)
 
     def score(self, prompts: list[str], completions: list[str], completion_ids, columns: dict, *,
               first_only: bool = False) -> Scores:
@@ -184,17 +233,16 @@ class RewardRunner:
         for index, reward in enumerate(self.rewards[:1] if first_only else self.rewards):
             status, payload = self._run(index, (prompts, completions, completion_ids, columns))
             errors = timeouts = 0
-            if status == "ok" and len(payload) != N:
-                status, payload = "error", f"returned {len(payload)} values for {N} completions"
             if status == "ok":
-                values = [_as_float(v) for v in payload]
+                values = payload.values
                 errors = sum(v is not None and not math.isfinite(v) for v in values)
-                if errors:
-                    _warn_once(reward.name, "returned a non-number or NaN", completions[:1])
+                if payload.first_bad is not None:
+                    sample, shown = payload.first_bad
+                    _warn_once(reward.name, "value", f"returned {shown} for sample {sample}", completions[sample])
                 values = [self.fallback if v is not None and not math.isfinite(v) else v for v in values]
             else:
-                what = "timed out" if status == "timeout" else f"failed ({payload})"
-                _warn_once(reward.name, what, completions[:1])
+                what = {"timeout": "timed out (reward_timeout)", "bad": payload}.get(status, f"failed ({payload})")
+                _warn_once(reward.name, status, what, completions[0] if completions else "")
                 values = [self.fallback] * N
                 errors, timeouts = (0, N) if status == "timeout" else (N, 0)
             out.parts[reward.name] = torch.tensor([math.nan if v is None else v for v in values],
@@ -204,11 +252,14 @@ class RewardRunner:
         return out
 
 
-_WARNED: set[str] = set()
+_WARNED: set[tuple[str, str]] = set()
+_SAMPLE = reprlib.Repr()
+_SAMPLE.maxstring = 200
 
 
-def _warn_once(name: str, what: str, sample: list[str]) -> None:
-    if name not in _WARNED:
-        _WARNED.add(name)
-        print(f"warning: reward {name} {what} (sample completion: {sample[0]!r}); using the fallback value",
-              file=sys.stderr)
+def _warn_once(name: str, kind: str, what: str, sample: str) -> None:
+    """Print the first fault of each kind (``value``, ``bad``, ``error``, ``timeout``) of a function."""
+    if (name, kind) not in _WARNED:
+        _WARNED.add((name, kind))
+        print(f"warning: reward {name} {what} (sample completion: {_SAMPLE.repr(sample)}); using the fallback "
+              "value", file=sys.stderr)

@@ -2,7 +2,8 @@
 
 ``run_sandboxed(source)`` runs untrusted code in a *separate* interpreter (``python -I -S -B``); nothing
 is ever executed in the trainer's own process. ``code_tests_reward`` extracts the code from each
-completion, runs it together with the sample's assert-style tests, and returns the fraction that passed.
+completion, runs the sample's assert-style tests against it from a second interpreter that the code cannot
+reach, and returns the fraction that passed.
 
 Threat model (be honest about what this is)
 -------------------------------------------
@@ -15,7 +16,7 @@ grader, reading answers). The defences are plain POSIX/Linux mechanisms from the
 Every run gets: a fresh temporary directory as cwd and ``HOME`` (removed afterwards, also on timeout);
 a clean environment (only ``PATH``, ``HOME``, ``LANG`` — no secrets inherited); stdin = ``/dev/null``;
 stdout/stderr captured to anonymous files (only the first 64 KiB is kept — the trainer's memory cannot be
-flooded); its own session/process group, SIGKILLed as a whole on the wall-clock timeout and after every
+flooded), or discarded by ``code_tests_reward``; its own session/process group, SIGKILLed as a whole on the wall-clock timeout and after every
 run; rlimits: CPU ≈ timeout, address space = ``memory_mb``, file size = ``max_file_mb``, processes =
 ``max_processes``, no core dumps, 64 file descriptors.
 
@@ -40,14 +41,52 @@ daemon that calls ``setsid()`` survives the process-group kill. Network isolatio
 unprivileged user namespace (``CLONE_NEWUSER | CLONE_NEWNET``), which many kernels allow. For untrusted
 training at scale, run the trainer as root inside a container, or put it in a container/VM on its own.
 
-Test-result forgery. ``code_tests_reward`` decides "passed" from a per-run random nonce that the parent
-hands to a trusted harness over an inherited pipe; the harness reads and closes it *before* the completion
-runs and prints ``<nonce> PASS <i>`` after assert ``i`` succeeded. So printing a fake marker, exiting with 0
-early (``sys.exit``/``os._exit``), raising ``SystemExit`` inside a test or swallowing output earns nothing.
-The completion runs in the same interpreter as the harness, though: code that deliberately introspects that
-interpreter (``gc``/frame walking to find the nonce, trace functions that jump over an ``assert``) could
-still forge a pass, as can "semantic" hacks such as returning an object whose ``__eq__`` is always true.
-The harness clears trace/profile hooks before each test, which raises the bar but does not close this.
+Hidden tests and forged passes (``code_tests_reward``)
+-----------------------------------------------------
+The completion must not be able to read the tests it is judged by, nor to claim passes it did not earn. So
+the tests and the completion never share a process. Each completion gets two sandboxed interpreters, each
+with everything above (as root: each its own fresh uid):
+
+* the **judge** marks itself non-dumpable (``PR_SET_DUMPABLE`` 0: processes of the same uid cannot read its
+  memory or open its descriptors through ``/proc``), receives the tests through a pipe (no file anywhere),
+  and only then tells the solution runner to start the completion. It runs the tests in its own namespace,
+  where each function the completion defines is a proxy; it writes ``PASS <i>`` for each passing assert to a
+  file descriptor only it holds;
+* the **solution runner** executes the completion, then answers the proxies' calls: the function's name and
+  its arguments come in, the return value (or the name of the exception it raised) goes out, both as plain
+  data (JSON of numbers, strings, bools, None, lists, tuples, dicts, sets, bytes, complex).
+
+A second interpreter costs time: about 90 ms per completion instead of 30 ms on an idle 2-core machine
+(completions are scored ``max_workers`` at a time).
+
+The completion therefore sees the arguments of each call, in order, and nothing else of the tests. Closed by
+this: reading the tests from disk or from inherited descriptors (there is none with them), finding them in
+its own memory by walking frames, ``gc.get_objects()``, ``sys.modules`` or a caller's ``co_consts`` (the test
+code is not in its process; ``add`` called by ``assert add(1, 2) == 3`` sees ``(1, 2)`` only), reading the
+judge's ``/proc/<pid>/mem``, ``fd`` or ``environ`` (another uid; not dumpable), forging results (printing
+markers, ``sys.exit(0)``, ``os._exit``, killing the judge, trace functions: the verdicts are the judge's),
+objects whose ``__eq__`` is always true (only plain data crosses, and the comparison runs in the judge), and
+shadowing a built-in the tests use (a completion's ``abs`` is never what ``abs(f(x) - 1.5) < 1e-6`` calls).
+
+Not closed, and what to do about it:
+
+* anything readable on the host filesystem by an arbitrary uid: a world-readable copy of the dataset, or of
+  a test suite that holds the same asserts, can be found and parsed. Keep datasets and caches readable by
+  their owner only (``/root`` is usually 0700);
+* as **non-root** the solution runs as the trainer's user: it can read that user's files, the dataset
+  included, and, unless ``kernel.yama.ptrace_scope`` forbids it, the memory of the reward worker that holds
+  the tests. Hidden tests need root (e.g. the trainer in a container);
+* the tests' *inputs* are visible by design, and asserts of truthiness only (``assert is_prime(7)``) pass
+  with a constant answer of the right truth value: mix positive and negative cases, compare with ``==``;
+* a test that hands an expected value to the completion's own code (``assert same(f(1), 3)`` with ``same``
+  from the completion) shows it that value, as it would in a single process;
+* kernel exploits, and anything the isolation above does not cover.
+
+What tests can do: call the completion's top-level functions with plain-data arguments and use plain-data
+results, and use modules the completion imported (the judge imports its own copy of the same standard-library
+module). What fails (that test scores 0): passing callables or objects to the completion, results that are
+not plain data (instances of its classes, generators, iterators), reading the completion's non-callable
+globals, and expecting it to modify an argument in place.
 """
 
 from __future__ import annotations
@@ -248,69 +287,51 @@ def _read_head(f, limit: int = MAX_OUTPUT) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # running
 
-def _run(argv_tail: list[str], files: dict[str, str], *, timeout: float, memory_mb: int, max_file_mb: int,
-         max_processes: int, secret: bytes | None = None) -> tuple[SandboxResult, object]:
-    """Run ``python -I -S -B <argv_tail>`` in a fresh dir holding ``files``. Returns the result and the
-    (still open, caller closes) stdout file. ``secret`` is written into a pipe whose read end is passed as fd
-    and its number appended to argv."""
-    caps = sandbox_capabilities()
-    root = caps["root"]
-    uid = _acquire_uid() if root else None
-    workdir = tempfile.mkdtemp(prefix="grouprl-sbx-", dir="/tmp" if root else None)
-    out = tempfile.TemporaryFile()  # noqa: SIM115 - returned open to the caller
-    err = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
-    proc = None
-    rfd = None
-    timed_out = False
-    try:
-        for name, text in files.items():
-            path = os.path.join(workdir, name)
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text)
-            if uid is not None:
-                os.chown(path, uid, uid)
-        if uid is not None:
-            os.chown(workdir, uid, uid)
-        os.chmod(workdir, 0o700)
-        argv = [caps["python"], "-I", "-S", "-B", *argv_tail]
-        pass_fds: tuple[int, ...] = ()
-        if secret is not None:
-            rfd, wfd = os.pipe()
-            os.write(wfd, secret)   # small: fits the pipe buffer
-            os.close(wfd)
-            pass_fds = (rfd,)
-            argv.append(str(rfd))
-        proc = subprocess.Popen(
-            argv, cwd=workdir, env=_env(workdir), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-            close_fds=True, pass_fds=pass_fds, start_new_session=True,
-            preexec_fn=functools.partial(_preexec, _limits(timeout, memory_mb, max_file_mb, max_processes),
-                                         caps["unshare_flags"], uid))
-        if rfd is not None:
-            os.close(rfd)
-            rfd = None
+class _Box:
+    """Where one sandboxed process runs: a fresh uid (as root), a private directory holding ``files`` as its
+    cwd and ``HOME``, and ``limits``. Leaving the ``with`` block SIGKILLs the process's group and (as root)
+    every process of the uid, and removes the directory and what the uid left in the shared temp dirs."""
+
+    def __init__(self, files: dict[str, str], limits: list[tuple[int, int, int]]) -> None:
+        self.caps, self.limits, self.proc = sandbox_capabilities(), limits, None
+        self.uid = _acquire_uid() if self.caps["root"] else None
+        self.workdir = tempfile.mkdtemp(prefix="grouprl-sbx-", dir="/tmp" if self.caps["root"] else None)
         try:
-            proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-    finally:
-        if rfd is not None:
-            os.close(rfd)
-        if proc is not None:
+            for name, text in files.items():
+                path = os.path.join(self.workdir, name)
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(text)
+                if self.uid is not None:
+                    os.chown(path, self.uid, self.uid)
+            if self.uid is not None:
+                os.chown(self.workdir, self.uid, self.uid)
+            os.chmod(self.workdir, 0o700)
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def start(self, argv_tail: list[str], *, stdout, stderr, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
+        """``python -I -S -B <argv_tail>`` in the box; of the caller's descriptors only ``pass_fds`` go along."""
+        self.proc = subprocess.Popen(
+            [self.caps["python"], "-I", "-S", "-B", *argv_tail], cwd=self.workdir, env=_env(self.workdir),
+            stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, close_fds=True, pass_fds=pass_fds,
+            start_new_session=True,
+            preexec_fn=functools.partial(_preexec, self.limits, self.caps["unshare_flags"], self.uid))
+        return self.proc
+
+    def __enter__(self) -> _Box:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None:
             with contextlib.suppress(OSError):
-                os.killpg(proc.pid, signal.SIGKILL)   # the whole group, also background children
-            proc.wait()
-        if uid is not None:
-            _kill_uid(uid)
-            _remove_files_of_uid(uid)
-            _release_uid(uid)
-        shutil.rmtree(workdir, ignore_errors=True)
-        err_text = _read_head(err)
-        err.close()
-    rc = proc.returncode if proc is not None else None
-    result = SandboxResult(ok=(rc == 0 and not timed_out), returncode=rc, stdout=_read_head(out),
-                           stderr=err_text, timed_out=timed_out, network_isolated=caps["network_isolation"],
-                           privileges_dropped=uid is not None)
-    return result, out
+                os.killpg(self.proc.pid, signal.SIGKILL)   # the whole group, also background children
+            self.proc.wait()
+        if self.uid is not None:
+            _kill_uid(self.uid)
+            _remove_files_of_uid(self.uid)
+            _release_uid(self.uid)
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def run_sandboxed(source: str, *, timeout: float = 5.0, memory_mb: int = 512, max_file_mb: int = 16,
@@ -321,42 +342,183 @@ def run_sandboxed(source: str, *, timeout: float = 5.0, memory_mb: int = 512, ma
     >>> r.ok, r.stdout, r.timed_out
     (True, '42\\n', False)
     """
-    result, out = _run(["main.py"], {"main.py": source}, timeout=timeout, memory_mb=memory_mb,
-                       max_file_mb=max_file_mb, max_processes=max_processes)
-    out.close()
-    return result
+    limits = _limits(timeout, memory_mb, max_file_mb, max_processes)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        with _Box({"main.py": source}, limits) as box:
+            proc = box.start(["main.py"], stdout=out, stderr=err)
+            try:
+                proc.wait(timeout=timeout)
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                timed_out = True
+        return SandboxResult(ok=(proc.returncode == 0 and not timed_out), returncode=proc.returncode,
+                             stdout=_read_head(out), stderr=_read_head(err), timed_out=timed_out,
+                             network_isolated=box.caps["network_isolation"], privileges_dropped=box.uid is not None)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # reward
 
-_HARNESS = r'''
-import os, sys, json
-def _main(_read=os.read, _write=os.write, _close=os.close, _dup=os.dup, _exec=exec, _compile=compile,
-          _settrace=sys.settrace, _setprofile=sys.setprofile, _base=BaseException):
-    fd = int(sys.argv[-1])
-    tag = _read(fd, 256)
-    _close(fd)
-    out = _dup(1)
-    with open("tests.json", encoding="utf-8") as f:
-        tests = json.load(f)
-    with open("solution.py", encoding="utf-8") as f:
-        src = f.read()
-    ns = {"__name__": "__main__", "__builtins__": __builtins__}
+# Shared by the judge and the solution runner: plain data as one JSON line. Lists, numbers, strings, bools
+# and None are themselves; tuples, sets, frozensets, dicts (any hashable keys), bytes and complex numbers are
+# tagged. Decoding builds only built-in types, whatever the line came from.
+_CODEC = r'''
+import json
+
+_TAGS = {"t": tuple, "s": set, "f": frozenset}
+
+
+def _encode(x):
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    if isinstance(x, list):
+        return [_encode(v) for v in x]
+    if isinstance(x, dict):
+        return {"d": [[_encode(k), _encode(v)] for k, v in x.items()]}
+    for tag, kind in _TAGS.items():
+        if isinstance(x, kind):
+            return {tag: [_encode(v) for v in x]}
+    if isinstance(x, (bytes, bytearray)):
+        return {"b": bytes(x).hex()}
+    if isinstance(x, complex):
+        return {"c": [x.real, x.imag]}
+    raise TypeError("a %s is not plain data" % type(x).__name__)
+
+
+def _decode(x):
+    if isinstance(x, list):
+        return [_decode(v) for v in x]
+    if not isinstance(x, dict):
+        return x
+    (tag, v), = x.items()
+    if tag in _TAGS:
+        return _TAGS[tag](_decode(i) for i in v)
+    if tag == "d":
+        return {_decode(k): _decode(w) for k, w in v}
+    if tag == "b":
+        return bytes.fromhex(v)
+    if tag == "c":
+        return complex(*v)
+    raise ValueError("unknown tag")
+
+
+def _line(message):
+    return json.dumps(_encode(message)).encode() + b"\n"
+
+
+def _parse(line):
+    return _decode(json.loads(line))
+'''
+
+# Waits for the judge's "start", runs the completion, then answers the judge's calls of its functions:
+# [name, args, kwargs] in, ["ok", result] or ["raised", exception name] out. First it names its callables and
+# the modules it imported (the tests may use those without importing them). Once the completion has run,
+# nothing in this process is trusted.
+_SOLUTION_RUNNER = _CODEC + r'''
+import os, sys
+
+
+def _main():
+    calls, answers = os.fdopen(int(sys.argv[1]), "rb"), os.fdopen(int(sys.argv[2]), "wb")
     del sys.argv[1:]
+    with open("solution.py", encoding="utf-8") as f:
+        source = f.read()
+    if calls.readline() != b"start\n":   # the judge holds the tests and is sealed: the completion may run
+        return
+    ns = {"__name__": "__main__", "__builtins__": __builtins__}
     try:
-        _exec(_compile(src, "solution.py", "exec"), ns)
-    except _base:
+        exec(compile(source, "solution.py", "exec"), ns)
+    except BaseException:
         pass
-    for i, (counted, code) in enumerate(tests):
-        _settrace(None)
-        _setprofile(None)
+    names = list(ns.items())
+    answers.write(_line([[name for name, value in names if callable(value)],
+                         {name: value.__name__ for name, value in names if type(value) is type(sys)}]))
+    answers.flush()
+    for call in calls:
         try:
-            _exec(_compile(code, "test_%d" % i, "exec"), ns)
-        except _base:
+            name, args, kwargs = _parse(call)
+            answer = _line(["ok", ns[name](*args, **kwargs)])
+        except BaseException as err:
+            answer = _line(["raised", type(err).__name__])
+        answers.write(answer)
+        answers.flush()
+
+
+_main()
+'''
+
+# Seals itself, reads the tests from a pipe (never a file), lets the solution runner start the completion,
+# and runs the tests, each name the completion defines bound to a proxy that calls it in the runner's
+# process. Writes "PASS <i>" to its verdict descriptor.
+_JUDGE = _CODEC + r'''
+import builtins, importlib, os, sys
+
+_MAX_LINE = 1 << 24   # longer answers are cut, so they fail to parse
+
+
+def _not_dumpable():
+    # then processes of the same uid can neither read this one's memory nor open its descriptors
+    try:
+        import ctypes
+        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
+    except Exception:
+        pass
+
+
+class _Remote:
+    def __init__(self, name, calls, answers):
+        self._name, self._calls, self._answers = name, calls, answers
+
+    def __call__(self, *args, **kwargs):
+        self._calls.write(_line([self._name, list(args), kwargs]))
+        self._calls.flush()
+        status, value = _parse(self._answers.readline(_MAX_LINE))
+        if status == "ok":
+            return value
+        kind = getattr(builtins, value, None) if isinstance(value, str) else None
+        if isinstance(kind, type) and issubclass(kind, Exception):
+            raise kind()
+        raise RuntimeError("the solution raised something else")
+
+
+def _bindable(name):
+    # never a built-in: a solution's own abs() must not see what the tests pass to abs()
+    return isinstance(name, str) and name.isidentifier() and not name.startswith("__") \
+        and not hasattr(builtins, name)
+
+
+def _main():
+    _not_dumpable()
+    tests, calls, answers, verdicts = (int(a) for a in sys.argv[1:5])
+    del sys.argv[1:]
+    with os.fdopen(tests, "rb") as f:
+        cases = json.loads(f.read())
+    calls, answers = os.fdopen(calls, "wb"), os.fdopen(answers, "rb")
+    calls.write(b"start\n")
+    calls.flush()
+    ns = {"__name__": "__main__", "__builtins__": builtins}
+    try:
+        functions, modules = _parse(answers.readline(_MAX_LINE))
+        for name in functions:
+            if _bindable(name):
+                ns[name] = _Remote(name, calls, answers)
+        for name, module in modules.items():
+            if _bindable(name) and isinstance(module, str):
+                try:
+                    ns[name] = importlib.import_module(module)   # our own copy: only the standard library
+                except Exception:
+                    pass
+    except Exception:
+        pass   # the solution died or lied before naming its functions: the tests fail with NameError
+    for i, (counted, code) in enumerate(cases):
+        try:
+            exec(compile(code, "test_%d" % i, "exec"), ns)
+        except BaseException:
             continue
         if counted:
-            _write(out, tag + b" PASS %d\n" % i)
+            os.write(verdicts, b"PASS %d\n" % i)
+
+
 _main()
 '''
 
@@ -403,29 +565,76 @@ def _split_tests(tests) -> list[tuple[bool, str]]:
 def _score_one(completion, tests, timeout: float, memory_mb: int) -> float:
     code = extract_code(completion)
     cases = _split_tests(tests)
-    n = sum(1 for counted, _ in cases if counted)
-    if n == 0 or not code.strip():
+    counted = {i for i, (is_test, _) in enumerate(cases) if is_test}
+    if not counted or not code.strip():
         return 0.0
-    nonce = secrets.token_hex(16).encode()
     try:
-        _, out = _run(["harness.py"], {"harness.py": _HARNESS, "solution.py": code,
-                                       "tests.json": json.dumps(cases)},
-                      timeout=timeout, memory_mb=memory_mb, max_file_mb=16, max_processes=32, secret=nonce)
+        passed = _judge(code, cases, timeout, memory_mb)
     except (OSError, subprocess.SubprocessError):
         return 0.0
-    passed: set[int] = set()
-    prefix = nonce + b" PASS "
-    try:
-        out.seek(0)
-        for line in out:   # whole stdout (bounded by RLIMIT_FSIZE), not just the kept head
-            if line.startswith(prefix):
-                tail = line[len(prefix):].strip()
-                if tail.isdigit():
-                    passed.add(int(tail))
-    finally:
-        out.close()
-    valid = {i for i, (counted, _) in enumerate(cases) if counted}
-    return len(passed & valid) / n
+    return len(passed & counted) / len(counted)
+
+
+def _judge(code: str, cases: list[tuple[bool, str]], timeout: float, memory_mb: int) -> set[int]:
+    """Indices of the cases that passed: the judge runs them against ``code``, which the solution runner runs.
+
+    Both interpreters start at once; the runner executes the code only when the judge, sealed and holding
+    the tests (through a pipe), says so. Both share one wall-clock ``timeout``; the passes written before it
+    ran out count.
+    """
+    deadline = time.monotonic() + timeout
+    limits = _limits(timeout, memory_mb, max_file_mb=16, max_processes=32)
+    with tempfile.TemporaryFile() as verdicts:
+        with (_Pipes() as pipes, _Box({"judge.py": _JUDGE}, limits) as judge_box,
+              _Box({"runner.py": _SOLUTION_RUNNER, "solution.py": code}, limits) as solution_box):
+            tests_r, tests_w = pipes.new()
+            calls_r, calls_w = pipes.new()
+            answers_r, answers_w = pipes.new()
+            judge_fds = (tests_r, calls_w, answers_r, verdicts.fileno())
+            judge = judge_box.start(["judge.py", *map(str, judge_fds)], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, pass_fds=judge_fds)
+            solution_box.start(["runner.py", str(calls_r), str(answers_w)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, pass_fds=(calls_r, answers_w))
+            pipes.close(tests_r, calls_w, answers_r, calls_r, answers_w)
+            if pipes.deliver(tests_w, json.dumps(cases).encode()):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    judge.wait(timeout=max(0.0, deadline - time.monotonic()))
+        verdicts.seek(0)   # both are dead now: nothing writes any more
+        return {int(line.split()[1]) for line in verdicts if re.fullmatch(rb"PASS \d+\n", line)}
+
+
+class _Pipes:
+    """The parent's ends of one run's pipes; those still open are closed on leaving ``with``."""
+
+    def __init__(self) -> None:
+        self.open: set[int] = set()
+
+    def new(self) -> tuple[int, int]:
+        r, w = os.pipe()
+        self.open.update((r, w))
+        return r, w
+
+    def close(self, *fds: int) -> None:
+        for fd in fds:
+            self.open.discard(fd)
+            os.close(fd)
+
+    def deliver(self, fd: int, data: bytes) -> bool:
+        """Write all of ``data`` and close ``fd``; False if the reader is gone."""
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+        except BrokenPipeError:
+            return False
+        self.close(fd)
+        return True
+
+    def __enter__(self) -> _Pipes:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close(*list(self.open))
 
 
 def code_tests_reward(prompts, completions, completion_ids=None, *, tests, timeout: float = 5.0,
@@ -433,8 +642,9 @@ def code_tests_reward(prompts, completions, completion_ids=None, *, tests, timeo
     """Fraction of the sample's tests (assert statements) that pass against the completion's code.
 
     ``tests`` is the dataset column: per sample a list of assert strings, or one string of code. All tests
-    of a completion run in one sandboxed process (a timeout keeps the credit of the tests already passed);
-    completions run in parallel, ``max_workers`` at a time (default: CPU count).
+    of a completion run against one run of its code, from a judge process that the code cannot reach (see
+    the module docstring; a timeout keeps the credit of the tests already passed); completions run in
+    parallel, ``max_workers`` at a time (default: CPU count).
 
     >>> code_tests_reward(["p", "p"], ["```python\\ndef add(a, b):\\n    return a + b\\n```", "def add(a, b): return 0"],
     ...                   tests=[["assert add(1, 2) == 3", "assert add(0, 0) == 0"]] * 2)

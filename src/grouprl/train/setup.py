@@ -180,7 +180,7 @@ def build(cfg: Config, run_dir: Path) -> Setup:
             f"{cfg.rollout.max_new_tokens}, so the soft overlong penalty never applies; set "
             f"algo.overlong_max_len={cfg.rollout.max_new_tokens} (and algo.overlong_buffer_len) to use it")
     runner = RewardRunner(rewards, timeout=cfg.reward_timeout, fallback=cfg.reward_fallback,
-                          isolate=cfg.reward_isolation)
+                          isolate=cfg.reward_isolation, memory_mb=cfg.reward_memory_mb)
     backend = build_backend(cfg.rollout.backend, policy, tokenizer)
     if cfg.rollout.backend == "auto" and dist.is_main and (reason := unsupported_reason(policy)):
         say(f"rollout: the fast backend cannot run this model ({reason}); using the hf backend")

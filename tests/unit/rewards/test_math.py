@@ -156,13 +156,13 @@ ADVERSARIAL = [
 def test_adversarial_completions_score_zero_without_raising(fn):
     start = time.monotonic()
     assert fn([""] * len(ADVERSARIAL), ADVERSARIAL, answer=["1"] * len(ADVERSARIAL)) == [0.0] * len(ADVERSARIAL)
-    assert time.monotonic() - start < 5.0
+    assert time.monotonic() - start < 20.0   # about 1 s when idle; anything worse than linear takes hours
 
 
 def test_pathological_answer_is_cut_off_by_the_sample_deadline():
     start = time.monotonic()
     assert is_equivalent("9^{9^{9^{9}}}", "1", timeout=0.5) is False
-    assert time.monotonic() - start < 3.0
+    assert time.monotonic() - start < 4 * 0.5 + 5   # generous for a loaded machine
 
 
 def test_reference_may_be_a_full_solution_or_a_number():
