@@ -84,7 +84,8 @@ def test_fault_injection_twenty_kills_never_lose_a_checkpoint(tmp_path):
         proc.wait()
         kills += 1
         for checkpoint in list_checkpoints(run_dir):
-            assert (checkpoint / "trainer_state.pt").is_file(), checkpoint
+            assert (checkpoint / "trainer_state.json").is_file(), checkpoint
+            load_file(checkpoint / "trainer_state.safetensors")
             load_file(checkpoint / "model.safetensors")
     assert kills == 20, "the run finished before 20 faults were injected"
     assert main(["train", "--resume", "auto", *args, f"output.run_dir={run_dir}"]) == 0
