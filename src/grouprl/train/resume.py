@@ -69,12 +69,17 @@ def resume_from(setup, resume: str | None) -> tuple[Path, int] | None:
 def read_checkpoint(setup, checkpoint: Path) -> tuple[dict, dict]:
     """The policy's tensors and the trainer state of ``checkpoint``, checked against ``setup``; nothing in
     ``setup`` changes."""
-    optimizer = setup.optimizer
-    like = {"data": setup.source.state_dict(), "scheduler": setup.scheduler.state_dict(),
-            "optimizer": [{**{k: v for k, v in group.items() if k != "params"}, "params": params}
-                          for group, params in zip(optimizer.param_groups, setup.weights.optimizer_params(optimizer))]}
-    state = read_trainer_state(checkpoint, like)
+    state = read_trainer_state(checkpoint, run_like(setup))
     return setup.weights.read(checkpoint), state
+
+
+def run_like(setup) -> dict:
+    """The shape this run's trainer state has (``read_trainer_state``'s ``like``): the data cursor, the
+    scheduler, and the optimizer's param groups with ``(key, shape)`` for each parameter."""
+    optimizer = setup.optimizer
+    groups = [{**{k: v for k, v in group.items() if k != "params"}, "params": params}
+              for group, params in zip(optimizer.param_groups, setup.weights.optimizer_params(optimizer))]
+    return {"data": setup.source.state_dict(), "scheduler": setup.scheduler.state_dict(), "optimizer": groups}
 
 
 def apply_checkpoint(setup, weights: dict, state: dict) -> int:

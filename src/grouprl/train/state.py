@@ -65,7 +65,7 @@ def write_trainer_state(directory: Path, state: dict) -> None:
     keys = [key for group in optimizer["param_groups"] for key in group["params"]]
     tensors = {f"optimizer.{i}.{name}": value.detach().cpu().contiguous()
                for i, key in enumerate(keys) for name, value in optimizer["state"].get(key, {}).items()}
-    tensors.update({f"rng.{rank}.torch": rng["torch"] for rank, rng in enumerate(state["rng"])})
+    tensors.update({f"rng.{rank}.torch": rng["torch"].clone() for rank, rng in enumerate(state["rng"])})
     save_file(tensors, directory / TENSOR_FILE)
     doc = {"format": FORMAT, "step": state["step"], "data": state["data"], "scheduler": state["scheduler"],
            "optimizer": {"param_groups": optimizer["param_groups"]},
@@ -149,8 +149,12 @@ def _optimizer(doc, tensors: dict, like: list[dict], path: Path, tensor_path: Pa
 
 def _rng(doc, tensors: dict, rank: int, path: Path) -> dict:
     """Rank ``rank``'s RNG states, each tried on a throwaway generator first (which checks it fully)."""
-    torch_state = tensors.get(f"rng.{rank}.torch")
-    _check(torch_state is not None, path.with_name(TENSOR_FILE), f"no tensor rng.{rank}.torch")
+    torch_state, tensor_path = tensors.get(f"rng.{rank}.torch"), path.with_name(TENSOR_FILE)
+    _check(torch_state is not None, tensor_path, f"no tensor rng.{rank}.torch")
+    try:
+        torch.Generator().set_state(torch_state)
+    except (TypeError, RuntimeError) as err:
+        raise _damaged(tensor_path, f"rng.{rank}.torch is not a torch RNG state ({_first_line(err)})") from None
     try:
         version, internal, gauss = doc["python"]
         if not (gauss is None or type(gauss) is float):
@@ -162,8 +166,7 @@ def _rng(doc, tensors: dict, rank: int, path: Path) -> dict:
             raise TypeError("the key is not a list of integers")
         numpy = (name, np.array(key_words, dtype=np.uint32), pos, has_gauss, cached)
         np.random.RandomState().set_state(numpy)
-        torch.Generator().set_state(torch_state)
-    except (KeyError, TypeError, ValueError, OverflowError, RuntimeError) as err:
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
         raise _damaged(path, f"rng[{rank}] is not an RNG state ({type(err).__name__}: {_first_line(err)})") from None
     return {"python": python, "numpy": numpy, "torch": torch_state}
 
@@ -173,9 +176,11 @@ def conform(template, value, where: str):
     and kinds of scalars; tuples where the template has tuples. A ``ValueError`` names the first place it is
     not. A ``None`` in the template (an unset option) accepts any scalar."""
     if isinstance(template, dict):
-        if not isinstance(value, dict) or set(value) != set(template):
-            found = sorted(value) if isinstance(value, dict) else type(value).__name__
-            raise ValueError(f"{where} has keys {found}, this run's has {sorted(template)}")
+        if not isinstance(value, dict):
+            raise ValueError(f"{where} is not an object")
+        missing, unknown = sorted(set(template) - set(value)), sorted(set(value) - set(template))
+        if missing or unknown:
+            raise ValueError(f"{where} lacks {missing or 'nothing'} and has unknown {unknown or 'nothing'}")
         return {key: conform(template[key], value[key], f"{where}.{key}") for key in template}
     if isinstance(template, (list, tuple)):
         if not isinstance(value, list) or len(value) != len(template):
@@ -183,7 +188,7 @@ def conform(template, value, where: str):
         items = [conform(t, v, f"{where}[{i}]") for i, (t, v) in enumerate(zip(template, value))]
         return tuple(items) if isinstance(template, tuple) else items
     if not _same_kind(template, value):
-        raise ValueError(f"{where} is {value!r}, this run's is a {type(template).__name__}")
+        raise ValueError(f"{where} is {value!r}; this run's is of type {type(template).__name__}")
     return float(value) if isinstance(template, float) else value
 
 
