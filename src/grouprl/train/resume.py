@@ -18,7 +18,7 @@ import json
 import signal
 from pathlib import Path
 
-from grouprl.errors import ResumeError, TrainingDiverged  # noqa: F401 - TrainingDiverged: imported from here
+from grouprl.errors import ResumeError, TrainingDiverged  # noqa: F401 - loop.py and cli/main.py import both from here
 from grouprl.logging.sinks import say
 from grouprl.train.checkpoint import list_checkpoints
 from grouprl.train.state import JSON_FILE, PICKLE_FILE, read_trainer_state, set_rng_state

@@ -91,7 +91,7 @@ def read_trainer_state(directory: Path, like: dict) -> dict:
         raise ResumeError(f"{path} is missing")
     try:
         doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, RecursionError, json.JSONDecodeError) as err:
         raise ResumeError(f"{path} is not valid JSON ({err}); the file is damaged") from None
     tensors = load_tensors(tensor_path)
     _check(isinstance(doc, dict) and set(doc) == _TOP_KEYS and doc["format"] == FORMAT, path,
@@ -162,8 +162,8 @@ def _rng(doc, tensors: dict, rank: int, path: Path) -> dict:
         python = (version, tuple(internal), gauss)
         random.Random().setstate(python)
         name, key_words, pos, has_gauss, cached = doc["numpy"]
-        if not all(type(w) is int for w in key_words):
-            raise TypeError("the key is not a list of integers")
+        if not (all(type(w) is int for w in key_words) and type(pos) is int and 0 <= pos <= len(key_words)):
+            raise TypeError("the key is not a list of integers with a position in it")  # numpy reads key[pos]
         numpy = (name, np.array(key_words, dtype=np.uint32), pos, has_gauss, cached)
         np.random.RandomState().set_state(numpy)
     except (KeyError, TypeError, ValueError, OverflowError) as err:

@@ -130,6 +130,8 @@ DAMAGE = {
                          "rng[1] is not an RNG state"),
     "numpy rng not ints": (lambda d: _edit_json(d, lambda doc: doc["rng"][0]["numpy"][1].__setitem__(0, 0.5)),
                            JSON_FILE, "rng[0] is not an RNG state"),
+    "numpy rng position past the key": (lambda d: _edit_json(d, lambda doc: doc["rng"][0]["numpy"].__setitem__(2, 10**6)),
+                                        JSON_FILE, "rng[0] is not an RNG state"),
     "tensors missing": (lambda d: (d / TENSOR_FILE).unlink(), TENSOR_FILE, "is missing"),
     "tensors truncated": (lambda d: (d / TENSOR_FILE).write_bytes((d / TENSOR_FILE).read_bytes()[:300]),
                           TENSOR_FILE, "does not load"),
