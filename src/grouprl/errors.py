@@ -34,6 +34,10 @@ class ResumeError(UserError, ValueError):
     """--resume, or the run directory, cannot be used as asked."""
 
 
+class RunDirError(UserError, ValueError):
+    """output.run_dir cannot be written: it is a file, or another live process is writing it."""
+
+
 class TrainingDiverged(UserError, RuntimeError):
     """Too many consecutive non-finite updates."""
 

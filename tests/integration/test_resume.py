@@ -84,8 +84,26 @@ def test_fault_injection_twenty_kills_never_lose_a_checkpoint(tmp_path):
         proc.wait()
         kills += 1
         for checkpoint in list_checkpoints(run_dir):
-            assert (checkpoint / "trainer_state.pt").is_file(), checkpoint
+            assert (checkpoint / "trainer_state.json").is_file(), checkpoint
+            load_file(checkpoint / "trainer_state.safetensors")
             load_file(checkpoint / "model.safetensors")
     assert kills == 20, "the run finished before 20 faults were injected"
     assert main(["train", "--resume", "auto", *args, f"output.run_dir={run_dir}"]) == 0
     assert rows(run_dir) == rows(straight)
+
+
+def test_a_row_cut_short_by_a_crash_is_dropped_on_resume(tmp_path):
+    """kill -9 in the middle of a JSONL write leaves a last line without its newline: resume drops it (its
+    step is re-run); a broken line before the last is refused with its file and line."""
+    import pytest
+
+    from grouprl.errors import ResumeError
+    from grouprl.train.resume import truncate_after
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"step": 1, "x": 1}\n{"step": 2, "x": 2}\n{"step": 3, "x": 3}\n{"step": 4, "x"')
+    truncate_after(tmp_path, 2)
+    assert metrics.read_text() == '{"step": 1, "x": 1}\n{"step": 2, "x": 2}\n'
+    metrics.write_text('{"step": 1, "x": 1}\n{"step": 2, "x"\n{"step": 3, "x": 3}\n')
+    with pytest.raises(ResumeError, match="metrics.jsonl line 2: not valid JSON"):
+        truncate_after(tmp_path, 2)

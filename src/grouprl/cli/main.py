@@ -35,15 +35,17 @@ def cmd_train(args) -> int:
     from grouprl.config import load_config
     from grouprl.logging.report import write_report
     from grouprl.train.loop import train
+    from grouprl.train.rundir import hold_run_dir
 
     cfg = load_config(args.config, args.overrides)
     run_dir = _run_dir(cfg, "train")
     if args.resume and args.resume == "auto" and not cfg.output.run_dir:
         raise UserError("--resume auto needs the run's directory: add output.run_dir=runs/<run>")
-    if not args.resume and (run_dir / "metrics.jsonl").exists():
-        raise UserError(f"run directory {run_dir} already holds a run; continue it with --resume auto, or choose "
-                        "another output.run_dir")
-    result = train(cfg, run_dir, resume=args.resume)
+    with hold_run_dir(run_dir):  # first: a live run's directory is "in use", not "already holds a run"
+        if not args.resume and (run_dir / "metrics.jsonl").exists():
+            raise UserError(f"run directory {run_dir} already holds a run; continue it with --resume auto, or "
+                            "choose another output.run_dir")
+        result = train(cfg, run_dir, resume=args.resume)
     if result.get("finished") or result.get("interrupted") or not result.get("main", True):
         return 0
     if cfg.output.plots:

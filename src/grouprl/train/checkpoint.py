@@ -1,5 +1,9 @@
 """Checkpoints: HF-format model + tokenizer, plus the trainer state, written atomically.
 
+``checkpoints/step-N/`` holds what ``save_pretrained`` writes (``model.safetensors`` and ``config.json``, or
+with LoRA ``adapter_model.safetensors`` and ``adapter_config.json``; the tokenizer's files) and the trainer
+state as ``trainer_state.json`` + ``trainer_state.safetensors`` (``train/state.py``: no pickle).
+
 A checkpoint is written to ``checkpoints/.tmp-step-N``, flushed, then renamed to ``checkpoints/step-N``; an
 old one is renamed to ``.trash-step-N`` before it is deleted. Renames are atomic, so a directory named
 ``step-N`` is always complete, whenever the process dies. Only the newest ``keep_last`` are kept.
@@ -8,22 +12,10 @@ old one is renamed to ``.trash-step-N`` before it is deleted. Renames are atomic
 from __future__ import annotations
 
 import os
-import random
 import shutil
 from pathlib import Path
 
-import numpy as np
-import torch
-
-
-def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+from grouprl.train.state import write_trainer_state
 
 
 def _fsync_tree(path: Path) -> None:
@@ -41,7 +33,7 @@ def save_checkpoint(run_dir: Path, step: int, model, tokenizer, trainer_state: d
     final, tmp = root / f"step-{step}", root / f".tmp-step-{step}"
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    torch.save(trainer_state, tmp / "trainer_state.pt")
+    write_trainer_state(tmp, trainer_state)
     _fsync_tree(tmp)
     if final.exists():
         _delete(final)

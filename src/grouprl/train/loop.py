@@ -29,10 +29,12 @@ from grouprl.eval.evaluate import evaluate
 from grouprl.logging.sinks import ConsoleProgress, JsonlSink, TensorBoardSink, WandbSink, say
 from grouprl.model.memory import activation_bytes_per_token, micro_batch_rows
 from grouprl.train import step as stages
-from grouprl.train.checkpoint import rng_state, save_checkpoint
+from grouprl.train.checkpoint import save_checkpoint
 from grouprl.train.distributed import CollectiveFailure, failure, is_collective_error, shard, shutdown
-from grouprl.train.resume import StopSignal, clear_run_files, find_resume_point, restore
+from grouprl.train.resume import StopSignal, clear_run_files, resume_from
+from grouprl.train.rundir import hold_run_dir
 from grouprl.train.setup import Setup, build, prompt_texts
+from grouprl.train.state import rng_state
 from grouprl.types import SamplingParams
 
 
@@ -219,7 +221,7 @@ def trainer_state(s: Setup, step: int) -> dict:
     """Collective: every rank's RNG state is gathered (rank r restores its own on resume), and under FSDP the
     optimizer state."""
     return {"step": step, "optimizer": s.weights.optimizer_state(s.optimizer), "scheduler": s.scheduler.state_dict(),
-            "rng": rng_state(), "rng_per_rank": s.dist.gather_objects(rng_state()), "data": s.source.state_dict()}
+            "data": s.source.state_dict(), "rng": s.dist.gather_objects(rng_state())}
 
 
 def checkpoint(s: Setup, step: int) -> None:
@@ -232,17 +234,19 @@ def checkpoint(s: Setup, step: int) -> None:
 
 def train(cfg: Config, run_dir: Path, resume: str | None = None) -> dict:
     """Run steps up to ``cfg.train.steps``, resuming from a checkpoint when asked; returns the held-out
-    evaluation before and after (``{"finished": True}`` when a resumed run had nothing left to do)."""
-    s = build(cfg, run_dir)
-    try:
-        return _train(s, cfg, run_dir, resume)
-    except Exception as err:
-        if s.dist.active and is_collective_error(err) and not isinstance(err, CollectiveFailure):
-            raise failure(s.dist, "(DDP gradient all-reduce)", err) from err
-        raise
-    finally:
-        s.rewards.close()
-        shutdown(s.dist)
+    evaluation before and after (``{"finished": True}`` when a resumed run had nothing left to do). The run
+    directory is held (``train/rundir.py``) from before the first write to the end: one writer at a time."""
+    with hold_run_dir(run_dir):
+        s = build(cfg, run_dir)
+        try:
+            return _train(s, cfg, run_dir, resume)
+        except Exception as err:
+            if s.dist.active and is_collective_error(err) and not isinstance(err, CollectiveFailure):
+                raise failure(s.dist, "(DDP gradient all-reduce)", err) from err
+            raise
+        finally:
+            s.rewards.close()
+            shutdown(s.dist)
 
 
 def _sinks(cfg: Config, run_dir: Path) -> list:
@@ -256,11 +260,11 @@ def _sinks(cfg: Config, run_dir: Path) -> list:
 
 def _train(s: Setup, cfg: Config, run_dir: Path, resume: str | None) -> dict:
     main = s.dist.is_main
-    found = find_resume_point(run_dir, resume)
+    resumed = resume_from(s, resume)  # first: a resume that cannot be done is the one line printed
     say0(s, s.memory_note)
     start = 0
-    if found is not None:
-        start = restore(s, found)
+    if resumed is not None:
+        found, start = resumed
         if start >= cfg.train.steps:
             say0(s, f"run {run_dir} already finished at step {start}; nothing to do")
             return {"before": {}, "after": {}, "finished": True}

@@ -5,19 +5,21 @@ Two small objects keep PEFT and wrapping details out of ``loop.py``:
 * a **reference** (``logprobs(rollout, ...) -> [N, T]``): either a frozen model of its own
   (``FrozenReference``) or, with LoRA, the policy itself with its adapters switched off
   (``AdapterOffReference``: no second copy of the weights);
-* the policy's **weights** (``save_pretrained(path)`` / ``load(checkpoint)``): the whole model as one HF
+* the policy's **weights** (``save_pretrained(path)``; ``read(checkpoint)``, which checks a checkpoint's
+  tensors against the model without changing it, then ``apply(tensors)``): the whole model as one HF
   directory, or, with LoRA, the adapter (and, on request, the merged model in ``merged/``).
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
-from grouprl.train.resume import ResumeError
+from grouprl.errors import ResumeError
+from grouprl.train.state import load_tensors
 from grouprl.train.step import frozen_logprobs
 from grouprl.types import Rollout
 
@@ -46,6 +48,22 @@ class AdapterOffReference:
                                    chunk_size)  # [N, T]
 
 
+def matching(path: Path, found: dict, expected: dict, fix: str, may_miss: set = frozenset()) -> dict:
+    """``found`` (a checkpoint file's tensors) if it has the names, shapes and dtypes of ``expected`` (the
+    model's own; those in ``may_miss`` may be absent: a tied ``lm_head``); else a ``ResumeError`` ending in
+    ``fix``."""
+    missing, unexpected = sorted(set(expected) - set(found) - may_miss), sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise ResumeError(f"{path} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}; "
+                          f"{fix}")
+    for name, tensor in found.items():
+        want = expected[name]
+        if tensor.shape != want.shape or tensor.dtype != want.dtype:
+            raise ResumeError(f"{path}: {name} is {list(tensor.shape)} {tensor.dtype}, the model's is "
+                              f"{list(want.shape)} {want.dtype}; {fix} and model.dtype")
+    return found
+
+
 class _LocalState:
     """Weights that live whole on every rank: nothing to gather, the optimizer state is the local one."""
 
@@ -54,6 +72,11 @@ class _LocalState:
 
     def optimizer_state(self, optimizer) -> dict:
         return optimizer.state_dict()
+
+    def optimizer_params(self, optimizer) -> list[list[tuple[int, torch.Size]]]:
+        """Per param group, ``(key, shape)`` of each parameter: keys as in ``optimizer_state``'s."""
+        keys = itertools.count()  # torch numbers the parameters across groups, in order
+        return [[(next(keys), p.shape) for p in group["params"]] for group in optimizer.param_groups]
 
     def load_optimizer(self, optimizer, state: dict) -> None:
         optimizer.load_state_dict(state)
@@ -68,14 +91,14 @@ class FullWeights(_LocalState):
     def save_pretrained(self, path: Path, **kwargs) -> None:
         self.model.save_pretrained(path, **kwargs)
 
-    def load(self, checkpoint: Path) -> None:
-        weights = load_file(checkpoint / "model.safetensors")
-        missing, unexpected = self.model.load_state_dict(weights, strict=False)
-        tied = {k for k in missing if "lm_head" in k} if self.model.config.tie_word_embeddings else set()
-        if set(missing) - tied or unexpected:
-            raise ResumeError(f"checkpoint {checkpoint} does not match the model: missing "
-                              f"{sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]}; resume with the same "
-                              "model.name_or_path")
+    def read(self, checkpoint: Path) -> dict:
+        expected = self.model.state_dict()
+        tied = {k for k in expected if "lm_head" in k} if self.model.config.tie_word_embeddings else set()
+        return matching(checkpoint / "model.safetensors", load_tensors(checkpoint / "model.safetensors"), expected,
+                        "resume with the same model.name_or_path", tied)
+
+    def apply(self, weights: dict) -> None:
+        self.model.load_state_dict(weights, strict=False)
 
 
 class AdapterWeights(_LocalState):
@@ -92,14 +115,17 @@ class AdapterWeights(_LocalState):
             merged.save_pretrained(Path(path) / "merged", **kwargs)
             self.tokenizer.save_pretrained(Path(path) / "merged")
 
-    def load(self, checkpoint: Path) -> None:
-        from peft import set_peft_model_state_dict
+    def read(self, checkpoint: Path) -> dict:
+        from peft import get_peft_model_state_dict
 
         file = checkpoint / "adapter_model.safetensors"
-        if not file.is_file():
+        if not file.is_file() and (checkpoint / "model.safetensors").is_file():
             raise ResumeError(f"checkpoint {checkpoint} has no adapter_model.safetensors: it was not written by a LoRA "
                               "run; resume with the same model.lora settings it was trained with")
-        result = set_peft_model_state_dict(self.peft_model, load_file(file))
-        if result.unexpected_keys:
-            raise ResumeError(f"checkpoint {checkpoint}'s adapter does not match model.lora (unexpected "
-                              f"{result.unexpected_keys[:3]}); resume with the same model.lora settings")
+        return matching(file, load_tensors(file), get_peft_model_state_dict(self.peft_model),
+                        "resume with the same model.lora settings")
+
+    def apply(self, weights: dict) -> None:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(self.peft_model, weights)

@@ -17,11 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from grouprl.errors import ConfigError
 from grouprl.model.memory import decoder_layers
-from grouprl.train.resume import ResumeError
+from grouprl.train.policy import matching
+from grouprl.train.state import load_tensors
 from grouprl.train.step import DUMMY
 
 
@@ -100,20 +100,27 @@ class ShardedWeights:
 
         return get_optimizer_state_dict(self.scorer, optimizer, options=self._options(cpu_offload=True))
 
+    def optimizer_params(self, optimizer) -> list[list[tuple[str, torch.Size]]]:
+        """Per param group, ``(name, full shape)`` of each parameter: keys as in ``optimizer_state``'s."""
+        names = {id(p): name for name, p in self.scorer.named_parameters()}
+        return [[(names[id(p)], p.shape) for p in group["params"]] for group in optimizer.param_groups]
+
     def load_optimizer(self, optimizer, state: dict) -> None:
         from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
         set_optimizer_state_dict(self.scorer, optimizer, optim_state_dict=state, options=self._options())
 
-    def load(self, checkpoint: Path) -> None:
+    def read(self, checkpoint: Path) -> dict:
+        """The full weights (every rank reads them), checked against the model's full shapes."""
+        tied = self.policy.config.tie_word_embeddings
+        weights = load_tensors(checkpoint / "model.safetensors")
+        expected = {k: v for k, v in self.policy.state_dict().items() if not (tied and "lm_head" in k)}
+        found = {k: v for k, v in weights.items() if not (tied and "lm_head" in k)}
+        return matching(checkpoint / "model.safetensors", found, expected, "resume with the same model.name_or_path")
+
+    def apply(self, weights: dict) -> None:
+        """Each rank keeps its shard of the full weights."""
         from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
-        weights = load_file(checkpoint / "model.safetensors")
-        if self.policy.config.tie_word_embeddings:
-            weights = {k: v for k, v in weights.items() if "lm_head" not in k}
-        result = set_model_state_dict(self.scorer, {f"model.{k}": v for k, v in weights.items()},
-                                      options=self._options(strict=False))
-        missing = [k for k in result.missing_keys if not (self.policy.config.tie_word_embeddings and "lm_head" in k)]
-        if missing or result.unexpected_keys:
-            raise ResumeError(f"checkpoint {checkpoint} does not match the model: missing {missing[:3]}, unexpected "
-                              f"{list(result.unexpected_keys)[:3]}; resume with the same model.name_or_path")
+        set_model_state_dict(self.scorer, {f"model.{k}": v for k, v in weights.items()},
+                             options=self._options(strict=False))
