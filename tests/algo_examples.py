@@ -1,4 +1,5 @@
-"""The shared inputs of ALGORITHMS.md §11 (float64), used by the golden, reference and invariance tests."""
+"""The shared inputs of docs/math.md, Worked examples (float64), used by the golden, reference and
+invariance tests."""
 
 import torch
 

@@ -1,4 +1,4 @@
-"""``grouprl bench --json``: the last line is one JSON object other tools read (DESIGN.md §3)."""
+"""``grouprl bench --json``: the last line is one JSON object other tools read (docs/contracts.md)."""
 
 from __future__ import annotations
 

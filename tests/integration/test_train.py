@@ -1,5 +1,5 @@
 """End to end on the embedded default: every preset trains a few steps; runs are reproducible; checkpoints
-load with plain transformers; the run directory holds what DESIGN.md §3 promises."""
+load with plain transformers; the run directory holds what docs/contracts.md promises."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Invariances of the loss: padding width, micro-batching with global counts, and ALGORITHMS.md §9's list."""
+"""Invariances of the loss: padding width, micro-batching with global counts, and docs/math.md, Invariants."""
 
 import pytest
 import torch
@@ -68,7 +68,7 @@ def test_micro_batch_metrics_sum_to_full_batch_metrics():
         assert sum(p[key] for p in parts).item() == pytest.approx(full[key].item(), abs=1e-12)
 
 
-# ALGORITHMS.md §9 "Test invariants" ---------------------------------------------------------------
+# docs/math.md, Invariants ----------------------------------------------------------------------------
 
 
 def test_grpo_on_policy_without_kl_has_zero_loss():

@@ -1,4 +1,4 @@
-"""A slow, obviously-correct per-sequence loop written straight from ALGORITHMS.md, for reference tests.
+"""A slow, obviously-correct per-sequence loop written straight from docs/math.md, for reference tests.
 
 Everything is Python floats and 0-d tensors in explicit loops; it shares no code with ``grouprl.algo``
 beyond reading the spec's fields. The loss is a 0-d tensor built from ``logp[i, t]`` so autograd gives the

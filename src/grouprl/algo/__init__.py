@@ -1,7 +1,7 @@
 """Pure tensor math for GRPO-family algorithms: no nn.Module, no I/O, no distributed, no config objects.
 
-Entry points (DESIGN.md §3): ``preset(name, **overrides)`` and ``compute_loss(...)``; the trainer uses the
-two stages ``group_advantages`` and ``policy_loss`` directly.
+Entry points (docs/contracts.md): ``preset(name, **overrides)`` and ``compute_loss(...)``; the trainer uses
+the two stages ``group_advantages`` and ``policy_loss`` directly.
 """
 
 from grouprl.algo.advantages import ADVANTAGES, GroupContext

@@ -1,4 +1,4 @@
-"""Group advantage estimators (ALGORITHMS.md §0.1): outcome rewards ``[B, G]`` → advantages ``[B, G]``.
+"""Group advantage estimators (docs/math.md, Advantages): outcome rewards ``[B, G]`` → advantages ``[B, G]``.
 
 One signature for every estimator::
 

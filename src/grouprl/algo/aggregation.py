@@ -1,4 +1,4 @@
-"""Loss aggregation (ALGORITHMS.md §0.3): per-unit values → one scalar, with **global** counts.
+"""Loss aggregation (docs/math.md, Aggregation): per-unit values → one scalar, with **global** counts.
 
 One signature::
 

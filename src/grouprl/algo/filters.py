@@ -1,4 +1,4 @@
-"""Group filters and reward shaping (ALGORITHMS.md §9 (e)), on ``[B, G]`` views of a rollout.
+"""Group filters and reward shaping (docs/math.md, Filters and shaping), on ``[B, G]`` views of a rollout.
 
 Filters share one signature and return a keep-mask; what a kept/dropped sequence means is the caller's role
 for that filter (dynamic sampling drops whole groups from statistics and loss, the overlong filter drops

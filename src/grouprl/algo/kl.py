@@ -1,4 +1,4 @@
-"""Schulman's KL estimators (ALGORITHMS.md §0.2) of KL(pi_theta || pi_ref) at sampled tokens.
+"""Schulman's KL estimators (docs/math.md, KL estimators) of KL(pi_theta || pi_ref) at sampled tokens.
 
 One signature::
 

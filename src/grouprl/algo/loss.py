@@ -6,9 +6,9 @@ Two stages, because they live at different granularities in the trainer:
   sequence): shaping, filters, the advantage estimator. It returns per-sequence advantages and the
   per-sequence loss mask.
 * ``policy_loss`` runs per micro-batch with **global** ``Counts``, so summing micro-batch losses gives the
-  full-batch loss and gradient exactly (ALGORITHMS.md §0.3).
+  full-batch loss and gradient exactly (docs/math.md, Aggregation).
 
-``compute_loss`` chains the two on plain tensors: the contract of DESIGN.md §3, and what the tests check.
+``compute_loss`` chains the two on plain tensors: the contract of docs/contracts.md, and what the tests check.
 Departures from the papers, all deliberate: the KL "in the reward" (REINFORCE++ style) is folded into the
 sequence reward as ``-beta * sum_t k1`` because the estimators here are outcome-level; log-ratios are
 clamped at 20 before ``exp`` (changes nothing below a ratio of 4.9e8).
@@ -219,7 +219,7 @@ def compute_loss(
     accuracy: torch.Tensor | None = None,  # [N]
     max_new_tokens: int | None = None,
 ) -> LossOutput:
-    """Advantages and loss of any preset on plain tensors (DESIGN.md §3).
+    """Advantages and loss of any preset on plain tensors (docs/contracts.md).
 
     An empty completion (a mask row of zeros) contributes nothing to the loss and never a NaN.
     """

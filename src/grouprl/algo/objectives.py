@@ -1,4 +1,4 @@
-"""Clipped / gated surrogate objectives (ALGORITHMS.md §0.4, §5, §8), as terms to **maximise**.
+"""Clipped / gated surrogate objectives (docs/math.md, Objectives), as terms to **maximise**.
 
 One signature::
 

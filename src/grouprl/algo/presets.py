@@ -1,4 +1,4 @@
-"""THE table: every algorithm is a named point in six orthogonal choices (ALGORITHMS.md §9).
+"""THE table: every algorithm is a named point in six orthogonal choices (docs/math.md, The six choices).
 
 ``AlgoSpec`` holds the choices and their hyperparameters; ``preset(name, **overrides)`` returns a validated
 spec. Knobs carry TRL's names where TRL has the concept (``beta``, ``epsilon_low``, ``epsilon_high``,
@@ -22,7 +22,7 @@ from grouprl.algo.registry import UnknownNameError
 
 @dataclass(frozen=True)
 class AlgoSpec:
-    """One algorithm: the six choices of ALGORITHMS.md §9 and their hyperparameters."""
+    """One algorithm: the six choices of docs/math.md and their hyperparameters."""
 
     name: str = "custom"
     paper: str = ""  # arXiv id

@@ -1,4 +1,4 @@
-"""Importance-ratio levels (ALGORITHMS.md §9 (b)), returned as **log**-ratios.
+"""Importance-ratio levels (docs/math.md, Ratio levels), returned as **log**-ratios.
 
 One signature::
 

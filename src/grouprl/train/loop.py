@@ -1,4 +1,4 @@
-"""The online training loop: a straight line of numbered stages (DESIGN.md §1).
+"""The online training loop: a straight line of numbered stages (docs/architecture.md, One step as data).
 
     1 sample prompts → 2 rollout → 3 rewards → 4 filter/refill → 5 advantages → 6 log-prob passes
     → 7 update (μ passes × mini-batches × micro-batches) → 8 metrics, eval, checkpoint

@@ -1,4 +1,4 @@
-"""The stages of one training step, each a function the loop calls in order (DESIGN.md §1).
+"""The stages of one training step, each a function the loop calls in order (docs/architecture.md).
 
 Nothing here names an algorithm: every algorithm-dependent decision is a field of the ``AlgoSpec``, and the
 math lives in ``grouprl.algo``.

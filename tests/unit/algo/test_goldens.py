@@ -1,4 +1,4 @@
-"""ALGORITHMS.md §11, every worked example: advantages, loss and autograd dLoss/dl to 1e-6 in float64."""
+"""Every worked example of docs/math.md: advantages, loss and autograd dLoss/dl to 1e-6 in float64."""
 
 import pytest
 import torch
@@ -131,6 +131,6 @@ def test_grpo_default_uses_the_project_spec_std():
     out, _ = run("grpo", [1, 0, 0, 0])
     sigma = (3 / 16 + 1e-8) ** 0.5  # sqrt((1/G) sum (R - mu)^2 + delta), mu = 1/4
     assert out.advantages.tolist() == pytest.approx([0.75 / sigma] + [-0.25 / sigma] * 3, abs=1e-12)
-    # ALGORITHMS.md §11: ddof=0 with eps=1e-6 outside gives these; a sqrt(4/3) mismatch flags the convention.
+    # docs/math.md: ddof=0 with eps=1e-6 outside gives these; a sqrt(4/3) mismatch flags the convention.
     ddof0, _ = run("grpo", [1, 0, 0, 0], std_ddof=0, adv_eps=1e-6, adv_eps_inside=False)
     assert ddof0.advantages.tolist() == pytest.approx([1.732047, -0.577349, -0.577349, -0.577349], abs=TOL)
