@@ -1,7 +1,8 @@
 """Build a ``Config`` from YAML and ``a.b=c`` overrides, checking every key and type on the way in.
 
-Each layer (the file, then each override) may spell a setting with its grouprl key or its TRL name
-(``grouprl.config.trl``); a later layer wins, and one layer giving both spellings different values is an error.
+The file and the command line are two layers; in each a setting may be spelled with its grouprl key or its TRL
+name (``grouprl.config.trl``). The command line wins over the file; one layer giving both spellings of a setting
+different values is an error.
 """
 
 from __future__ import annotations
@@ -167,18 +168,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     """Schema defaults → YAML file → overrides, each in grouprl's or TRL's names; then TRL's combined names,
     the warm-up ratio and the algorithm spec are resolved and validated. TRL names that mean nothing here are
     listed in one warning line on stderr."""
-    layers = ([_read_yaml(Path(path))] if path is not None else []) + [parse_override(t) for t in overrides]
+    layers = [(0, _read_yaml(Path(path)))] if path is not None else []
+    layers += [(1, parse_override(text)) for text in overrides]  # the command line: one layer, merged in order
     cfg = Config()
     given: dict[str, tuple[int, str]] = {}  # key -> (layer, the spelling that set it)
     values, layer_of, ignored = {}, {}, []
-    for layer, data in enumerate(layers):
+    for layer, data in layers:
         rest, trl_values, skipped = trl.split_layer(data)
         _merge(cfg, rest)
         given.update({key: (layer, key) for key in _given(cfg, rest)})
         values.update(trl_values)
         layer_of.update(dict.fromkeys(trl_values, layer))
         ignored += [name for name in skipped if name not in ignored]
-    trl.resolve(cfg, values, _assigner(cfg, given, layer_of), _dataset_size, _clip)
+    trl.resolve(cfg, values, _assigner(cfg, given, values, layer_of), _dataset_size, _clip)
     _resolve_warmup(cfg, given)
     if ignored and int(os.environ.get("RANK", 0)) == 0:
         print(f"grouprl: ignoring {', '.join(ignored)}: TRL/open-r1 settings with no meaning in grouprl "
@@ -188,7 +190,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return cfg
 
 
-def _assigner(cfg: Config, given: dict, layer_of: dict) -> Callable:
+def _assigner(cfg: Config, given: dict, values: dict, layer_of: dict) -> Callable:
     """``assign(names, key, value, mode)`` for ``trl.resolve``: a key given in a later layer wins; the same
     layer giving it a different value under another spelling is a ConfigError naming both."""
 
@@ -204,7 +206,7 @@ def _assigner(cfg: Config, given: dict, layer_of: dict) -> Callable:
             raise ConfigError(f"{', '.join(names)} (TRL name for {key}): {err}") from None
         new = _get(cfg, key)
         if mode == "set" and before and before[0] == layer and new != old:
-            said = (f"{names[0]}={value!r}" if len(names) == 1 and names[0] in trl.DIRECT
+            said = (f"{names[0]}={value!r}" if len(names) == 1 and values.get(names[0]) == value
                     else f"{' and '.join(names)} (giving {key}={new!r})")
             raise ConfigError(f"{said} and {before[1]}={old!r} are both given, with different values; keep one")
         given[key] = (layer, names[0])
@@ -234,16 +236,21 @@ def total_updates(cfg: Config) -> int:
 
 
 def _resolve_warmup(cfg: Config, given: dict) -> None:
+    """A warm-up ratio becomes warm-up steps; warmup_steps given in a later layer replaces the ratio."""
     ratio = cfg.train.warmup_ratio
     if ratio is None:
         return
-    ratio_name = given.get("train.warmup_ratio", (0, "train.warmup_ratio"))[1]
+    ratio_layer, ratio_name = given.get("train.warmup_ratio", (0, "train.warmup_ratio"))
+    steps_layer, steps_name = given.get("train.warmup_steps", (-1, "train.warmup_steps"))
+    if steps_layer > ratio_layer:
+        cfg.train.warmup_ratio = None
+        return
     if not 0 <= ratio < 1:
         raise ConfigError(f"{ratio_name} must be in [0, 1) (a fraction of the optimizer steps), got {ratio}")
     steps = math.ceil(ratio * total_updates(cfg))
-    if "train.warmup_steps" in given and cfg.train.warmup_steps != steps:
+    if steps_layer == ratio_layer and cfg.train.warmup_steps != steps:
         raise ConfigError(f"{ratio_name}={ratio} gives {steps} warm-up steps of {total_updates(cfg)}, but "
-                          f"{given['train.warmup_steps'][1]}={cfg.train.warmup_steps} is given too; keep one")
+                          f"{steps_name}={cfg.train.warmup_steps} is given too; keep one")
     cfg.train.warmup_steps = steps
 
 

@@ -153,7 +153,8 @@ def suggest(unknown: str, keys: list[str]) -> str | None:
     score, key, name = max(scored, key=lambda t: t[0])
     if score < 0.75:
         return None
-    name = name or next((n for n, k in trl_names.items() if k == key), None)
+    spellings = [n for n, k in trl_names.items() if k == key]
+    name = name or max(spellings, key=lambda n: difflib.SequenceMatcher(None, last, n).ratio(), default=None)
     return f"{key} (TRL: {name})" if name else key
 
 
