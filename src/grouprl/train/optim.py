@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable
 
@@ -47,8 +48,9 @@ def _curve(kind: str, warmup_steps: int, total_steps: int, kwargs: dict) -> Call
     from transformers.optimization import get_scheduler
 
     if kind not in scheduler_names():
-        raise ConfigError(f"train.lr_scheduler={kind!r} is not a fixed learning-rate curve; use one of "
-                          f"{', '.join(scheduler_names())}")
+        close = difflib.get_close_matches(kind, scheduler_names(), 1)
+        raise ConfigError(f"train.lr_scheduler={kind!r} is not a fixed learning-rate curve; "
+                          + (f"did you mean {close[0]}? " if close else "") + f"use one of {', '.join(scheduler_names())}")
     probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     try:
         curve = get_scheduler(kind, probe, num_warmup_steps=warmup_steps, num_training_steps=max(total_steps, 1),

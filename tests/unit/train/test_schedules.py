@@ -37,7 +37,7 @@ def test_grouprl_warmup_then_the_transformers_curve(name):
 
 @pytest.mark.parametrize("overrides,message", [
     (["train.lr_scheduler=reduce_lr_on_plateau"], "is not a fixed learning-rate curve; use one of linear, cosine"),
-    (["train.lr_scheduler=cosine_wiht_min_lr"], "train.lr_scheduler='cosine_wiht_min_lr' is not a fixed"),
+    (["train.lr_scheduler=cosine_wiht_min_lr"], "is not a fixed learning-rate curve; did you mean cosine_with_min_lr?"),
     (["train.lr_scheduler=cosine_with_min_lr"], "train.lr_scheduler_kwargs {} do not fit"),
     (["lr_scheduler_type=linear", "lr_scheduler_kwargs={power: 2}"], "unexpected keyword argument 'power'"),
 ])
