@@ -34,7 +34,7 @@ def _value(value) -> str:
     """One YAML value on one line (flow style), as the loader reads it back."""
     value = list(value) if isinstance(value, tuple) else value
     text = yaml.safe_dump(value, default_flow_style=True, width=10**9, allow_unicode=True).strip()
-    return text.removesuffix("\n...").removesuffix("...").strip()
+    return text.removesuffix("\n...")  # the document-end marker PyYAML puts after a lone scalar
 
 
 def _comment(text: str, indent: str) -> list[str]:
