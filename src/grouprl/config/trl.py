@@ -84,6 +84,8 @@ DIRECT: dict[str, str | tuple[str, Callable]] = {
 COMBINED: dict[str, str] = {
     "per_device_train_batch_size": "train.prompts_per_step",
     "gradient_accumulation_steps": "train.prompts_per_step",
+    "generation_batch_size": "train.prompts_per_step",
+    "steps_per_generation": "train.mini_batches",
     "max_steps": "train.steps",
     "num_train_epochs": "train.steps",
     "save_steps": "output.save_every",
@@ -159,13 +161,13 @@ def suggest(unknown: str, keys: list[str]) -> str | None:
 
 
 def _rollouts(value, cfg, name: str) -> int:
-    """A TRL count of optimizer steps as grouprl rollouts (each does num_iterations updates); below 1: a
-    fraction of the run, as in TRL."""
+    """A TRL count of optimizer steps as grouprl rollouts (each does num_iterations × mini_batches updates);
+    below 1: a fraction of the run, as in TRL."""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
         raise ConfigError(f"{name}: expected a positive number of steps, got {value!r}")
     if value < 1:
         return max(1, math.ceil(value * cfg.train.steps))
-    return math.ceil(value / cfg.train.num_iterations)
+    return math.ceil(value / (cfg.train.num_iterations * cfg.train.mini_batches))
 
 
 def _positive_int(value, name: str) -> int:
@@ -208,21 +210,41 @@ def resolve(cfg, trl: dict, assign: Callable, dataset_size: Callable, clip: Call
 
 
 def _batch(cfg, trl: dict, assign: Callable) -> None:
-    """TRL's generation batch is per_device_train_batch_size × gradient_accumulation_steps × world size
-    completions (steps_per_generation defaults to gradient_accumulation_steps): that / num_generations prompts."""
-    names = tuple(n for n in ("per_device_train_batch_size", "gradient_accumulation_steps") if n in trl)
+    """TRL generates per_device_train_batch_size × world size × steps_per_generation completions at a time
+    (steps_per_generation: gradient_accumulation_steps unless it or generation_batch_size is given) and takes an
+    optimizer step every gradient_accumulation_steps micro-steps: that / num_generations prompts per rollout,
+    and steps_per_generation / gradient_accumulation_steps mini-batches."""
+    names = tuple(n for n in ("per_device_train_batch_size", "gradient_accumulation_steps", "generation_batch_size",
+                              "steps_per_generation") if n in trl)
     if not names:
         return
     per_device = _positive_int(trl.get("per_device_train_batch_size", TRL_PER_DEVICE_BATCH),
                                "per_device_train_batch_size")
     accumulation = _positive_int(trl.get("gradient_accumulation_steps", 1), "gradient_accumulation_steps")
     world = int(os.environ.get("WORLD_SIZE", 1))
-    completions, G = per_device * accumulation * world, cfg.rollout.num_generations
+    if "generation_batch_size" in trl and "steps_per_generation" in trl:
+        raise ConfigError("generation_batch_size and steps_per_generation cannot both be given (TRL refuses it "
+                          "too); keep one")
+    if "generation_batch_size" in trl:
+        size = _positive_int(trl["generation_batch_size"], "generation_batch_size")
+        if size % (per_device * world):
+            raise ConfigError(f"generation_batch_size={size} must be a multiple of per_device_train_batch_size="
+                              f"{per_device} x {world} processes")
+        per_generation = size // (per_device * world)
+    else:
+        per_generation = _positive_int(trl.get("steps_per_generation", accumulation), "steps_per_generation")
+    completions, G = per_device * world * per_generation, cfg.rollout.num_generations
     if completions % G:
-        raise ConfigError(f"per_device_train_batch_size={per_device} x gradient_accumulation_steps={accumulation} "
-                          f"x {world} processes = {completions} completions per step, not a multiple of "
+        raise ConfigError(f"per_device_train_batch_size={per_device} x {world} processes x {per_generation} "
+                          f"micro-steps per generation = {completions} completions per step, not a multiple of "
                           f"num_generations={G}: TRL needs whole groups too; make the product a multiple of {G}")
+    if per_generation % accumulation:
+        raise ConfigError(f"{per_generation} micro-steps per generation is not a multiple of "
+                          f"gradient_accumulation_steps={accumulation}: grouprl's mini-batches are whole "
+                          "optimizer steps of one rollout")
     assign(names, "train.prompts_per_step", completions // G)
+    if per_generation != accumulation:
+        assign(names, "train.mini_batches", per_generation // accumulation)
     if "per_device_train_batch_size" in trl:  # TRL's micro-batch: completions per forward/backward per process
         assign(("per_device_train_batch_size",), "train.micro_batch_size", per_device)
 

@@ -72,6 +72,9 @@ CASES = [
     ("per_device_train_batch_size", 16, "train.prompts_per_step", 2),  # 16 completions / G=8
     ("per_device_train_batch_size", 16, "train.micro_batch_size", 16),
     ("gradient_accumulation_steps", 4, "train.prompts_per_step", 4),  # TRL's default 8 per device x 4 / 8
+    ("generation_batch_size", 64, "train.prompts_per_step", 8),  # 64 completions / G=8
+    ("generation_batch_size", 64, "train.mini_batches", 8),  # 64 / 8 per device: 8 optimizer steps
+    ("steps_per_generation", 2, "train.mini_batches", 2),
     ("max_steps", 50, "train.steps", 50),
     ("num_train_epochs", 2, "train.steps", 250),  # 2 x 4000 task prompts / 32 per step
     ("save_steps", 10, "output.save_every", 10),
@@ -112,6 +115,12 @@ def test_the_generation_batch_is_completions_per_device_times_accumulation_times
     assert (cfg.train.prompts_per_step, cfg.train.micro_batch_size) == (3, 6)  # 6 x 2 x 1 / 4
     with pytest.raises(ConfigError, match=r"= 10 completions per step, not a multiple of num_generations=4"):
         load_config(None, ["num_generations=4", "per_device_train_batch_size=5", "gradient_accumulation_steps=2"])
+    several = load_config(None, [*over, "steps_per_generation=4", "max_steps=10"])  # 2 optimizer steps a rollout
+    assert (several.train.prompts_per_step, several.train.mini_batches, several.train.steps) == (6, 2, 5)
+    assert load_config(None, [*over, "generation_batch_size=24"]).train.mini_batches == 2
+    with pytest.raises(ConfigError, match="3 micro-steps per generation is not a multiple of gradient_accumulation"):
+        load_config(None, ["num_generations=2", "per_device_train_batch_size=6", "gradient_accumulation_steps=2",
+                           "steps_per_generation=3"])
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert load_config(None, over).train.prompts_per_step == 6  # 6 x 2 x 2 / 4
 
@@ -134,7 +143,7 @@ def test_epochs_from_the_dataset_size(tmp_path):
 
 def test_warmup_ratio_of_all_optimizer_steps_and_its_conflict(tmp_path):
     cfg = load_config(None, ["max_steps=40", "warmup_ratio=0.1", "train.mini_batches=2"])
-    assert cfg.train.warmup_steps == 8  # ceil(0.1 x 40 steps x 2 mini-batches)
+    assert (cfg.train.steps, cfg.train.warmup_steps) == (20, 4)  # 40 optimizer steps: 20 rollouts x 2; 10 % of 40
     assert load_config(None, ["warmup_steps=0.25", "train.steps=8"]).train.warmup_steps == 2  # below 1: a ratio
     with pytest.raises(ConfigError, match=r"warmup_ratio=0.1 gives 20 warm-up steps of 200, but "
                                           r"train.warmup_steps=3 is given too; keep one"):
