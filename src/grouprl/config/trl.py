@@ -9,7 +9,9 @@ A TRL name is accepted wherever a user writes a setting: at the top level of a Y
   config is merged, through the ``assign`` callback of the loader (which refuses a TRL name and its grouprl key
   given together with different values);
 - ``IGNORED``: what TRL or open-r1 recipes carry that means nothing here (the Hub, vLLM, mixed precision, the
-  logging cadence): accepted, and listed in one warning.
+  logging cadence): accepted, and listed in one warning;
+- ``FIXED``: TRL knobs of the algorithm or the optimizer that grouprl has no setting for: accepted at the
+  value grouprl's behaviour equals, refused at any other (the run would silently differ from TRL's).
 
 Settings that are not written keep grouprl's defaults, never TRL's (``algorithm=trl_defaults`` is the preset
 with GRPOConfig()'s algorithm fields).
@@ -77,6 +79,7 @@ DIRECT: dict[str, str | tuple[str, Callable]] = {
     "sapo_temperature_neg": "algo.tau_neg",
     "output_dir": "output.run_dir",
     "save_total_limit": "output.keep_last",
+    "num_generations_eval": "eval.num_samples",
     "report_to": ("output.report_to", _report_to),
 }
 
@@ -109,11 +112,28 @@ IGNORED = frozenset({
     "bf16", "fp16", "tf32", "gradient_checkpointing_kwargs", "log_completions", "num_completions_to_print",
     "log_unique_prompts", "wandb_entity", "wandb_project", "wandb_run_group", "wandb_log_unique_prompts",
     "benchmarks", "callbacks", "max_prompt_length", "dataset_configs", "dataset_test_split", "num_processes",
-    "remove_unused_columns", "shuffle_dataset", "ds3_gather_for_generation", "optim", "adam_epsilon",
-    "dataloader_num_workers", "deepspeed", "run_name", "torch_compile", "use_liger_kernel", "disable_dropout",
-    "resume_from_checkpoint", "num_train_epochs_eval", "num_generations_eval",
+    "remove_unused_columns", "shuffle_dataset", "ds3_gather_for_generation", "dataloader_num_workers",
+    "deepspeed", "run_name", "torch_compile", "use_liger_kernel", "disable_dropout", "resume_from_checkpoint",
+    "pad_to_multiple_of", "use_transformers_continuous_batching",
 })
 IGNORED_PREFIXES = ("vllm_",)
+
+# TRL name -> the values grouprl's fixed behaviour equals (the first is the one to write).
+FIXED: dict[str, tuple] = {
+    "repetition_penalty": (1.0,),
+    "min_p": (None, 0.0),
+    "generation_kwargs": (None, {}),
+    "top_entropy_quantile": (1.0,),
+    "entropy_coef": (0.0,),
+    "use_adaptive_entropy": (False,),
+    "multi_objective_aggregation": ("sum_then_normalize",),
+    "off_policy_mask_threshold": (None,),
+    "use_bias_correction_kl": (False,),
+    "sync_ref_model": (False,),
+    "cast_lm_head_to_fp32": (False,),
+    "optim": ("adamw_torch_fused", "adamw_torch"),
+    "adam_epsilon": (1e-8,),
+}
 
 # TRL's defaults that the combined names fall back on (TRL 1.16 GRPOConfig / TrainingArguments).
 TRL_PER_DEVICE_BATCH = 8
@@ -127,13 +147,17 @@ def is_ignored(name: str) -> bool:
 
 
 def is_trl_name(name: str) -> bool:
-    return name in DIRECT or name in COMBINED or is_ignored(name)
+    return name in DIRECT or name in COMBINED or name in FIXED or is_ignored(name)
 
 
 def split_layer(data) -> tuple[object, dict, list[str]]:
     """One layer (a YAML file's mapping, or one override) → (its grouprl part, its TRL values, ignored names)."""
     if not isinstance(data, dict):
         return data, {}, []
+    for name, accepted in FIXED.items():
+        if name in data and data[name] not in accepted:
+            raise ConfigError(f"{name}={data[name]!r} (TRL) has no counterpart in grouprl, which always runs as "
+                              f"{name}={accepted[0]!r}; remove it, or the run would differ from TRL's (docs/trl.md)")
     rest = {k: v for k, v in data.items() if not is_trl_name(k)}
     trl = {k: v for k, v in data.items() if k in DIRECT or k in COMBINED}
     return rest, trl, [k for k in data if is_ignored(k)]

@@ -67,6 +67,7 @@ CASES = [
     ("sapo_temperature_neg", 0.5, "spec.tau_neg", 0.5),
     ("output_dir", "runs/x", "output.run_dir", "runs/x"),
     ("save_total_limit", 3, "output.keep_last", 3),
+    ("num_generations_eval", 4, "eval.num_samples", 4),
     ("report_to", "tensorboard", "output.report_to", ["tensorboard"]),
     ("report_to", ["none"], "output.report_to", []),
     ("per_device_train_batch_size", 16, "train.prompts_per_step", 2),  # 16 completions / G=8
@@ -228,6 +229,16 @@ def test_meaningless_keys_are_accepted_with_one_warning_line(tmp_path, capsys):
         assert name in lines[0]
     load_config(None, ["learning_rate=1e-6"])
     assert capsys.readouterr().err == ""
+
+
+def test_trl_knobs_grouprl_lacks_are_accepted_only_at_grouprls_behaviour(capsys):
+    cfg = load_config(None, ["repetition_penalty=1.0", "optim=adamw_torch", "multi_objective_aggregation=sum_then_normalize"])
+    assert cfg == load_config() and capsys.readouterr().err == ""  # no warning: grouprl does exactly that
+    with pytest.raises(ConfigError, match=r"repetition_penalty=1.1 \(TRL\) has no counterpart in grouprl, which "
+                                          r"always runs as repetition_penalty=1.0; remove it"):
+        load_config(None, ["repetition_penalty=1.1"])
+    with pytest.raises(ConfigError, match="use_bias_correction_kl=True"):
+        load_config(None, ["use_bias_correction_kl=true"])
 
 
 def test_trl_defaults_preset_is_grpoconfigs_advantage_and_loss():
