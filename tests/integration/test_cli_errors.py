@@ -55,7 +55,7 @@ CASES = [
     (["data.num_train=999999"], "has only 10000 prompts in all"),
     (["train.lr=-1"], "train.lr must be > 0"),
     (["rollout.top_p=2"], "rollout.top_p must be in (0, 1]"),
-    (["train.lr_scheduler=step"], "train.lr_scheduler must be constant, linear or cosine"),
+    (["train.lr_scheduler=step"], "train.lr_scheduler='step' is not a fixed learning-rate curve; use one of linear"),
     (["algo.retain_k=1", "algorithm=gfpo"], "retain_k must be >= 2"),
     (["--resume", "{tmp}/not_a_checkpoint"], "not a checkpoint directory"),
     (["rewards=[{name: correct_answer, wieght: 2}]"], "must be a name or {name: ..., weight: ..., kwargs: ...}"),

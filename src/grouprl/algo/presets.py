@@ -3,7 +3,8 @@
 ``AlgoSpec`` holds the choices and their hyperparameters; ``preset(name, **overrides)`` returns a validated
 spec. Knobs carry TRL's names where TRL has the concept (``beta``, ``epsilon_low``, ``epsilon_high``,
 ``importance_sampling_level``, ``loss_type``) and TRL's spellings are accepted as overrides
-(``scale_rewards``, ``epsilon``, ``delta``, ``loss_type="grpo" | "dapo" | "bnpo" | "dr_grpo"``).
+(``scale_rewards``, ``epsilon``, ``delta``, ``sapo_temperature_pos`` / ``_neg``, and
+``loss_type="grpo" | "dapo" | "bnpo" | "dr_grpo" | "cispo" | "sapo"``, the last two naming an objective too).
 An incoherent combination is rejected with the rule, the reason and the fix; nothing is silently changed.
 """
 
@@ -168,18 +169,31 @@ PRESETS: dict[str, AlgoSpec] = {
                  dynamic_sampling=True, **_G),
         AlgoSpec("sapo", "2511.20347", "a smooth sigmoid gate instead of the hard clip",
                  clip="soft_gate", **_G),
+        # Not one of the spec's presets: the algorithm fields of TRL 1.16's GRPOConfig() (trl/trainer/
+        # grpo_config.py, grpo_trainer.py): scale_rewards="group" as (r - mean) / (Bessel std + 1e-4),
+        # epsilon 0.2 both sides, loss_type="dapo" (token mean over the whole batch), beta 0.0.
+        AlgoSpec("trl_defaults", "", "TRL 1.16 GRPOConfig() defaults: Bessel std + 1e-4, clip 0.2, token-mean, no KL",
+                 std_ddof=1, adv_eps=1e-4, loss_type="token_mean"),
     )
 }
 
 _TRL_LOSS_TYPES = {"grpo": "seq_mean_token_mean", "dapo": "token_mean", "bnpo": "token_mean",
-                   "dr_grpo": "seq_mean_token_sum_norm"}
+                   "dr_grpo": "seq_mean_token_sum_norm", "cispo": "token_mean", "sapo": "seq_mean_token_mean"}
+# TRL's loss types that are also an objective: what the surrogate is, besides how it is aggregated.
+_TRL_LOSS_OBJECTIVES = {"cispo": {"clip": "is_weight_clip", "epsilon_low": None}, "sapo": {"clip": "soft_gate"}}
+_TRL_SAPO = {"sapo_temperature_pos": "tau_pos", "sapo_temperature_neg": "tau_neg"}
 _TRL_SCALE_REWARDS = {"group": "group_zscore", True: "group_zscore", "batch": "group_mean_batch_std",
                       "none": "group_center", False: "group_center"}
 
 
 def _translate_trl(overrides: dict) -> dict:
-    """Accept TRL's spellings of the same knobs."""
+    """Accept TRL's spellings of the same knobs (values keep grouprl's meaning: ``epsilon_high`` is a distance
+    from ratio 1 for every clip)."""
     out = dict(overrides)
+    if out.get("loss_type") in _TRL_LOSS_TYPES:
+        for name, value in _TRL_LOSS_OBJECTIVES.get(out["loss_type"], {}).items():
+            out.setdefault(name, value)
+        out["loss_type"] = _TRL_LOSS_TYPES[out["loss_type"]]
     if "epsilon" in out:
         eps = out.pop("epsilon")
         out.setdefault("epsilon_low", eps)
@@ -191,8 +205,9 @@ def _translate_trl(overrides: dict) -> dict:
         if value not in _TRL_SCALE_REWARDS:
             _fail(f"scale_rewards must be 'group', 'batch' or 'none', got {value!r}", "pick one")
         out["advantage"] = _TRL_SCALE_REWARDS[value]
-    if out.get("loss_type") in _TRL_LOSS_TYPES:
-        out["loss_type"] = _TRL_LOSS_TYPES[out["loss_type"]]
+    for trl_name, name in _TRL_SAPO.items():
+        if trl_name in out:
+            out[name] = out.pop(trl_name)
     return out
 
 

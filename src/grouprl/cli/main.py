@@ -1,4 +1,4 @@
-"""``grouprl`` command line: train | eval | sft | list.
+"""``grouprl`` command line: one subcommand per task (``grouprl --help`` lists them, one line each).
 
 Every user-facing failure (a ``grouprl.errors.UserError``) is one line on stderr (what, where, how to fix)
 and exit status 2; ``--debug`` shows the traceback instead. Anything else is a bug: its traceback, one line
@@ -187,22 +187,46 @@ def cmd_sft(args) -> int:
     return run_sft(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="grouprl", description=__doc__.splitlines()[0])
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
+def cmd_config(args) -> int:
+    """The resolved config as YAML, each key under its documentation."""
+    from grouprl.config import load_config
+    from grouprl.config.describe import render
 
-    train = sub.add_parser("train", help="RL-train a model (no arguments: the embedded default with grpo)")
-    train.add_argument("--config", help="a YAML config file")
+    overrides = [*([f"algorithm={args.algorithm}"] if args.algorithm else []), *args.overrides]
+    print(render(load_config(args.config, overrides)), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from grouprl import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="grouprl", description="Critic-free, group-relative RL (GRPO and its successors) for causal LMs.",
+        epilog="grouprl COMMAND --help shows a command's options; grouprl config lists every config key.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=f"grouprl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
+
+    train = sub.add_parser("train", help="RL-train a model (no arguments: the embedded default with grpo)",
+                           epilog="Every key, its default and its meaning: grouprl config [--algorithm X]. "
+                                  "TRL's GRPOConfig names work as keys too (learning_rate=1e-6): docs/trl.md.")
+    train.add_argument("--config", help="a YAML config file (grouprl keys or TRL/open-r1 names; see configs/)")
     train.add_argument("--resume", metavar="auto|PATH",
                        help="continue from the newest checkpoint of output.run_dir (auto) or from PATH")
-    train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. algorithm=dapo train.lr=1e-5")
+    train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. algorithm=dapo train.lr=1e-5 "
+                       "(list the keys with grouprl config)")
     train.set_defaults(fn=cmd_train)
 
+    config = sub.add_parser("config", help="print the resolved config as YAML, every key with its documentation")
+    config.add_argument("--algorithm", help="the preset to resolve (grouprl list algorithms)")
+    config.add_argument("--config", help="a YAML config file to resolve instead of the defaults")
+    config.add_argument("overrides", nargs="*", help="key=value overrides, as for train")
+    config.set_defaults(fn=cmd_config)
+
     ev = sub.add_parser("eval", help="held-out pass@1 (greedy), pass@k and mean@k (sampled)")
-    ev.add_argument("--config")
+    ev.add_argument("--config", help="a YAML config file")
     ev.add_argument("--model", help="model directory or hub id (default: the config's)")
-    ev.add_argument("overrides", nargs="*")
+    ev.add_argument("overrides", nargs="*", help="key=value overrides, as for train")
     ev.set_defaults(fn=cmd_eval)
 
     sft = sub.add_parser("sft", help="supervised warm start on the arithmetic task (how the embedded default "

@@ -1,18 +1,30 @@
-"""Build a ``Config`` from YAML and ``a.b=c`` overrides, checking every key and type on the way in."""
+"""Build a ``Config`` from YAML and ``a.b=c`` overrides, checking every key and type on the way in.
+
+The file and the command line are two layers; in each a setting may be spelled with its grouprl key or its TRL
+name (``grouprl.config.trl``). The command line wins over the file; one layer giving both spellings of a setting
+different values is an error.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
+import os
+import sys
 import types
 import typing
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import yaml
 
 from grouprl.algo import AlgoSpec, preset
+from grouprl.config import trl
 from grouprl.config.schema import ROLLOUT_BACKENDS, Config
 from grouprl.errors import ConfigError, read_utf8
+
+REPORT_TO = ("tensorboard", "wandb", "trackio")
 
 
 def _type_name(tp) -> str:
@@ -65,7 +77,9 @@ def _merge(obj, data: dict, prefix: str = "") -> None:
     for key, value in data.items():
         where = f"{prefix}{key}"
         if key not in fields:
-            raise ConfigError(f"unknown config key '{where}'; known keys here: {', '.join(sorted(fields))}")
+            close = trl.suggest(where, list(all_keys()))
+            hint = f"did you mean {close}?" if close else f"known keys here: {', '.join(sorted(fields))}"
+            raise ConfigError(f"unknown config key '{where}'; {hint}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             _merge(current, value, where + ".")
@@ -98,25 +112,146 @@ def parse_override(text: str) -> dict:
     return out
 
 
+def all_keys(obj=None, prefix: str = "") -> Iterator[str]:
+    """Every dotted key of the schema: ``train.lr``, ``model.lora.r``, ``algorithm`` …"""
+    obj = Config() if obj is None else obj
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from all_keys(value, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}"
+
+
+def _given(obj, data: dict, prefix: str = "") -> Iterator[str]:
+    """The dotted keys a merged layer set (``algo``'s entries each count as one: ``algo.beta``)."""
+    for key, value in data.items():
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            yield from _given(current, value, f"{prefix}{key}.")
+        elif key == "algo" and not prefix and isinstance(value, dict):
+            yield from (f"algo.{name}" for name in value)
+        else:
+            yield f"{prefix}{key}"
+
+
+def _get(cfg: Config, key: str):
+    *sections, last = key.split(".")
+    node = cfg
+    for part in sections:
+        node = getattr(node, part)
+    return node.get(last) if isinstance(node, dict) else getattr(node, last)
+
+
+def _nest(key: str, value) -> dict:
+    out: dict = {}
+    node = out
+    *sections, last = key.split(".")
+    for part in sections:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; check the path passed to --config")
+    try:
+        return yaml.safe_load(read_utf8(path, ConfigError)) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Schema defaults → YAML file → overrides; then the algorithm spec is resolved and validated."""
+    """Schema defaults → YAML file → overrides, each in grouprl's or TRL's names; then TRL's combined names,
+    the warm-up ratio and the algorithm spec are resolved and validated. TRL names that mean nothing here are
+    listed in one warning line on stderr."""
+    layers = [(0, _read_yaml(Path(path)))] if path is not None else []
+    layers += [(1, parse_override(text)) for text in overrides]  # the command line: one layer, merged in order
     cfg = Config()
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; check the path passed to --config")
-        try:
-            data = yaml.safe_load(read_utf8(path, ConfigError)) or {}
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
-        _merge(cfg, data)
-    for text in overrides:
-        _merge(cfg, parse_override(text))
+    given: dict[str, tuple[int, str]] = {}  # key -> (layer, the spelling that set it)
+    values, layer_of, ignored = {}, {}, []
+    for layer, data in layers:
+        rest, trl_values, skipped = trl.split_layer(data)
+        _merge(cfg, rest)
+        given.update({key: (layer, key) for key in _given(cfg, rest)})
+        values.update(trl_values)
+        layer_of.update(dict.fromkeys(trl_values, layer))
+        ignored += [name for name in skipped if name not in ignored]
+    trl.resolve(cfg, values, _assigner(cfg, given, values, layer_of), _dataset_size, _clip)
+    _resolve_warmup(cfg, given)
+    if ignored and int(os.environ.get("RANK", 0)) == 0:
+        print(f"grouprl: ignoring {', '.join(ignored)}: TRL/open-r1 settings with no meaning in grouprl "
+              "(docs/trl.md)", file=sys.stderr, flush=True)
     algo_spec(cfg)  # resolve now so a bad algorithm setting fails before anything loads
     _check_values(cfg)
     return cfg
+
+
+def _assigner(cfg: Config, given: dict, values: dict, layer_of: dict) -> Callable:
+    """``assign(names, key, value, mode)`` for ``trl.resolve``: a key given in a later layer wins; the same
+    layer giving it a different value under another spelling is a ConfigError naming both."""
+
+    def assign(names: tuple[str, ...], key: str, value, mode: str = "set") -> None:
+        layer = max(layer_of[name] for name in names)
+        before = given.get(key)
+        if before and (mode == "default" or (mode == "set" and before[0] > layer)):
+            return
+        old = _get(cfg, key)
+        try:
+            _merge(cfg, _nest(key, value))
+        except ConfigError as err:
+            raise ConfigError(f"{', '.join(names)} (TRL name for {key}): {err}") from None
+        new = _get(cfg, key)
+        if mode == "set" and before and before[0] == layer and new != old:
+            said = (f"{names[0]}={value!r}" if len(names) == 1 and values.get(names[0]) == value
+                    else f"{' and '.join(names)} (giving {key}={new!r})")
+            raise ConfigError(f"{said} and {before[1]}={old!r} are both given, with different values; keep one")
+        given[key] = (layer, names[0])
+
+    return assign
+
+
+def _dataset_size(cfg: Config) -> int:
+    """Training prompts, for TRL's num_train_epochs: the built-in task's count, or the dataset's rows."""
+    if cfg.data.path is None:
+        return cfg.data.num_train
+    from grouprl.data.prompts import load_rows
+
+    return len(load_rows(cfg.data.path, cfg.data.prompt_column, config=cfg.data.dataset_config, split=cfg.data.split))
+
+
+def _clip(cfg: Config) -> str | None:
+    try:
+        return preset(cfg.algorithm, **cfg.algo).clip
+    except (KeyError, ValueError):  # reported by algo_spec, with the config's key
+        return None
+
+
+def total_updates(cfg: Config) -> int:
+    """Optimizer steps of the whole run: steps × num_iterations × mini_batches."""
+    return cfg.train.steps * cfg.train.num_iterations * cfg.train.mini_batches
+
+
+def _resolve_warmup(cfg: Config, given: dict) -> None:
+    """A warm-up ratio becomes warm-up steps; warmup_steps given in a later layer replaces the ratio."""
+    ratio = cfg.train.warmup_ratio
+    if ratio is None:
+        return
+    ratio_layer, ratio_name = given.get("train.warmup_ratio", (0, "train.warmup_ratio"))
+    steps_layer, steps_name = given.get("train.warmup_steps", (-1, "train.warmup_steps"))
+    if steps_layer > ratio_layer:
+        cfg.train.warmup_ratio = None
+        return
+    if not 0 <= ratio < 1:
+        raise ConfigError(f"{ratio_name} must be in [0, 1) (a fraction of the optimizer steps), got {ratio}")
+    steps = math.ceil(ratio * total_updates(cfg))
+    if steps_layer == ratio_layer and cfg.train.warmup_steps != steps:
+        raise ConfigError(f"{ratio_name}={ratio} gives {steps} warm-up steps of {total_updates(cfg)}, but "
+                          f"{steps_name}={cfg.train.warmup_steps} is given too; keep one")
+    cfg.train.warmup_steps = steps
 
 
 def algo_spec(cfg: Config) -> AlgoSpec:
@@ -152,8 +287,6 @@ def _check_values(cfg: Config) -> None:
         (cfg.train.activation_budget_mib >= 1, "train.activation_budget_mib", "must be >= 1 (MiB)"),
         (cfg.train.lr > 0, "train.lr", "must be > 0"),
         (cfg.train.warmup_steps >= 0, "train.warmup_steps", "must be >= 0"),
-        (cfg.train.lr_scheduler in ("constant", "linear", "cosine"), "train.lr_scheduler",
-         "must be constant, linear or cosine"),
         (cfg.train.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0 (0 turns clipping off)"),
         (cfg.model.dtype in ("float32", "bfloat16", "float16", "auto"), "model.dtype",
          "must be float32, bfloat16, float16 or auto"),
@@ -175,6 +308,14 @@ def _check_values(cfg: Config) -> None:
     for ok, key, message in rules:
         if not ok:
             raise ConfigError(f"{key} {message}")
+    unknown = [name for name in cfg.output.report_to if name not in REPORT_TO]
+    if unknown:
+        raise ConfigError(f"output.report_to: unknown {', '.join(map(str, unknown))}; use some of "
+                          f"{', '.join(REPORT_TO)} (metrics.jsonl is always written)")
+    from grouprl.train.optim import lr_factor
+
+    lr_factor(cfg.train.lr_scheduler, warmup_steps=cfg.train.warmup_steps, total_steps=total_updates(cfg),
+              kwargs=cfg.train.lr_scheduler_kwargs)
 
 
 def config_to_dict(cfg: Config) -> dict:

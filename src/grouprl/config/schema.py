@@ -4,7 +4,8 @@ Resolution order: schema defaults → the algorithm preset (``algorithm``; its f
 ``algo:``) → a YAML file → ``a.b=c`` command-line overrides. Unknown keys, wrong types and incoherent
 values fail here, before any model loads, naming the key and the fix. Field names follow TRL where TRL has
 the concept (``num_generations``, ``max_completion_length`` is ``max_new_tokens`` here, ``num_iterations``,
-``beta``, ``epsilon_low`` …).
+``beta``, ``epsilon_low`` …), and TRL's GRPOConfig names are accepted as aliases at the top level
+(``learning_rate: 1e-5``; ``grouprl.config.trl``, docs/trl.md).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ ROLLOUT_BACKENDS = ("auto", "fast", "hf")
 
 @dataclass
 class LoraConfig:
+    """Low-rank adapters (PEFT)."""
+
     r: int = 0
     """LoRA rank (0: off, full fine-tuning). With r > 0 only the adapters train (the ``peft`` extra); the
     reference policy is the base model with the adapters switched off, so no second copy of the weights."""
@@ -30,6 +33,8 @@ class LoraConfig:
 
 @dataclass
 class ModelConfig:
+    """The policy and its reference."""
+
     name_or_path: str = "default"
     """The policy: a local ``save_pretrained`` directory, a hub id, or ``default`` (the embedded tiny model)."""
     dtype: str = "float32"
@@ -49,14 +54,26 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
+    """Where the prompts come from and how they become model input."""
+
     task: str | None = "arithmetic"
     """A built-in procedural task (``grouprl list tasks``); ignored when ``path`` is set."""
     task_kwargs: dict = field(default_factory=dict)
     """Difficulty knobs of the built-in task, e.g. ``{digits: 2}``."""
     path: str | None = None
     """A prompt dataset: .jsonl, .json, .csv, .parquet or a ``datasets.save_to_disk`` directory."""
+    dataset_config: str | None = None
+    """With a hub dataset: its configuration (``name`` of ``datasets.load_dataset``); None: the default one.
+    Ignored for a local file."""
+    split: str = "train"
+    """With a hub dataset or a saved ``DatasetDict``: the split to train on. Ignored for a local file."""
     prompt_column: str = "prompt"
     """Column holding the prompt text (or a chat ``messages`` list)."""
+    chat_template: str | None = None
+    """A Jinja chat template that replaces the tokenizer's own (it is saved with the checkpoints); None: keep the
+    tokenizer's. Without any template, text prompts are used as they are."""
+    chat_template_kwargs: dict = field(default_factory=dict)
+    """Extra keyword arguments for ``tokenizer.apply_chat_template``, e.g. ``{enable_thinking: false}``."""
     eval_path: str | None = None
     """Held-out prompts for evaluation; None with a built-in task: its eval split."""
     system_prompt: str | None = None
@@ -71,6 +88,8 @@ class DataConfig:
 
 @dataclass
 class RolloutConfig:
+    """Sampling the group of completions."""
+
     num_generations: int = 8
     """G, completions sampled per prompt (the group). At least 2: a group of one has no baseline."""
     max_new_tokens: int = 8
@@ -88,6 +107,8 @@ class RolloutConfig:
 
 @dataclass
 class TrainConfig:
+    """Steps, batch shape and the optimizer."""
+
     steps: int = 200
     """Optimizer-visible training steps; one step = one rollout of prompts_per_step × num_generations."""
     prompts_per_step: int = 32
@@ -108,9 +129,17 @@ class TrainConfig:
     adam_betas: tuple[float, float] = (0.9, 0.99)
     """AdamW betas."""
     warmup_steps: int = 5
-    """Linear warm-up of the learning rate, in optimizer steps."""
+    """Linear warm-up of the learning rate, in optimizer steps: update s (from 0) uses lr x (s + 1) / (warmup + 1)."""
+    warmup_ratio: float | None = None
+    """Warm-up as a fraction of all optimizer steps (steps x num_iterations x mini_batches), rounded up; when set,
+    it decides ``warmup_steps``."""
     lr_scheduler: str = "constant"
-    """After warm-up: constant | linear (to 0) | cosine (to 0)."""
+    """The learning-rate curve after warm-up: any ``transformers.get_scheduler`` name (constant, linear,
+    cosine, cosine_with_restarts, polynomial, constant_with_warmup, inverse_sqrt, cosine_with_min_lr,
+    cosine_warmup_with_min_lr, warmup_stable_decay) except the metric-driven ones (reduce_lr_on_plateau,
+    greedy). The warm-up is always grouprl's."""
+    lr_scheduler_kwargs: dict = field(default_factory=dict)
+    """The scheduler's own arguments, e.g. ``{min_lr_rate: 0.1}`` for cosine_with_min_lr, ``{num_cycles: 2}``."""
     max_grad_norm: float = 1.0
     """Clip the global gradient norm to this (0: off)."""
     max_refill_rounds: int = 4
@@ -132,6 +161,8 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
+    """Held-out evaluation."""
+
     every: int = 25
     """Evaluate on held-out prompts every this many steps (0: only before and after training)."""
     num_samples: int = 8
@@ -144,6 +175,8 @@ class EvalConfig:
 
 @dataclass
 class OutputConfig:
+    """What the run writes, and where."""
+
     run_dir: str | None = None
     """Where the run writes everything; None: runs/<algorithm>-<timestamp>."""
     save_every: int = 0
@@ -156,17 +189,23 @@ class OutputConfig:
     """Write plots/*.png and report.md at the end."""
     progress: bool = True
     """Show a live progress bar."""
+    report_to: list = field(default_factory=list)
+    """Trackers that also get every step's metrics, besides metrics.jsonl (always written): tensorboard, wandb,
+    trackio. ``tensorboard: true`` and ``wandb_mode`` add to this list."""
     tensorboard: bool = False
     """Also write TensorBoard event files to <run>/tensorboard (the ``tensorboard`` extra)."""
     save_merged: bool = False
     """With LoRA: also write the base model with the adapters merged in, ``checkpoints/step-N/merged/`` (a
     plain HF model directory), beside the adapter itself."""
     wandb_mode: str | None = None
-    """Also log to Weights & Biases: online | offline (no network; files under <run>/wandb) | None (off)."""
+    """Also log to Weights & Biases: online | offline (no network; files under <run>/wandb) | None (off, unless
+    report_to names wandb: then online)."""
 
 
 @dataclass
 class Config:
+    """A whole run."""
+
     algorithm: str = "grpo"
     """The algorithm preset (``grouprl list algorithms``)."""
     algo: dict = field(default_factory=dict)

@@ -41,7 +41,7 @@ def _csv(file: Path) -> list[tuple[str, object]]:
     return [(f"line {reader.line_num}", dict(row)) for row in reader]
 
 
-def _datasets(source: str, kind: str) -> list[tuple[str, object]]:
+def _datasets(source: str, kind: str, config: str | None = None, split: str = "train") -> list[tuple[str, object]]:
     try:
         import datasets
     except ImportError:
@@ -52,18 +52,21 @@ def _datasets(source: str, kind: str) -> list[tuple[str, object]]:
         elif kind == "a saved dataset":
             data = datasets.load_from_disk(source)
         else:
-            data = datasets.load_dataset(source, split="train")
+            data = datasets.load_dataset(source, name=config, split=split)
     except Exception as err:  # noqa: BLE001 - any failure of the library is a data error for the user
         raise DataError(f"{source}: could not read {kind} ({type(err).__name__}: {str(err).splitlines()[0]})") from None
     if isinstance(data, datasets.DatasetDict):
-        if "train" not in data:
-            raise DataError(f"{source}: a DatasetDict without a 'train' split (has {', '.join(data)})")
-        data = data["train"]
+        if split not in data:
+            raise DataError(f"{source}: a DatasetDict without a '{split}' split (has {', '.join(data)}); set data.split")
+        data = data[split]
     return [(f"row {i}", row) for i, row in enumerate(data)]
 
 
-def load_rows(path: str, prompt_column: str) -> list[dict]:
+def load_rows(path: str, prompt_column: str, *, config: str | None = None, split: str = "train") -> list[dict]:
     """Rows of a prompt dataset: .jsonl, .json, .csv, .parquet, a ``save_to_disk`` directory, or a hub id.
+
+    ``config`` and ``split`` choose a hub dataset's configuration and split (``split`` also a saved
+    ``DatasetDict``'s); a single file has one split and no configuration, so they do not apply to it.
 
     Every row must have ``prompt_column`` (or a chat ``messages`` list); it is copied to ``row["prompt"]``, and
     every other column is passed to the reward functions.
@@ -71,7 +74,7 @@ def load_rows(path: str, prompt_column: str) -> list[dict]:
     file = Path(path)
     suffix = file.suffix.lower()
     if file.is_dir():
-        raw = _datasets(str(file), "a saved dataset")
+        raw = _datasets(str(file), "a saved dataset", split=split)
     elif file.is_file():
         readers = {".jsonl": _jsonl, ".json": _json, ".csv": _csv}
         if suffix == ".parquet":
@@ -82,7 +85,7 @@ def load_rows(path: str, prompt_column: str) -> list[dict]:
             raise DataError(f"dataset {file}: unknown format {suffix!r}; use .jsonl, .json, .csv, .parquet or a "
                             "datasets directory")
     elif "/" in path and not path.startswith((".", "/", "~")) and path.count("/") == 1:
-        raw = _datasets(path, "a hub dataset")
+        raw = _datasets(path, "a hub dataset", config, split)
     else:
         raise DataError(f"dataset {file} does not exist; check data.path")
     rows = []

@@ -1,4 +1,5 @@
-"""Where metrics go: ``metrics.jsonl`` (one line per step, always) and a live console progress bar."""
+"""Where metrics go: ``metrics.jsonl`` (one line per step, always), the trackers of ``output.report_to``
+(TensorBoard, Weights & Biases, Trackio) and a live console progress bar."""
 
 from __future__ import annotations
 
@@ -68,6 +69,26 @@ class WandbSink:
 
     def close(self) -> None:
         self.run.finish()
+
+
+class TrackioSink:
+    """Trackio (``pip install trackio``), Hugging Face's local-first tracker: a project named grouprl, one run
+    per run directory."""
+
+    def __init__(self, run_dir: Path, config: dict) -> None:
+        try:
+            import trackio
+        except ImportError:
+            raise ConfigError("output.report_to=[trackio] needs trackio: pip install trackio") from None
+        self.trackio = trackio
+        trackio.init(project="grouprl", name=run_dir.name, config=config)
+
+    def write(self, row: dict) -> None:
+        values = {k: _jsonable(v) for k, v in row.items() if k != "step"}
+        self.trackio.log({k: v for k, v in values.items() if isinstance(v, (int, float))}, step=int(row["step"]))
+
+    def close(self) -> None:
+        self.trackio.finish()
 
 
 class ConsoleProgress:

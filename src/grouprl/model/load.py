@@ -137,19 +137,22 @@ def _from_pretrained(auto, name: str, what: str, **kwargs):
 
 
 def format_prompt(
-    tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict[str, str]], system_prompt: str | None = None
+    tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict[str, str]], system_prompt: str | None = None,
+    chat_template_kwargs: dict | None = None,
 ) -> str:
     """Turn a prompt into the text the model continues.
 
     With a chat template: a string becomes one user message, ``system_prompt`` (if given and the messages have no
-    system message) goes first, and the template is applied with the generation prompt appended. Without one: a
-    string is returned as is, after ``system_prompt + "\\n"`` if given; a message list is an error.
+    system message) goes first, and the template is applied with the generation prompt appended (and
+    ``chat_template_kwargs`` passed to it). Without one: a string is returned as is, after
+    ``system_prompt + "\\n"`` if given; a message list is an error.
     """
     if tokenizer.chat_template:
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
         if system_prompt is not None and not any(m.get("role") == "system" for m in messages):
             messages = [{"role": "system", "content": system_prompt}, *messages]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                             **(chat_template_kwargs or {}))
     if not isinstance(prompt, str):
         raise DataError(
             "The prompt is a list of chat messages but the tokenizer has no chat template; "

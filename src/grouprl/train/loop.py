@@ -26,7 +26,7 @@ from grouprl.config import Config, algo_spec, dump_config
 from grouprl.config.load import config_to_dict
 from grouprl.errors import TrainingDiverged
 from grouprl.eval.evaluate import evaluate
-from grouprl.logging.sinks import ConsoleProgress, JsonlSink, TensorBoardSink, WandbSink, say
+from grouprl.logging.sinks import ConsoleProgress, JsonlSink, TensorBoardSink, TrackioSink, WandbSink, say
 from grouprl.model.memory import activation_bytes_per_token, micro_batch_rows
 from grouprl.train import step as stages
 from grouprl.train.checkpoint import save_checkpoint
@@ -250,11 +250,17 @@ def train(cfg: Config, run_dir: Path, resume: str | None = None) -> dict:
 
 
 def _sinks(cfg: Config, run_dir: Path) -> list:
+    """metrics.jsonl, then each tracker of output.report_to (output.tensorboard and wandb_mode add theirs)."""
+    out = cfg.output
+    trackers = set(out.report_to) | {name for name, on in (("tensorboard", out.tensorboard),
+                                                          ("wandb", out.wandb_mode)) if on}
     sinks = [JsonlSink(run_dir / "metrics.jsonl")]
-    if cfg.output.tensorboard:
+    if "tensorboard" in trackers:
         sinks.append(TensorBoardSink(run_dir / "tensorboard"))
-    if cfg.output.wandb_mode:
-        sinks.append(WandbSink(run_dir, cfg.output.wandb_mode, config_to_dict(cfg)))
+    if "wandb" in trackers:
+        sinks.append(WandbSink(run_dir, out.wandb_mode or "online", config_to_dict(cfg)))
+    if "trackio" in trackers:
+        sinks.append(TrackioSink(run_dir, config_to_dict(cfg)))
     return sinks
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from grouprl.config import Config, algo_spec
+from grouprl.config.load import total_updates
 from grouprl.data.prompts import PromptSource, load_rows, task_rows
 from grouprl.data.tasks import get_task
 from grouprl.errors import ConfigError, DataError
@@ -73,7 +74,7 @@ def _rows(cfg: Config) -> tuple[list[dict], list[dict], list]:
     """Training rows, evaluation rows, and the default reward functions."""
     d = cfg.data
     if d.path is not None:
-        train = load_rows(d.path, d.prompt_column)
+        train = load_rows(d.path, d.prompt_column, config=d.dataset_config, split=d.split)
         evals = load_rows(d.eval_path, d.prompt_column)[: d.num_eval] if d.eval_path else []
         default = get_task(d.task, **d.task_kwargs).reward_fns if d.task else []
         return train, evals, default
@@ -89,7 +90,7 @@ def _check_context(tokenizer, model, rows: list[dict], cfg: Config) -> int:
     longest = 0
     for i, row in enumerate(rows):
         try:
-            text = format_prompt(tokenizer, row["prompt"], cfg.data.system_prompt)
+            text = format_prompt(tokenizer, row["prompt"], cfg.data.system_prompt, cfg.data.chat_template_kwargs)
         except DataError as err:
             raise DataError(f"prompt {i}: {err}") from None
         n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -148,6 +149,8 @@ def build(cfg: Config, run_dir: Path) -> Setup:
     if Path(path).is_dir():  # everything that is missing, in one line, before any loader reports only its part
         check_model_dir(Path(path))
     tokenizer = load_tokenizer(path, trust_remote_code=cfg.model.trust_remote_code)
+    if cfg.data.chat_template is not None:
+        tokenizer.chat_template = cfg.data.chat_template
     policy, reference, peft_model = _policy(cfg, path, spec)
     longest_prompt = _check_context(tokenizer, policy, train_rows + eval_rows, cfg)
     if cfg.model.gradient_checkpointing:
@@ -172,9 +175,8 @@ def build(cfg: Config, run_dir: Path) -> Setup:
                                     shards=dist.world if cfg.train.fsdp else 1))
     optimizer = build_optimizer(policy.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                                 betas=cfg.train.adam_betas)
-    total_updates = cfg.train.steps * cfg.train.num_iterations * cfg.train.mini_batches
-    scheduler = build_scheduler(optimizer, warmup_steps=cfg.train.warmup_steps, total_steps=total_updates,
-                                kind=cfg.train.lr_scheduler)
+    scheduler = build_scheduler(optimizer, warmup_steps=cfg.train.warmup_steps, total_steps=total_updates(cfg),
+                                kind=cfg.train.lr_scheduler, kwargs=cfg.train.lr_scheduler_kwargs)
     if dist.is_main and spec.soft_overlong and spec.overlong_max_len > cfg.rollout.max_new_tokens:
         say(f"warning: algo.overlong_max_len={spec.overlong_max_len} exceeds rollout.max_new_tokens="
             f"{cfg.rollout.max_new_tokens}, so the soft overlong penalty never applies; set "
@@ -194,4 +196,5 @@ def build(cfg: Config, run_dir: Path) -> Setup:
 
 
 def prompt_texts(s: Setup, rows: list[dict]) -> list[str]:
-    return [format_prompt(s.tokenizer, row["prompt"], s.cfg.data.system_prompt) for row in rows]
+    return [format_prompt(s.tokenizer, row["prompt"], s.cfg.data.system_prompt, s.cfg.data.chat_template_kwargs)
+            for row in rows]

@@ -43,7 +43,8 @@ def test_override_values_are_typed():
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["train.lrr=1"], "unknown config key 'train.lrr'; known keys here: activation_budget_mib, adam_betas"),
+    (["train.lrr=1"], "unknown config key 'train.lrr'; did you mean train.lr (TRL: learning_rate)?"),
+    (["train.nope=1"], "unknown config key 'train.nope'; known keys here: activation_budget_mib, adam_betas"),
     (["nosection.x=1"], "unknown config key 'nosection'"),
     (["train.lr=fast"], "train.lr: expected float"),
     (["train.steps=1.5"], "train.steps: expected an integer"),
