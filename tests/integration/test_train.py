@@ -56,6 +56,9 @@ def test_run_directory_contents(tmp_path):
         assert key in metrics, key
     evals = read_jsonl(run_dir / "eval.jsonl")
     assert [e["step"] for e in evals] == [0, 2] and {"eval/pass@1", "eval/pass@2", "eval/mean@2"} <= set(evals[0])
+    card = (run_dir / "checkpoints" / "step-2" / "README.md").read_text()  # the model card has the final eval
+    assert "# grpo checkpoint, step 2 of 2" in card and "Held-out prompts at step 2:" in card
+    assert f"| eval/pass@1 | {evals[-1]['eval/pass@1']:.4f} |" in card
 
 
 def test_same_seed_same_metrics(tmp_path):

@@ -71,9 +71,10 @@ def model_card(cfg: Config, step: int, eval_metrics: dict | None) -> str:
              "## Training", "", "| setting | value |", "| --- | --- |",
              *(f"| {k} | {v.replace('|', '/')} |" for k, v in rows), "", "## Evaluation", ""]
     if eval_metrics:
-        lines += [f"Held-out prompts at step {step}:", "", "| metric | value |", "| --- | --- |",
+        at = eval_metrics.get("step", step)  # the newest evaluation may predate this checkpoint
+        lines += [f"Held-out prompts at step {at}:", "", "| metric | value |", "| --- | --- |",
                   *(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
-                    for k, v in eval_metrics.items()), ""]
+                    for k, v in eval_metrics.items() if k != "step"), ""]
     else:
         lines += ["No held-out evaluation at this step.", ""]
     loader = "AutoPeftModelForCausalLM" if m.lora.r else "AutoModelForCausalLM"

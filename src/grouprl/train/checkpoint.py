@@ -25,7 +25,9 @@ def _fsync_tree(path: Path) -> None:
                 os.fsync(handle.fileno())
 
 
-def save_checkpoint(run_dir: Path, step: int, model, tokenizer, trainer_state: dict, keep_last: int) -> Path:
+def save_checkpoint(run_dir: Path, step: int, model, tokenizer, trainer_state: dict, keep_last: int,
+                    card: str | None = None) -> Path:
+    """Write checkpoint ``step`` (with ``card`` as its ``README.md``) atomically; keep the newest ``keep_last``."""
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(".t*-step-*"):  # leftovers of a process that died mid-write or mid-delete
@@ -34,6 +36,8 @@ def save_checkpoint(run_dir: Path, step: int, model, tokenizer, trainer_state: d
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     write_trainer_state(tmp, trainer_state)
+    if card is not None:
+        (tmp / "README.md").write_text(card)
     _fsync_tree(tmp)
     if final.exists():
         _delete(final)

@@ -26,6 +26,7 @@ from grouprl.config import Config, algo_spec, dump_config
 from grouprl.config.load import config_to_dict
 from grouprl.errors import TrainingDiverged
 from grouprl.eval.evaluate import evaluate
+from grouprl.logging.card import model_card
 from grouprl.logging.sinks import ConsoleProgress, JsonlSink, TensorBoardSink, TrackioSink, WandbSink, say
 from grouprl.model.memory import activation_bytes_per_token, micro_batch_rows
 from grouprl.train import step as stages
@@ -51,6 +52,7 @@ def run_eval(s: Setup, step: int) -> dict:
                    max_new_tokens=s.cfg.rollout.max_new_tokens, k=s.cfg.eval.num_samples,
                    temperature=s.cfg.eval.temperature, batch_size=s.cfg.eval.batch_size, seed=s.cfg.train.seed)
     JsonlSink(s.run_dir / "eval.jsonl").write({"step": step, **out})
+    s.last_eval = {"step": step, **out}
     return out
 
 
@@ -229,7 +231,8 @@ def checkpoint(s: Setup, step: int) -> None:
     state = trainer_state(s, step)
     s.weights.gather()
     if s.dist.is_main:
-        save_checkpoint(s.run_dir, step, s.weights, s.tokenizer, state, s.cfg.output.keep_last)
+        save_checkpoint(s.run_dir, step, s.weights, s.tokenizer, state, s.cfg.output.keep_last,
+                        card=model_card(s.cfg, step, s.last_eval))
 
 
 def train(cfg: Config, run_dir: Path, resume: str | None = None) -> dict:
@@ -290,6 +293,9 @@ def _train(s: Setup, cfg: Config, run_dir: Path, resume: str | None) -> dict:
         after = eval_all(s, cfg.train.steps)
         if after:
             say(f"held-out after training:  {json.dumps(after)}")
+            final = run_dir / "checkpoints" / f"step-{cfg.train.steps}"
+            if final.is_dir():  # the last checkpoint was written before this evaluation: its card gets it now
+                (final / "README.md").write_text(model_card(cfg, cfg.train.steps, s.last_eval))
         return {"before": before, "after": after, "main": main}
     finally:
         for sink in sinks[1:]:  # TensorBoard, W&B: flush and close

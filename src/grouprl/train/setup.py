@@ -11,7 +11,7 @@ import copy
 import random
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -62,6 +62,7 @@ class Setup:
     weights: FullWeights | AdapterWeights | sharding.ShardedWeights | None = None  # what checkpoints hold
     full_weights: Callable[[], AbstractContextManager] = nullcontext  # collective: full weights for sampling
     memory_note: str = ""  # the start-up estimate of peak memory by phase, printed by rank 0
+    last_eval: dict = field(default_factory=dict)  # the newest held-out metrics, for checkpoints' model cards
 
 
 def seed_everything(seed: int) -> None:
