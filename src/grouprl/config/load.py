@@ -220,7 +220,8 @@ def _dataset_size(cfg: Config) -> int:
         return cfg.data.num_train
     from grouprl.data.prompts import load_rows
 
-    return len(load_rows(cfg.data.path, cfg.data.prompt_column, config=cfg.data.dataset_config, split=cfg.data.split))
+    d = cfg.data
+    return len(load_rows(d.path, d.prompt_column, config=d.dataset_config, split=d.split, data_files=d.data_files))
 
 
 def _clip(cfg: Config) -> str | None:

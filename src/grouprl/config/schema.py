@@ -61,7 +61,11 @@ class DataConfig:
     task_kwargs: dict = field(default_factory=dict)
     """Difficulty knobs of the built-in task, e.g. ``{digits: 2}``."""
     path: str | None = None
-    """A prompt dataset: .jsonl, .json, .csv, .parquet or a ``datasets.save_to_disk`` directory."""
+    """A prompt dataset: .jsonl, .json, .csv, .parquet, a ``datasets.save_to_disk`` directory, a hub id, or
+    (with ``data_files``) a ``datasets`` builder name such as ``json``, ``csv`` or ``parquet``."""
+    data_files: str | list | dict | None = None
+    """Passed to ``datasets.load_dataset(path, data_files=...)``: one file, a list, or ``{split: files}``. With it,
+    every file is read by ``datasets`` (its type inference included) instead of grouprl's own readers."""
     dataset_config: str | None = None
     """With a hub dataset: its configuration (``name`` of ``datasets.load_dataset``); None: the default one.
     Ignored for a local file."""

@@ -41,7 +41,8 @@ def _csv(file: Path) -> list[tuple[str, object]]:
     return [(f"line {reader.line_num}", dict(row)) for row in reader]
 
 
-def _datasets(source: str, kind: str, config: str | None = None, split: str = "train") -> list[tuple[str, object]]:
+def _datasets(source: str, kind: str, config: str | None = None, split: str = "train",
+              data_files=None) -> list[tuple[str, object]]:
     try:
         import datasets
     except ImportError:
@@ -52,7 +53,7 @@ def _datasets(source: str, kind: str, config: str | None = None, split: str = "t
         elif kind == "a saved dataset":
             data = datasets.load_from_disk(source)
         else:
-            data = datasets.load_dataset(source, name=config, split=split)
+            data = datasets.load_dataset(source, name=config, split=split, data_files=data_files)
     except Exception as err:  # noqa: BLE001 - any failure of the library is a data error for the user
         raise DataError(f"{source}: could not read {kind} ({type(err).__name__}: {str(err).splitlines()[0]})") from None
     if isinstance(data, datasets.DatasetDict):
@@ -62,18 +63,25 @@ def _datasets(source: str, kind: str, config: str | None = None, split: str = "t
     return [(f"row {i}", row) for i, row in enumerate(data)]
 
 
-def load_rows(path: str, prompt_column: str, *, config: str | None = None, split: str = "train") -> list[dict]:
-    """Rows of a prompt dataset: .jsonl, .json, .csv, .parquet, a ``save_to_disk`` directory, or a hub id.
+def load_rows(path: str, prompt_column: str, *, config: str | None = None, split: str = "train",
+              data_files=None) -> list[dict]:
+    """Rows of a prompt dataset: .jsonl, .json, .csv, .parquet, a ``save_to_disk`` directory, a hub id, or a
+    ``datasets`` builder name with ``data_files``.
 
-    ``config`` and ``split`` choose a hub dataset's configuration and split (``split`` also a saved
-    ``DatasetDict``'s); a single file has one split and no configuration, so they do not apply to it.
+    Local .jsonl / .json / .csv files are read by grouprl itself, so every value arrives as the file wrote it
+    (``datasets``' JSON reader turns a column of mixed types into decoded JSON, "2" into 2, and its CSV reader
+    infers numbers) and a broken line is named by file, line and column. Everything else goes through
+    ``datasets``: ``config`` and ``split`` choose a hub dataset's configuration and split (``split`` also a
+    saved ``DatasetDict``'s), ``data_files`` is passed to ``datasets.load_dataset``.
 
     Every row must have ``prompt_column`` (or a chat ``messages`` list); it is copied to ``row["prompt"]``, and
     every other column is passed to the reward functions.
     """
     file = Path(path)
     suffix = file.suffix.lower()
-    if file.is_dir():
+    if data_files is not None:
+        raw = _datasets(path, f"a datasets source with data_files={data_files!r}", config, split, data_files)
+    elif file.is_dir():
         raw = _datasets(str(file), "a saved dataset", split=split)
     elif file.is_file():
         readers = {".jsonl": _jsonl, ".json": _json, ".csv": _csv}

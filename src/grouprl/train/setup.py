@@ -75,7 +75,7 @@ def _rows(cfg: Config) -> tuple[list[dict], list[dict], list]:
     """Training rows, evaluation rows, and the default reward functions."""
     d = cfg.data
     if d.path is not None:
-        train = load_rows(d.path, d.prompt_column, config=d.dataset_config, split=d.split)
+        train = load_rows(d.path, d.prompt_column, config=d.dataset_config, split=d.split, data_files=d.data_files)
         evals = load_rows(d.eval_path, d.prompt_column)[: d.num_eval] if d.eval_path else []
         default = get_task(d.task, **d.task_kwargs).reward_fns if d.task else []
         return train, evals, default

@@ -49,3 +49,25 @@ def test_bad_files_name_the_place(tmp_path, name, content, message):
     (tmp_path / name).write_text(content)
     with pytest.raises(DataError, match=message.replace("(", r"\(")):
         load_rows(str(tmp_path / name), "question")
+
+
+def test_a_datasets_builder_with_data_files_reads_through_datasets(tmp_path):
+    pytest.importorskip("datasets")
+    names = write_all(tmp_path)
+    for builder, name in (("json", "d.jsonl"), ("csv", "d.csv"), ("parquet", "d.parquet")):
+        rows = load_rows(builder, "question", data_files=str(tmp_path / name))
+        assert [r["prompt"] for r in rows] == ["1+1=", "2+3="], builder
+    assert "d.jsonl" in names
+    split_files = {"train": str(tmp_path / "d.jsonl"), "test": str(tmp_path / "d.json")}
+    assert len(load_rows("json", "question", data_files=split_files, split="test")) == 2
+    with pytest.raises(DataError, match="could not read a datasets source with data_files"):
+        load_rows("json", "question", data_files=str(tmp_path / "missing.jsonl"))
+
+
+def test_local_text_files_keep_every_value_as_written(tmp_path):
+    """Why local .jsonl/.csv do not go through ``datasets``: its readers change values (a mixed JSON column is
+    decoded, so the string "2" becomes the int 2; CSV numbers are inferred). grouprl's readers keep them."""
+    (tmp_path / "mixed.jsonl").write_text('{"prompt": "a", "answer": "2"}\n{"prompt": "b", "answer": 5}\n')
+    (tmp_path / "zeros.csv").write_text("prompt,answer\na,007\n")
+    assert [r["answer"] for r in load_rows(str(tmp_path / "mixed.jsonl"), "prompt")] == ["2", 5]
+    assert load_rows(str(tmp_path / "zeros.csv"), "prompt")[0]["answer"] == "007"
