@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from grouprl.algo.registry import Registry
+from grouprl.registry import Registry
 
 ADVANTAGES: Registry = Registry("advantage estimator")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from grouprl.algo.registry import Registry
+from grouprl.registry import Registry
 
 FILTERS: Registry = Registry("group filter")
 SHAPING: Registry = Registry("reward shaping")

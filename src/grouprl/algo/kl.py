@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from grouprl.algo.registry import Registry
+from grouprl.registry import Registry
 
 KL_ESTIMATORS: Registry = Registry("KL estimator")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from grouprl.algo.ratios import masked_token_mean
-from grouprl.algo.registry import Registry
+from grouprl.registry import Registry
 
 OBJECTIVES: Registry = Registry("surrogate objective")
 

@@ -18,7 +18,7 @@ from grouprl.algo.aggregation import AGGREGATIONS
 from grouprl.algo.kl import KL_ESTIMATORS
 from grouprl.algo.objectives import OBJECTIVES
 from grouprl.algo.ratios import RATIOS
-from grouprl.algo.registry import UnknownNameError
+from grouprl.registry import UnknownNameError
 
 
 @dataclass(frozen=True)

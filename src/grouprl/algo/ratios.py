@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from grouprl.algo.registry import Registry
+from grouprl.registry import Registry
 
 RATIOS: Registry = Registry("importance-ratio level")
 

@@ -1,13 +1,15 @@
-"""One small generic registry: each extension kind (advantage, ratio, objective, ...) gets one instance.
+"""One small generic registry: each extension kind (advantage, ratio, objective, reward, task, rollout
+backend ...) gets one instance, owned by the package that defines the kind.
 
-Registering is a decorator and nothing else; lookup is by name, and an unknown name is an error that lists
-the known ones, so a typo in a config never falls through to a default.
+Registering is a decorator; it may attach facts about the entry (``register("x", params=("eps",))``) that the
+package reads back with ``info``. Lookup is by name, and an unknown name is an error that lists the known
+ones, so a typo in a config never falls through to a default. This module imports nothing of the project.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 F = TypeVar("F", bound=Callable)
 
@@ -25,15 +27,23 @@ class Registry(Generic[F]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._table: dict[str, F] = {}
+        self._info: dict[str, dict[str, Any]] = {}
 
-    def register(self, name: str) -> Callable[[F], F]:
+    def register(self, name: str, **info: Any) -> Callable[[F], F]:
+        """Decorator: add ``fn`` under ``name``, with ``info`` (facts the owning package defines)."""
+
         def add(fn: F) -> F:
             if name in self._table:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._table[name] = fn
+            self._table[name], self._info[name] = fn, info
             return fn
 
         return add
+
+    def info(self, name: str) -> dict[str, Any]:
+        """What was registered with ``name`` besides the function (``{}`` if nothing)."""
+        self.get(name)
+        return self._info[name]
 
     def get(self, name: str) -> F:
         try:
