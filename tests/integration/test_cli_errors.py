@@ -58,7 +58,8 @@ CASES = [
     (["train.lr_scheduler=step"], "train.lr_scheduler must be constant, linear or cosine"),
     (["algo.retain_k=1", "algorithm=gfpo"], "retain_k must be >= 2"),
     (["--resume", "{tmp}/not_a_checkpoint"], "not a checkpoint directory"),
-    (["rewards=[{name: correct_answer, wieght: 2}]"], "must be a name or {name: ..., weight: ..., kwargs: ...}"),
+    (["rewards=[{name: correct_answer, wieght: 2}]"], "has unknown key(s) wieght; an entry takes name, weight, "
+                                                      "kwargs, factory_kwargs, columns"),
     (["rewards=[{name: correct_answer, weight: abc}]"], "rewards[0].weight of 'correct_answer' must be a finite number"),
     (["data.path={tmp}/latin1.jsonl"], "latin1.jsonl line 2 column 16: byte 0xe9 is not UTF-8"),
     (["--config", "{tmp}/latin1.yaml"], "latin1.yaml line 2 column 14: byte 0xe9 is not UTF-8"),

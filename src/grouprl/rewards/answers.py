@@ -29,6 +29,8 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from grouprl.messages import completion_text
+
 MAX_ANSWER_CHARS = 1000
 """Longer extracted answers score 0.0 without being parsed: no real answer is that long, and sympy's cost on
 adversarial LaTeX grows quickly with length."""
@@ -170,7 +172,8 @@ def math_answer(prompts, completions, completion_ids=None, *, answer, **columns)
     """Reward 1.0 when the completion's final answer (see ``extract_answer``) equals ``answer``, else 0.0.
 
     Equality is mathematical (``is_equivalent``): ``\\frac{1}{2}`` matches ``0.5``, ``(x+1)^2`` matches
-    ``x^2+2x+1``. No extractable answer, a non-string completion or any error scores 0.0.
+    ``x^2+2x+1``. No extractable answer, a completion that is neither text nor a message list, or
+    any error scores 0.0.
 
     >>> math_answer([""] * 4, [r"\\boxed{\\frac{1}{2}}", "#### 1,000", "Answer: 2", "no idea"],
     ...             answer=["0.5", "1000", "3", "1"])
@@ -179,7 +182,7 @@ def math_answer(prompts, completions, completion_ids=None, *, answer, **columns)
     out = []
     for completion, reference in zip(completions, answer, strict=True):
         try:
-            prediction = extract_answer(completion)
+            prediction = extract_answer(completion_text(completion))
             out.append(float(prediction is not None and is_equivalent(prediction, _reference(reference))))
         except Exception:  # noqa: BLE001 - one bad sample must not fail the batch
             out.append(0.0)
@@ -198,7 +201,7 @@ def numeric_match(prompts, completions, completion_ids=None, *, answer, rel_tol:
     out = []
     for completion, reference in zip(completions, answer, strict=True):
         try:
-            prediction = extract_answer(completion)
+            prediction = extract_answer(completion_text(completion))
             a = _as_number(prediction) if prediction is not None else None
             b = _as_number(_reference(reference))
             out.append(float(a is not None and b is not None and math.isclose(a, b, rel_tol=rel_tol)))
@@ -215,7 +218,7 @@ def exact_match(prompts, completions, completion_ids=None, *, answer, **columns)
     """
     out = []
     for completion, reference in zip(completions, answer, strict=True):
-        prediction = extract_answer(completion)
+        prediction = extract_answer(completion_text(completion))
         out.append(float(prediction is not None and prediction.strip() == str(reference).strip()))
     return out
 
