@@ -79,8 +79,11 @@ class Reward:
     columns: dict[str, str] = field(default_factory=dict)  # dataset column -> the keyword it arrives as
 
     def arguments(self, columns: dict) -> dict:
-        """The dataset columns as this function receives them: each mapped column under its keyword."""
-        return {self.columns.get(name, name): values for name, values in columns.items()}
+        """The dataset columns as this function receives them: each mapped column under its keyword only (over
+        a column of that name, if the dataset has one)."""
+        out = {name: values for name, values in columns.items() if name not in self.columns}
+        out.update({self.columns[name]: values for name, values in columns.items() if name in self.columns})
+        return out
 
 
 @dataclass(frozen=True)

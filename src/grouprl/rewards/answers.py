@@ -22,6 +22,7 @@ timeout (``reward_timeout``) is the only limit. Any exception for a sample score
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import signal
@@ -134,9 +135,26 @@ def _deadline(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+_NOTICES = ("Timeout is disabled as", "equations=True in NormalizationConfig is deprecated")
+"""What math-verify and latex2sympy log that does not apply here: that math-verify's timeouts are off (``_deadline``
+is ours), and, on every normalisation, that ``equations=True`` is deprecated (open-r1 sets it; it still applies)."""
+
+
+def _not_a_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(_NOTICES)
+
+
+def quiet_math_verify() -> None:
+    """Drop ``_NOTICES`` from math-verify's and latex2sympy's logs (idempotent)."""
+    for name in ("math_verify.parser", "math_verify.grader", "latex2sympy2_extended.math_normalization"):
+        logging.getLogger(name).addFilter(_not_a_notice)
+
+
 def _math_verify(prediction: str, reference: str) -> bool:
     """math-verify's verdict on two bare answers, with its signal-based timeouts off (see module docstring)."""
     from math_verify import parse, verify  # imported lazily: it pulls in sympy and its LaTeX parser
+
+    quiet_math_verify()
 
     gold = parse(f"\\boxed{{{reference}}}", parsing_timeout=None)
     pred = parse(f"\\boxed{{{prediction}}}", parsing_timeout=None)

@@ -26,13 +26,12 @@ Where this departs from open-r1:
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from collections.abc import Callable
 
 from grouprl.messages import completion_text
-from grouprl.rewards.answers import SAMPLE_TIMEOUT, _deadline, _SampleTimeout
+from grouprl.rewards.answers import SAMPLE_TIMEOUT, _deadline, _SampleTimeout, quiet_math_verify
 
 
 def _contents(completions) -> list[str]:
@@ -42,19 +41,11 @@ def _contents(completions) -> list[str]:
 
 # --- math answers through math-verify -------------------------------------------------------------------------
 
-def _not_the_equations_notice(record: logging.LogRecord) -> bool:
-    """latex2sympy logs on every normalisation that ``equations=True`` is deprecated; open-r1 sets it (and it
-    still applies), so that one message is dropped."""
-    return not record.getMessage().startswith("equations=True in NormalizationConfig is deprecated")
-
-
 def _answer_config(boxed):
     """The extraction open-r1 uses for a completion: LaTeX only, ``\\boxed`` first, no bare-number fallback,
     and no repair of malformed operators (``boxed`` is ``"all"`` for ``accuracy``, ``True`` elsewhere)."""
     from latex2sympy2_extended import NormalizationConfig
     from math_verify import LatexExtractionConfig
-
-    logging.getLogger("latex2sympy2_extended.math_normalization").addFilter(_not_the_equations_notice)
 
     normalization = NormalizationConfig(nits=False, malformed_operators=False, basic_latex=True, equations=True,
                                         boxed=boxed, units=True)
@@ -74,6 +65,7 @@ def _parse(text: str, config=None) -> list:
     the per-sample time limit runs out."""
     from math_verify import parse
 
+    quiet_math_verify()
     kwargs = {} if config is None else {"extraction_config": config}
     try:
         with _deadline(SAMPLE_TIMEOUT):
@@ -187,7 +179,7 @@ _TAG_PIECES = ("<think>\n", "\n</think>\n", "\n<answer>\n", "\n</answer>")
 _STEP_MARKERS = re.compile(r"Step \d+:|\A\d+\.|\n[-*]|(?:First|Second|Next|Finally),")
 
 
-def format(prompts, completions, completion_ids=None, **columns) -> list[float]:  # noqa: A001 - open-r1's name
+def format(prompts, completions, completion_ids=None, **columns) -> list[float]:  # open-r1's name
     """open-r1: 1.0 for the ``<think>`` then ``<answer>`` layout with its exact new lines, else 0.0.
 
     The completion must start with ``<think>\\n…\\n</think>\\n<answer>\\n…\\n</answer>``, and only a new
