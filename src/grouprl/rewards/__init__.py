@@ -412,7 +412,7 @@ class Report:
                 out.first_error.setdefault(name, what)
             for name, values in r.metrics.items():
                 out.metrics.setdefault(name, []).extend(values)
-        columns = {c: None for r in reports for c in r.extra}
+        columns = dict.fromkeys(c for r in reports for c in r.extra)  # every report's, in order of appearance
         out.extra = {c: [v for r in reports for v in r.extra.get(c, [None] * r.n)] for c in columns}
         return out
 
