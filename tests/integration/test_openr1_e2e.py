@@ -112,7 +112,8 @@ def read_jsonl(path):
 def test_open_r1_rewards_train_on_a_conversational_dataset(run, tmp_path, capsys):
     user = ("{r}:exact_solution, {r}:shorter, {name: {r}:get_contains_reward, factory_kwargs: {needle: '1'}}, "
             "{name: {r}:from_answer, columns: {answer: reference}}")
-    code, run_dir, err = run(f"{user}, {BUILT_INS}", "train.steps=3", capsys=capsys)
+    code, run_dir, err = run(f"{user}, {BUILT_INS}", "train.steps=3", f"data.eval_path={tmp_path}/data.jsonl",
+                             "data.num_eval=2", "eval.num_samples=0", capsys=capsys)
     assert code == 0, err
     names = ["exact_solution", "shorter", "contains_reward", "from_answer", "accuracy", "format", "tag_count",
              "reasoning_steps", "length", "cosine", "repetition_penalty", "code_format", "soft_overlong_punishment"]
@@ -130,7 +131,9 @@ def test_open_r1_rewards_train_on_a_conversational_dataset(run, tmp_path, capsys
         assert call["prompt"][0]["role"] == "user" and call["prompt"][0]["content"].endswith("=")
         assert [m["role"] for m in call["completion"]] == ["assistant"]
         assert isinstance(call["completion"][0]["content"], str)
-    assert sorted({c["step"] for c in calls}) == [0, 1, 2]  # trainer_state.global_step
+    assert sorted({c["step"] for c in calls}) == [0, 1, 2, 3]  # trainer_state.global_step; 3: the last eval
+    assert {c["fn"] for c in calls if c["step"] == 3} == {"exact_solution"}  # evaluation calls the verifier
+    assert [r["step"] for r in read_jsonl(run_dir / "eval.jsonl")] == [0, 3]
     assert {tuple(c["columns"]) for c in calls if c["fn"] == "from_answer"} == {("completion_ids", "reference",
                                                                                  "solution")}  # answer: renamed
     assert {tuple(c["columns"]) for c in calls if c["fn"] == "shorter"} == {("answer", "completion_ids",
