@@ -26,6 +26,10 @@ class RewardError(UserError, ValueError):
     """A reward specification that cannot be resolved."""
 
 
+class RewardFailed(RewardError):
+    """A reward function gave no usable value on any sample of a training step (``reward_fail_fast``)."""
+
+
 class ModelError(UserError, ValueError):
     """A model or tokenizer source that cannot be loaded: the message says what is missing and what was found."""
 

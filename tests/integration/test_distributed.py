@@ -185,3 +185,28 @@ def test_world_size_that_cannot_hold_the_batch_exits_2(tmp_path, capsys, monkeyp
     assert "train.prompts_per_step=4 cannot be split into whole groups over 3 processes" in err
     assert "multiple of 3 (e.g. 6)" in err and "run 1, 2, 4 processes" in err
     assert len(err.splitlines()) == 1 and not run_dir.exists()
+
+
+PER_RANK_REWARD = '''
+def per_rank(prompts, completions, trainer_state, log_metric, **kwargs):
+    log_metric("rank0" if trainer_state.is_world_process_zero else "rank1", 1.0)  # names differ by rank
+    log_metric("both", 2.0 if trainer_state.is_world_process_zero else 4.0)
+    if trainer_state.global_step >= 1:
+        raise RuntimeError("boom")
+    return [float(len(c)) for c in completions]
+'''
+
+
+def test_logged_metrics_and_a_fail_fast_stop_span_the_ranks(tmp_path):
+    """log_metric names one rank alone logs still reach metrics.jsonl (means over both ranks), and a reward
+    that fails everywhere at step 2 stops both ranks there, each with the one line."""
+    (tmp_path / "r.py").write_text(PER_RANK_REWARD)
+    run_dir = tmp_path / "run"
+    proc = _torchrun("--nproc_per_node", "2", "--standalone",
+                     args=[*ARGS, "train.steps=3", f"rewards=[{tmp_path}/r.py:per_rank]", f"output.run_dir={run_dir}"])
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode != 0
+    assert out.count("grouprl train: error: reward per_rank got reward_fallback on every sample of step 2 (16 "
+                     "samples); its first fault: failed (RuntimeError: boom)") == 2, out[-3000:]
+    [row] = _rows(run_dir)
+    assert (row["step"], row["reward_log/rank0"], row["reward_log/rank1"], row["reward_log/both"]) == (1, 1.0, 1.0, 3.0)

@@ -59,10 +59,11 @@ def test_an_open_r1_recipe_trains(tmp_path, capsys):
 
 
 def test_an_open_r1_reward_that_grouprl_lacks_fails_in_one_line(tmp_path, capsys):
-    recipe = open_r1_recipe(tmp_path, reward_funcs=["accuracy", "format"], reward_weights=[1.0, 1.0])
+    """open-r1's sandboxed code rewards need E2B/Morph/Piston, so they are not built in (docs/rewards.md)."""
+    recipe = open_r1_recipe(tmp_path, reward_funcs=["ioi_code", "format"], reward_weights=[1.0, 1.0])
     assert main(["train", "--config", str(recipe)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("grouprl train: error: unknown reward 'accuracy'; built-in: ")
+    assert err.startswith("grouprl train: error: unknown reward 'ioi_code'; built-in: ")
 
 
 def test_configs_has_one_valid_file_per_preset_and_the_trl_and_open_r1_examples():

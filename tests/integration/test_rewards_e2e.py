@@ -85,7 +85,8 @@ def test_a_trl_reward_file_trains_unchanged_on_a_jsonl_dataset(tmp_path):
 def test_failing_hanging_and_nan_rewards_are_survived(tmp_path):
     (tmp_path / "flaky.py").write_text(FLAKY)
     run_dir = tmp_path / "run"
-    code = main(["train", *FAST, "train.steps=10", "reward_timeout=0.5", f"output.run_dir={run_dir}",
+    code = main(["train", *FAST, "train.steps=10", "reward_timeout=0.5", "reward_fail_fast=false",
+                 f"output.run_dir={run_dir}",
                  f"rewards=[correct_answer, {tmp_path}/flaky.py:every_tenth_raises, {tmp_path}/flaky.py:hangs, "
                  f"{tmp_path}/flaky.py:nan]"])
     assert code == 0
@@ -104,7 +105,8 @@ def test_reward_faults_are_counted_and_the_run_finishes(tmp_path):
     rewards = ", ".join(f"{tmp_path}/faulty.py:{name}" for name in ["length", *bad])
     code = main(["train", "train.steps=2", "train.prompts_per_step=2", "rollout.num_generations=2",
                  "data.num_eval=0", "eval.every=0", "output.progress=false", "output.plots=false",
-                 "reward_memory_mb=512", f"rewards=[{rewards}]", f"output.run_dir={run_dir}"])
+                 "reward_memory_mb=512", "reward_fail_fast=false", f"rewards=[{rewards}]",
+                 f"output.run_dir={run_dir}"])
     assert code == 0
     rows = read_jsonl(run_dir / "metrics.jsonl")
     assert len(rows) == 2

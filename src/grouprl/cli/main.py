@@ -60,7 +60,7 @@ def cmd_train(args) -> int:
 def cmd_list(args) -> int:
     from grouprl.algo import PRESETS
     from grouprl.data.tasks import TASKS
-    from grouprl.rewards import BUILTIN_REWARDS
+    from grouprl.rewards import BUILTIN_FACTORIES, BUILTIN_REWARDS
 
     if args.what == "algorithms":
         print(f"{'name':<22} {'paper':<11} {'advantage':<21} {'ratio':<15} {'clip':<15} {'eps':<13} "
@@ -78,8 +78,9 @@ def cmd_list(args) -> int:
         for name in sorted(TASKS):
             print(f"{name:<14} {(TASKS[name].__doc__ or '').strip().splitlines()[0]}")
     else:
-        for name, fn in sorted(BUILTIN_REWARDS.items()):
-            print(f"{name:<16} {(fn.__doc__ or '').strip().splitlines()[0]}")
+        for name, fn in sorted({**BUILTIN_REWARDS, **BUILTIN_FACTORIES}.items()):
+            kind = " (factory_kwargs)" if name in BUILTIN_FACTORIES else ""
+            print(f"{name:<24} {(fn.__doc__ or '').strip().splitlines()[0]}{kind}")
     return 0
 
 

@@ -216,11 +216,16 @@ class Config:
     """Overrides of the preset's fields, e.g. ``{beta: 0.0, epsilon_high: 0.28}`` (see docs/algorithms)."""
     rewards: list = field(default_factory=list)
     """Reward functions: names (``grouprl list rewards``), ``module:function`` or ``file.py:function``; or
-    ``{name: ..., weight: ...}``. Empty: the task's own verifier."""
+    ``{name: ..., weight: ..., kwargs: ..., factory_kwargs: ..., columns: ...}`` (docs/rewards.md). Empty: the
+    task's own verifier."""
     reward_timeout: float = 60.0
     """Seconds one reward-function call may take; past it the samples get reward_fallback (counted)."""
     reward_fallback: float = 0.0
     """Reward given to a sample whose function raised, timed out, or returned NaN or a non-number."""
+    reward_fail_fast: bool = True
+    """Stop the run (exit status 2, one line naming the function and its first fault) when a reward function
+    gets the fallback on every sample of a step: raising, timing out or returning nothing usable every time
+    leaves no signal. false: train on with the fallback (the faults are still counted)."""
     reward_isolation: bool = True
     """Run reward functions in a separate worker process (with the timeout), never in the trainer's."""
     reward_memory_mb: int = 8192

@@ -22,12 +22,15 @@ timeout (``reward_timeout``) is the only limit. Any exception for a sample score
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+from grouprl.messages import completion_text
 
 MAX_ANSWER_CHARS = 1000
 """Longer extracted answers score 0.0 without being parsed: no real answer is that long, and sympy's cost on
@@ -132,9 +135,26 @@ def _deadline(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+_NOTICES = ("Timeout is disabled as", "equations=True in NormalizationConfig is deprecated")
+"""What math-verify and latex2sympy log that does not apply here: that math-verify's timeouts are off (``_deadline``
+is ours), and, on every normalisation, that ``equations=True`` is deprecated (open-r1 sets it; it still applies)."""
+
+
+def _not_a_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(_NOTICES)
+
+
+def quiet_math_verify() -> None:
+    """Drop ``_NOTICES`` from math-verify's and latex2sympy's logs (idempotent)."""
+    for name in ("math_verify.parser", "math_verify.grader", "latex2sympy2_extended.math_normalization"):
+        logging.getLogger(name).addFilter(_not_a_notice)
+
+
 def _math_verify(prediction: str, reference: str) -> bool:
     """math-verify's verdict on two bare answers, with its signal-based timeouts off (see module docstring)."""
     from math_verify import parse, verify  # imported lazily: it pulls in sympy and its LaTeX parser
+
+    quiet_math_verify()
 
     gold = parse(f"\\boxed{{{reference}}}", parsing_timeout=None)
     pred = parse(f"\\boxed{{{prediction}}}", parsing_timeout=None)
@@ -170,7 +190,8 @@ def math_answer(prompts, completions, completion_ids=None, *, answer, **columns)
     """Reward 1.0 when the completion's final answer (see ``extract_answer``) equals ``answer``, else 0.0.
 
     Equality is mathematical (``is_equivalent``): ``\\frac{1}{2}`` matches ``0.5``, ``(x+1)^2`` matches
-    ``x^2+2x+1``. No extractable answer, a non-string completion or any error scores 0.0.
+    ``x^2+2x+1``. No extractable answer, a completion that is neither text nor a message list, or
+    any error scores 0.0.
 
     >>> math_answer([""] * 4, [r"\\boxed{\\frac{1}{2}}", "#### 1,000", "Answer: 2", "no idea"],
     ...             answer=["0.5", "1000", "3", "1"])
@@ -179,7 +200,7 @@ def math_answer(prompts, completions, completion_ids=None, *, answer, **columns)
     out = []
     for completion, reference in zip(completions, answer, strict=True):
         try:
-            prediction = extract_answer(completion)
+            prediction = extract_answer(completion_text(completion))
             out.append(float(prediction is not None and is_equivalent(prediction, _reference(reference))))
         except Exception:  # noqa: BLE001 - one bad sample must not fail the batch
             out.append(0.0)
@@ -198,7 +219,7 @@ def numeric_match(prompts, completions, completion_ids=None, *, answer, rel_tol:
     out = []
     for completion, reference in zip(completions, answer, strict=True):
         try:
-            prediction = extract_answer(completion)
+            prediction = extract_answer(completion_text(completion))
             a = _as_number(prediction) if prediction is not None else None
             b = _as_number(_reference(reference))
             out.append(float(a is not None and b is not None and math.isclose(a, b, rel_tol=rel_tol)))
@@ -215,7 +236,7 @@ def exact_match(prompts, completions, completion_ids=None, *, answer, **columns)
     """
     out = []
     for completion, reference in zip(completions, answer, strict=True):
-        prediction = extract_answer(completion)
+        prediction = extract_answer(completion_text(completion))
         out.append(float(prediction is not None and prediction.strip() == str(reference).strip()))
     return out
 

@@ -111,6 +111,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from grouprl.messages import completion_text
+
 __all__ = ["SandboxResult", "run_sandboxed", "code_tests_reward", "extract_code", "sandbox_capabilities",
            "REWARDS"]
 
@@ -533,12 +535,11 @@ def extract_code(completion) -> str:
     >>> extract_code("x = 3")
     'x = 3'
     """
-    if isinstance(completion, list):   # conversational format: the last message's content
-        completion = completion[-1].get("content", "") if completion else ""
-    if not isinstance(completion, str):
+    text = completion_text(completion)  # a conversational completion: its last message's content
+    if text is None:
         return ""
-    blocks = _FENCE_RE.findall(completion)
-    return blocks[-1] if blocks else completion
+    blocks = _FENCE_RE.findall(text)
+    return blocks[-1] if blocks else text
 
 
 def _split_tests(tests) -> list[tuple[bool, str]]:

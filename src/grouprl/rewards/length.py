@@ -7,10 +7,12 @@ cache_len: 128}}``.
 
 from __future__ import annotations
 
+from grouprl.messages import completion_text
+
 
 def _lengths(completions, completion_ids) -> list[int]:
     if completion_ids is None:  # no token ids: fall back to characters
-        return [len(c) for c in completions]
+        return [len(completion_text(c) or "") for c in completions]
     return [len(ids) for ids in completion_ids]
 
 

@@ -3,11 +3,17 @@
 Configure it as ``rewards: [{name: reward_model, path: DIR_OR_HUB_ID, weight: 1.0}]``. The score is the
 model's first logit (a single-label reward model). The model is loaded once, before the reward worker is
 forked, and runs there on one thread.
+
+What it reads is what TRL feeds a reward model: ``prompt + completion`` for text rows; for chat rows the
+prompt's messages followed by the completion's, through the reward model's own chat template (without one,
+the messages' contents joined).
 """
 
 from __future__ import annotations
 
 import torch
+
+from grouprl.messages import as_completion, completion_text
 
 
 class RewardModel:
@@ -34,10 +40,20 @@ class RewardModel:
 
     @torch.no_grad()
     def __call__(self, prompts, completions, completion_ids=None, **columns) -> list[float]:
-        texts = [p + c if isinstance(p, str) else str(p) + c for p, c in zip(prompts, completions)]
+        texts = [self._text(p, c) for p, c in zip(prompts, completions)]
         scores: list[float] = []
         for start in range(0, len(texts), self.batch_size):
             batch = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
                                    truncation=True, max_length=self.max_length, add_special_tokens=False)
             scores += self.model(**batch).logits[:, 0].float().tolist()
         return scores
+
+    def _text(self, prompt, completion) -> str:
+        """The text the reward model scores for one sample."""
+        text = completion_text(completion) or ""
+        if isinstance(prompt, str):
+            return prompt + text
+        messages = [*prompt, *as_completion(prompt, text)]
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False)
+        return "".join(m["content"] for m in messages)

@@ -1,7 +1,9 @@
 """Run reward functions outside the trainer's process, with a wall-clock timeout and a memory limit.
 
 A single long-lived worker process is forked once the reward functions are resolved; each call sends the
-function's index and its (picklable) arguments over a pipe and gets back plain floats. A call that exceeds
+function's index and its (picklable) arguments over a pipe and gets back plain data: the floats, and what the
+function logged through TRL's ``log_metric`` / ``log_extra`` hooks, which record into lists in the worker
+(they cannot call back into the trainer). A call that exceeds
 the timeout has its worker killed and replaced, and counts as a timeout for every sample of that call; a
 worker that dies (``os._exit``, a segfault, the OOM killer) is replaced too and its call counts as an error.
 Either way the samples get the fallback value and training goes on. Forking (rather than spawning) means

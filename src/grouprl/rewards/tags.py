@@ -2,13 +2,16 @@
 
 They check layout only, never correctness, and are meant to be added with a small weight next to a verifier.
 The completion is checked as generated: if the chat template already ends the prompt with ``<think>``, the
-completion lacks the opening tag and ``think_answer_format`` scores 0.0.
+completion lacks the opening tag and ``think_answer_format`` scores 0.0. open-r1's stricter, newline-exact
+variants are ``format`` and ``tag_count`` (``grouprl.rewards.openr1``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+
+from grouprl.messages import completion_text
 
 TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 _LAYOUT = re.compile(r"\s*<think>.*?</think>\s*<answer>.*?</answer>\s*", re.DOTALL)
@@ -26,23 +29,26 @@ def think_answer_format(prompts, completions, completion_ids=None, **columns) ->
     ...                                "<think></think><answer>4</answer><answer>5</answer>"])
     [1.0, 0.0, 0.0, 0.0]
     """
-    return [float(isinstance(c, str) and all(c.count(tag) == 1 for tag in TAGS)
-                  and _LAYOUT.fullmatch(c) is not None) for c in completions]
+    texts = [completion_text(c) for c in completions]
+    return [float(t is not None and all(t.count(tag) == 1 for tag in TAGS) and _LAYOUT.fullmatch(t) is not None)
+            for t in texts]
 
 
-def tag_count(prompts, completions, completion_ids=None, **columns) -> list[float]:
+def tag_count_loose(prompts, completions, completion_ids=None, **columns) -> list[float]:
     """Partial credit: 0.25 for each of ``<think>``, ``</think>``, ``<answer>``, ``</answer>`` present exactly once.
 
-    Order and surrounding text are not checked (that is ``think_answer_format``'s job); this gives a gradient
-    toward the layout before the full format is ever sampled.
+    Order, newlines and surrounding text are not checked (that is ``think_answer_format``'s job); this gives a
+    gradient toward the layout before the full format is ever sampled. (open-r1's ``tag_count`` counts the tags
+    only with their exact newlines.)
 
-    >>> tag_count([""] * 3, ["<think>a</think><answer>b</answer>", "<think>a</think> b", "<think><think>"])
+    >>> tag_count_loose([""] * 3, ["<think>a</think><answer>b</answer>", "<think>a</think> b", "<think><think>"])
     [1.0, 0.5, 0.0]
     """
-    return [0.25 * sum(c.count(tag) == 1 for tag in TAGS) if isinstance(c, str) else 0.0 for c in completions]
+    texts = [completion_text(c) for c in completions]
+    return [0.25 * sum(t.count(tag) == 1 for tag in TAGS) if t is not None else 0.0 for t in texts]
 
 
 REWARDS: dict[str, Callable] = {
     "think_answer_format": think_answer_format,
-    "tag_count": tag_count,
+    "tag_count_loose": tag_count_loose,
 }

@@ -24,11 +24,12 @@ import torch
 
 from grouprl.config import Config, algo_spec, dump_config
 from grouprl.config.load import config_to_dict
-from grouprl.errors import TrainingDiverged
+from grouprl.errors import RewardFailed, TrainingDiverged
 from grouprl.eval.evaluate import evaluate
 from grouprl.logging.card import model_card
 from grouprl.logging.sinks import ConsoleProgress, JsonlSink, TensorBoardSink, TrackioSink, WandbSink, say
 from grouprl.model.memory import activation_bytes_per_token, micro_batch_rows
+from grouprl.rewards import RewardState
 from grouprl.train import step as stages
 from grouprl.train.checkpoint import save_checkpoint
 from grouprl.train.distributed import CollectiveFailure, failure, is_collective_error, shard, shutdown
@@ -45,12 +46,20 @@ def say0(s: Setup, text: str) -> None:
         say(text)
 
 
+def reward_state(s: Setup, finished: int) -> RewardState:
+    """The ``trainer_state`` reward functions get after ``finished`` training steps."""
+    source = s.source
+    return RewardState(global_step=finished, max_steps=s.cfg.train.steps,
+                       epoch=source.epoch + source.pos / len(source.rows), is_world_process_zero=s.dist.is_main)
+
+
 def run_eval(s: Setup, step: int) -> dict:
     if not s.eval_rows:
         return {}
     out = evaluate(s.backend, s.tokenizer, s.rewards, s.eval_rows, prompt_texts(s, s.eval_rows),
                    max_new_tokens=s.cfg.rollout.max_new_tokens, k=s.cfg.eval.num_samples,
-                   temperature=s.cfg.eval.temperature, batch_size=s.cfg.eval.batch_size, seed=s.cfg.train.seed)
+                   temperature=s.cfg.eval.temperature, batch_size=s.cfg.eval.batch_size, seed=s.cfg.train.seed,
+                   state=reward_state(s, step))
     JsonlSink(s.run_dir / "eval.jsonl").write({"step": step, **out})
     s.last_eval = {"step": step, **out}
     return out
@@ -71,6 +80,7 @@ def sample_batch(s: Setup, step: int) -> tuple[stages.Scored, dict]:
     """
     cfg, spec, G, B, d = s.cfg, algo_spec(s.cfg), s.cfg.rollout.num_generations, s.cfg.train.prompts_per_step, s.dist
     batches, mine, kept, drawn, rounds = [], [], [], 0, 0  # mine, kept: group indices in the one-process order
+    state = reward_state(s, step - 1)
     while True:
         need = B - len(kept)
         rows = s.source.take(need)  # the same list on every rank: the cursor never depends on the world size
@@ -81,7 +91,7 @@ def sample_batch(s: Setup, step: int) -> tuple[stages.Scored, dict]:
         informative = torch.zeros(need)
         if hi > lo:
             batch = stages.rollout_and_score(s.backend, s.tokenizer, s.rewards, rows[lo:hi],
-                                             prompt_texts(s, rows[lo:hi]), G, sampling)
+                                             prompt_texts(s, rows[lo:hi]), G, sampling, state)
             batches.append(batch)
             mine += range(drawn + lo, drawn + hi)
             informative[[lo + g for g in stages.informative_groups(batch, G)]] = 1
@@ -184,7 +194,38 @@ def step_metrics(batch: stages.Scored, sampling_stats: dict, d) -> dict:
         out[f"reward/{name}/mean"] = sums[f"{name}/sum"] / n if n else math.nan
         out[f"reward/{name}/errors"] = sums[f"{name}/errors"]
         out[f"reward/{name}/timeouts"] = sums[f"{name}/timeouts"]
+    out.update(logged_metrics(batch.report.metrics, d))
     return out
+
+
+def logged_metrics(logged: dict[str, list[float]], d) -> dict:
+    """``reward_log/<name>``: the mean of the values reward functions passed to ``log_metric(name, value)``
+    this step, over every call, refill round and rank (TRL's ``log_metric`` averages likewise)."""
+    names = sorted(set().union(*d.gather_objects(sorted(logged))))  # a rank may log names others did not
+    sums = d.sum_floats({key: value for name in names
+                         for key, value in ((f"{name}/sum", math.fsum(logged.get(name, []))),
+                                            (f"{name}/n", float(len(logged.get(name, [])))))})
+    return {f"reward_log/{name}": sums[f"{name}/sum"] / sums[f"{name}/n"] if sums[f"{name}/n"] else math.nan
+            for name in names}
+
+
+def check_rewards(s: Setup, batch: stages.Scored, step: int) -> None:
+    """``reward_fail_fast``: stop before a step trains when one of its reward functions gave no value on any
+    sample it scored (it raised, timed out, or returned nothing usable), so only the fallback would be left.
+
+    The counts are summed over refill rounds and ranks, so every rank stops at the same step, together.
+    """
+    report = batch.report
+    counts = s.dist.sum_floats({"scored": float(report.scored),
+                                **{f"failed/{name}": float(batch.errors[name] + batch.timeouts[name])
+                                   for name in batch.errors}})
+    dead = [name for name in batch.errors if counts["scored"] and counts[f"failed/{name}"] == counts["scored"]]
+    if dead:
+        name = dead[0]
+        raise RewardFailed(f"reward {name} got reward_fallback on every sample of step {step} "
+                           f"({int(counts['scored'])} samples); its first fault: "
+                           f"{report.first_error.get(name, 'on another rank')}; the step was not trained. Fix the "
+                           "function, or set reward_fail_fast=false to train on with the fallback")
 
 
 def log_completions(s: Setup, step: int, batch: stages.Scored) -> None:
@@ -193,10 +234,14 @@ def log_completions(s: Setup, step: int, batch: stages.Scored) -> None:
         return
     G = s.cfg.rollout.num_generations
     sink = JsonlSink(s.run_dir / "completions.jsonl")
+    report = batch.report
     for i in range(n):
+        failed = [name for name, mask in report.failed.items() if mask[i]]
         row = {"step": step, "prompt": batch.rows[i // G]["prompt"], "completion": batch.completions[i],
                "reward": batch.rewards[i].item(), "advantage": float(batch.advantages[i])}
-        row.update({f"reward/{k}": v[i].item() for k, v in batch.parts.items()})
+        row.update({f"reward/{k}": None if k in failed else v[i].item() for k, v in batch.parts.items()})
+        row["reward_errors"] = failed  # the functions whose value here is the fallback (written as null above)
+        row.update({f"extra/{column}": values[i] for column, values in report.extra.items()})
         sink.write(row)
 
 
@@ -205,6 +250,8 @@ def one_step(s: Setup, step: int, sinks: list) -> dict:
     t_step = time.perf_counter()
     with s.full_weights():
         batch, sampling_stats = sample_batch(s, step)  # 1–4
+    if s.cfg.reward_fail_fast:
+        check_rewards(s, batch, step)
     t_rollout = time.perf_counter() - t_step
     metrics = update(s, batch)  # 5–7
     metrics.update(step_metrics(batch, sampling_stats, s.dist))

@@ -34,7 +34,7 @@ from grouprl.model.memory import (
     estimate,
     micro_batch_rows,
 )
-from grouprl.rewards import RewardRunner, resolve_rewards
+from grouprl.rewards import RewardRunner, dataset_columns, resolve_rewards
 from grouprl.rollout import RolloutBackend, build_backend, unsupported_reason
 from grouprl.train import distributed, sharding
 from grouprl.train.optim import build_optimizer, build_scheduler
@@ -143,7 +143,7 @@ def build(cfg: Config, run_dir: Path) -> Setup:
     check_world(cfg, distributed.env_world()[1])
     sharding.check(cfg.train.fsdp, distributed.env_world()[1], cfg.model.lora.r > 0)
     train_rows, eval_rows, default_rewards = _rows(cfg)  # data and rewards first: cheap to check, fail fast
-    rewards = resolve_rewards(cfg.rewards, default_rewards)
+    rewards = resolve_rewards(cfg.rewards, default_rewards, dataset_columns(train_rows))  # TRL-callable?
     if not rewards:
         raise ConfigError("rewards: no reward function; set rewards: [...] or use a built-in data.task")
     path = resolve_model_path(cfg.model.name_or_path)

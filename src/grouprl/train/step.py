@@ -38,6 +38,7 @@ class Scored:
     accuracy: torch.Tensor  # [N] float64, the first reward function's value (the verifier)
     errors: dict[str, int]
     timeouts: dict[str, int]
+    report: rewards_lib.Report = field(default_factory=rewards_lib.Report)  # fallbacks, faults, logged values
     advantages: torch.Tensor | None = None  # [N], set by the update stage (for completions.jsonl)
     group_ids: torch.Tensor | None = None  # [B] long, each group's index in the one-process order (None: 0..B-1)
     seconds: dict[str, float] = field(default_factory=dict)  # "generate", "reward": time spent in each
@@ -47,23 +48,27 @@ def encode_prompts(tokenizer, texts: list[str]) -> list[list[int]]:
     return [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
 
 
+def decode_completions(tokenizer, rollout: Rollout) -> tuple[list[str], list[list[int]]]:
+    """Each completion's text (no special tokens) and its token ids, unpadded (as TRL passes them)."""
+    ids = rollout.completion_ids.masked_fill(rollout.completion_mask == 0, tokenizer.pad_token_id)
+    lengths = rollout.completion_mask.sum(-1).tolist()
+    return tokenizer.batch_decode(ids, skip_special_tokens=True), [row[:n] for row, n in zip(ids.tolist(), lengths)]
+
+
 def rollout_and_score(backend, tokenizer, rewards: rewards_lib.RewardRunner, rows: list[dict], prompt_texts: list[str], G: int,
-                      sampling: SamplingParams) -> Scored:
-    """Stages 2–3: sample G completions per prompt and score each with every reward function."""
+                      sampling: SamplingParams, state: rewards_lib.RewardState | None = None) -> Scored:
+    """Stages 2–3: sample G completions per prompt and score each with every reward function, called as TRL
+    calls them (``rewards_lib.reward_inputs``); ``state`` is their ``trainer_state``."""
     t0 = time.perf_counter()
     rollout = backend.generate(encode_prompts(tokenizer, prompt_texts), G, sampling)
     t1 = time.perf_counter()
-    ids = rollout.completion_ids.masked_fill(rollout.completion_mask == 0, tokenizer.pad_token_id)
-    completions = tokenizer.batch_decode(ids, skip_special_tokens=True)
-    prompts = [p for p in prompt_texts for _ in range(G)]
-    columns = {k: [row[k] for row in rows for _ in range(G)] for k in rows[0] if k != "prompt"}
-    lengths = rollout.completion_mask.sum(-1).tolist()
-    completion_ids = [row[:n] for row, n in zip(ids.tolist(), lengths)]  # unpadded, as TRL passes them
-    scores = rewards.score(prompts, completions, completion_ids, columns)
+    completions, completion_ids = decode_completions(tokenizer, rollout)
+    prompts, as_passed, columns = rewards_lib.reward_inputs(rows, completions, G)
+    scores = rewards.score(prompts, as_passed, completion_ids, columns, state=state)
     first = next(iter(scores.parts.values()))
     seconds = {"generate": t1 - t0, "reward": time.perf_counter() - t1}
     return Scored(rows, rollout, completions, scores.total, scores.parts, torch.nan_to_num(first, nan=0.0),
-                  scores.errors, scores.timeouts, seconds=seconds)
+                  scores.errors, scores.timeouts, scores.report, seconds=seconds)
 
 
 def concat(batches: list[Scored], pad_id: int) -> Scored:
@@ -97,6 +102,7 @@ def concat(batches: list[Scored], pad_id: int) -> Scored:
         accuracy=torch.cat([b.accuracy for b in batches]),
         errors={k: sum(b.errors[k] for b in batches) for k in batches[0].errors},
         timeouts={k: sum(b.timeouts[k] for b in batches) for k in batches[0].timeouts},
+        report=rewards_lib.Report.concat([b.report for b in batches]),
         seconds={k: sum(b.seconds.get(k, 0.0) for b in batches) for k in batches[0].seconds},
     )
 
@@ -116,6 +122,7 @@ def select_groups(batch: Scored, groups: list[int], G: int) -> Scored:
         accuracy=batch.accuracy[rows_idx],
         errors=batch.errors,
         timeouts=batch.timeouts,
+        report=batch.report.select(rows_idx.tolist()),
         seconds=batch.seconds,
     )
 

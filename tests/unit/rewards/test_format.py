@@ -1,10 +1,10 @@
-"""Format rewards for the <think>…</think><answer>…</answer> layout."""
+"""grouprl's format rewards for the <think>…</think><answer>…</answer> layout (open-r1's are in test_openr1)."""
 
 import pytest
 
-from grouprl.rewards.tags import REWARDS, tag_count, think_answer_format
+from grouprl.rewards.tags import REWARDS, tag_count_loose, think_answer_format
 
-CASES = [  # (completion, think_answer_format, tag_count)
+CASES = [  # (completion, think_answer_format, tag_count_loose)
     ("<think>2+2 is 4</think><answer>4</answer>", 1.0, 1.0),
     ("<think>\nmulti\nline\n</think>\n\n<answer>\n4\n</answer>\n", 1.0, 1.0),
     ("  <think></think> <answer></answer>  ", 1.0, 1.0),
@@ -29,7 +29,7 @@ CASES = [  # (completion, think_answer_format, tag_count)
 @pytest.mark.parametrize(("completion", "layout", "tags"), CASES)
 def test_format_rewards(completion, layout, tags):
     assert think_answer_format(["p"], [completion]) == [layout]
-    assert tag_count(["p"], [completion]) == [tags]
+    assert tag_count_loose(["p"], [completion]) == [tags]
 
 
 def test_batch_and_protocol_columns_are_ignored():
@@ -41,8 +41,8 @@ def test_batch_and_protocol_columns_are_ignored():
 def test_large_input_is_fast():
     big = "<think>" + "x" * 1_000_000 + "</think><answer>1</answer>"
     assert think_answer_format([""], [big]) == [1.0]
-    assert tag_count([""], [big]) == [1.0]
+    assert tag_count_loose([""], [big]) == [1.0]
 
 
 def test_rewards_registry():
-    assert REWARDS == {"think_answer_format": think_answer_format, "tag_count": tag_count}
+    assert REWARDS == {"think_answer_format": think_answer_format, "tag_count_loose": tag_count_loose}

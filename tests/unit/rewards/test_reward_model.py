@@ -35,3 +35,14 @@ def test_reward_model_scores_in_the_worker(reward_model_dir):
 def test_reward_model_needs_a_path():
     with pytest.raises(RewardError, match="reward_model needs a path"):
         resolve_rewards([{"name": "reward_model"}], [])
+
+
+def test_reward_model_reads_chat_rows_as_messages(reward_model_dir):
+    """TRL feeds a reward model the prompt's messages then the completion's; without a chat template of its
+    own, the char tokenizer here gets their contents joined, which is the text row's prompt + completion."""
+    [reward] = resolve_rewards([{"name": "reward_model", "path": str(reward_model_dir)}], [])
+    runner = RewardRunner([reward], isolate=False)
+    chat = runner.score([[{"role": "user", "content": "1+1="}]], [[{"role": "assistant", "content": "2"}]], None, {})
+    text = runner.score(["1+1="], ["2"], None, {})
+    assert chat.parts["reward_model"].tolist() == pytest.approx(text.parts["reward_model"].tolist(), abs=1e-6)
+    assert chat.errors == {"reward_model": 0}

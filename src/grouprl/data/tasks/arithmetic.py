@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from grouprl.data.tasks.sampling import distinct_rows, split_of
 from grouprl.errors import ConfigError
+from grouprl.messages import completion_text
 
 _OPS = ("+", "-")
 _INTEGER = re.compile(r"-?\d+")
@@ -29,12 +30,13 @@ def correct_answer(prompts, completions, completion_ids=None, *, answer, **colum
     """Reward 1.0 when a completion, stripped of surrounding whitespace, is exactly its answer, else 0.0.
 
     The verifier of the arithmetic task, following the TRL reward protocol. The EOS token is not part of a
-    decoded completion. Anything else (empty text, extra characters, leading zeros, non-strings) scores 0.0.
+    decoded completion. Anything else (empty text, extra characters, leading zeros, non-text) scores 0.0.
 
     >>> correct_answer(["2+2="] * 5, ["4", " 4\\n", "04", "", "4 apples"], answer=["4"] * 5)
     [1.0, 1.0, 0.0, 0.0, 0.0]
     """
-    return [float(isinstance(c, str) and c.strip() == str(a)) for c, a in zip(completions, answer, strict=True)]
+    texts = [completion_text(c) for c in completions]
+    return [float(t is not None and t.strip() == str(a)) for t, a in zip(texts, answer, strict=True)]
 
 
 def integer_format(prompts, completions, completion_ids=None, **columns) -> list[float]:
@@ -45,7 +47,8 @@ def integer_format(prompts, completions, completion_ids=None, **columns) -> list
     >>> integer_format(["2+2="] * 4, ["5", "-12", "4 apples", ""])
     [1.0, 1.0, 0.0, 0.0]
     """
-    return [float(isinstance(c, str) and _INTEGER.fullmatch(c.strip()) is not None) for c in completions]
+    texts = [completion_text(c) for c in completions]
+    return [float(t is not None and _INTEGER.fullmatch(t.strip()) is not None) for t in texts]
 
 
 @dataclass(frozen=True)

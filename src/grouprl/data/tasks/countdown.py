@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from grouprl.data.tasks.sampling import distinct_rows, split_of
 from grouprl.errors import ConfigError
+from grouprl.messages import completion_text
 
 _TOKEN = re.compile(r"\s*(?:(\d+)|(\S))")
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
@@ -120,7 +121,7 @@ def countdown_reward(prompts, completions, completion_ids=None, *, numbers, targ
     out = []
     for completion, given, goal in zip(completions, numbers, target, strict=True):
         try:
-            value, used = evaluate(answer_text(completion if isinstance(completion, str) else ""))
+            value, used = evaluate(answer_text(completion_text(completion) or ""))
         except ExpressionError:
             out.append(0.0)
             continue
