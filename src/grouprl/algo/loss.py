@@ -46,21 +46,27 @@ class LossOutput:
     metrics: dict[str, torch.Tensor]  # detached
 
 
-def _advantage_kwargs(spec: AlgoSpec) -> dict:
-    if spec.advantage in ("group_zscore", "subset_zscore", "group_mean_batch_std"):
-        return dict(ddof=spec.std_ddof, eps=spec.adv_eps, eps_inside=spec.adv_eps_inside)
-    return {}
+def _with_supplied(kwargs: dict, **supplied: object) -> dict:
+    """``kwargs`` with each ``None`` that the caller ``supplied`` a value for filled in (a spec field left unset
+    falls back to the run's value, e.g. ``loss_norm_length`` to the generation budget)."""
+    return {k: supplied[k] if v is None and k in supplied else v for k, v in kwargs.items()}
 
 
-def _objective_kwargs(spec: AlgoSpec) -> dict:
-    if spec.clip == "soft_gate":
-        return dict(tau_pos=spec.tau_pos, tau_neg=spec.tau_neg)
-    if spec.clip == "none":
-        return {}
-    kwargs = dict(epsilon_low=spec.epsilon_low, epsilon_high=spec.epsilon_high)
-    if spec.clip == "ppo_clip":
-        kwargs["clip_ratio_c"] = spec.clip_ratio_c
-    return kwargs
+def _shaped(view: GroupView, spec: AlgoSpec) -> torch.Tensor:
+    """The reward plus every chosen shaping piece's delta, added in order."""
+    shaped = view.rewards
+    for name in spec.shaping:
+        shaped = shaped + SHAPING.get(name)(view, **spec.kwargs("shaping", name))
+    return shaped
+
+
+def _filtered(view: GroupView, spec: AlgoSpec) -> dict[str, torch.Tensor]:
+    """The keep-mask of each filter role (``group``, ``loss``, ``subset``): all True where no filter has it."""
+    keep = {role: torch.ones_like(view.truncated) for role in ("group", "loss", "subset")}
+    for name in spec.filters:
+        role = FILTERS.info(name)["role"]
+        keep[role] = keep[role] & FILTERS.get(name)(view, **spec.kwargs("filter", name))
+    return keep
 
 
 def group_advantages(
@@ -71,7 +77,7 @@ def group_advantages(
     *,
     truncated: torch.Tensor | None = None,  # [N] bool
     accuracy: torch.Tensor | None = None,  # [N]; dynamic sampling tests it (default: the raw rewards)
-    kl_penalty: torch.Tensor | None = None,  # [N] sum_t k1(old, ref), for kl_placement="reward"
+    kl_penalty: torch.Tensor | None = None,  # [N] sum_t k1(old, ref), when spec.needs has "seq_kl"
 ) -> Advantages:
     """Shaping → filters → advantage estimator, on the whole rollout (groups contiguous)."""
     N = rewards.shape[0]
@@ -80,28 +86,21 @@ def group_advantages(
     lengths = lengths.to(rewards.dtype)
     truncated = torch.zeros(N, dtype=torch.bool, device=rewards.device) if truncated is None else truncated.bool()
     accuracy = rewards if accuracy is None else accuracy
+    if "seq_kl" in spec.needs and kl_penalty is None:
+        raise ValueError("kl_placement='reward' with beta > 0 subtracts beta * sum_t k1(old, ref) from the "
+                         "reward; pass kl_penalty=")
+    seq_kl = None if kl_penalty is None else as_groups(kl_penalty)
+    raw = GroupView(as_groups(rewards), as_groups(accuracy), as_groups(lengths), as_groups(truncated), seq_kl)
+    shaped = _shaped(raw, spec).reshape(N)
 
-    shaped = rewards
-    if spec.soft_overlong:
-        view = GroupView(as_groups(rewards), as_groups(accuracy), as_groups(lengths), as_groups(truncated))
-        delta = SHAPING.get("soft_overlong")(view, max_len=spec.overlong_max_len, cache_len=spec.overlong_buffer_len)
-        shaped = shaped + delta.reshape(N)
-    if spec.beta > 0 and spec.kl_placement == "reward":
-        shaped = shaped - spec.beta * kl_penalty
-
-    view = GroupView(as_groups(shaped), as_groups(accuracy), as_groups(lengths), as_groups(truncated))
-    valid = FILTERS.get("nonzero_variance")(view) if spec.dynamic_sampling else torch.ones_like(view.truncated)
-    retained = torch.ones_like(valid)
-    if spec.advantage == "subset_zscore":
-        k = spec.retain_k if spec.retain_k is not None else min(max(G // 2, 2), G)
-        retained = FILTERS.get("retain_k")(view, k=k, metric=spec.retain_metric)
+    view = GroupView(as_groups(shaped), raw.accuracy, raw.lengths, raw.truncated, seq_kl)
+    keep = _filtered(view, spec)
+    valid, retained = keep["group"], keep["subset"]
     ctx = GroupContext(lengths=view.lengths, valid=valid, retained=retained)
-    adv = ADVANTAGES.get(spec.advantage)(view.rewards, ctx, **_advantage_kwargs(spec))
+    adv = ADVANTAGES.get(spec.advantage)(view.rewards, ctx, **spec.kwargs("advantage", spec.advantage))
 
-    in_loss = valid.clone()
-    if spec.overlong_filter:
-        in_loss &= FILTERS.get("drop_truncated")(view)
-    if spec.advantage == "subset_zscore" and spec.retain_normalise_over == "retained":
+    in_loss = valid & keep["loss"]
+    if spec.retain_normalise_over == "retained":  # GFPO's rejected responses leave the normaliser too
         in_loss &= retained
 
     group_std = view.rewards.std(dim=1, unbiased=False)  # G >= 2 is checked by the callers
@@ -116,6 +115,13 @@ def group_advantages(
         "filter/seqs_out_of_loss": (~in_loss).sum().to(rewards.dtype),
     }
     return Advantages(adv.reshape(N), in_loss.reshape(N), shaped, {k: v.detach() for k, v in metrics.items()})
+
+
+def _per_unit(values: torch.Tensor, mask: torch.Tensor, counts: Counts) -> torch.Tensor:
+    """Mean of a per-token ``[n, T]`` or per-sequence ``[n]`` quantity over the global units."""
+    if values.dim() == 1:
+        return (values * (mask.sum(-1) > 0).to(mask.dtype)).sum() / max(counts.num_seqs, 1.0)
+    return (values * mask).sum() / max(counts.num_tokens, 1.0)
 
 
 def policy_loss(
@@ -140,31 +146,22 @@ def policy_loss(
     ref_logp = None if ref_logp is None else torch.where(on, ref_logp.detach(), 0.0)
     mask = mask.to(logp.dtype)
     log_ratio = RATIOS.get(spec.importance_sampling_level)(logp, old_logp.detach(), mask)
-    surrogate = OBJECTIVES.get(spec.clip)(log_ratio, advantages.detach(), mask, logp, **_objective_kwargs(spec))
-    agg_kwargs = {}
-    if spec.loss_type == "seq_mean_token_sum_norm":
-        agg_kwargs["norm_length"] = spec.loss_norm_length or norm_length
-        if not agg_kwargs["norm_length"]:
-            raise ValueError("loss_type='seq_mean_token_sum_norm' (Dr. GRPO) divides by a constant generation "
-                             "budget; pass max_new_tokens= or set loss_norm_length")
+    surrogate = OBJECTIVES.get(spec.clip)(log_ratio, advantages.detach(), mask, logp,
+                                          **spec.kwargs("objective", spec.clip))
+    agg_kwargs = _with_supplied(spec.kwargs("aggregation", spec.loss_type), norm_length=norm_length)
     aggregate = AGGREGATIONS.get(spec.loss_type)
     pg_loss = -aggregate(surrogate.term, mask, counts, **agg_kwargs)
     loss = pg_loss
 
     with torch.no_grad():
-        seq_present = (mask.sum(-1) > 0).to(logp.dtype)
-        unit = seq_present if surrogate.clipped_low.dim() == 1 else mask
-        unit_count = counts.num_seqs if surrogate.clipped_low.dim() == 1 else counts.num_tokens
         ratio = torch.exp(log_ratio.clamp(max=20.0))
-        ratio_unit = seq_present if ratio.dim() == 1 else mask
-        ratio_count = counts.num_seqs if ratio.dim() == 1 else counts.num_tokens
         metrics = {
             "loss/policy": pg_loss.detach(),
-            "clip/low_frac": (surrogate.clipped_low * unit).sum() / max(unit_count, 1.0),
-            "clip/high_frac": (surrogate.clipped_high * unit).sum() / max(unit_count, 1.0),
-            "ratio/mean": (ratio * ratio_unit).sum() / max(ratio_count, 1.0),
+            "clip/low_frac": _per_unit(surrogate.clipped_low, mask, counts),
+            "clip/high_frac": _per_unit(surrogate.clipped_high, mask, counts),
+            "ratio/mean": _per_unit(ratio, mask, counts),
         }
-    if ref_logp is not None and spec.beta > 0 and spec.kl_placement == "loss":
+    if ref_logp is not None and spec.kl_in_loss:
         kl = KL_ESTIMATORS.get(spec.kl_estimator)(logp, ref_logp)  # [n, T]
         kl_loss = aggregate(kl, mask, counts, **agg_kwargs) if not spec.sequence_level else \
             AGGREGATIONS.get("seq_mean")(kl, mask, counts)
@@ -226,13 +223,13 @@ def compute_loss(
     if old_logp is None:
         old_logp = logp.detach()
     check_inputs(rewards, group_size, logp, old_logp, ref_logp, mask, truncated)
-    if spec.beta > 0 and ref_logp is None:
+    if spec.needs_ref_logp and ref_logp is None:
         raise ValueError(f"beta={spec.beta} needs ref_logp (the reference policy's log-probs); pass it, or beta=0")
     mask = mask.to(logp.dtype)
     kl_penalty = None
-    if spec.beta > 0 and spec.kl_placement == "reward":
-        on = mask.bool()
-        kl_penalty = torch.where(on, KL_ESTIMATORS.get("k1")(old_logp, ref_logp), 0.0).sum(-1).detach()
+    if "seq_kl" in spec.needs:  # the in-reward KL: its estimator (k1, validated) at pi_old, summed per sequence
+        kl = KL_ESTIMATORS.get(spec.kl_estimator)(old_logp, ref_logp)
+        kl_penalty = torch.where(mask.bool(), kl, 0.0).sum(-1).detach()
     adv = group_advantages(rewards.to(logp.dtype), group_size, mask.sum(-1), spec, truncated=truncated,
                            accuracy=accuracy, kl_penalty=kl_penalty)
     loss_mask = mask * adv.in_loss[:, None].to(mask.dtype)
