@@ -50,7 +50,8 @@ class Registry(Generic[F]):
         try:
             return self._table[name]
         except KeyError:
-            raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}") from None
+            known = ", ".join(self.names())
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {known}") from None
 
     def names(self) -> list[str]:
         """The registered names, sorted."""

@@ -1,4 +1,5 @@
-"""Group advantage estimators (docs/math.md, Advantages): outcome rewards ``[B, G]`` → advantages ``[B, G]``.
+"""Group advantage estimators (docs/math.md, Advantages): outcome rewards ``[B, G]`` → advantages
+``[B, G]``.
 
 One signature for every estimator::
 

@@ -37,14 +37,16 @@ class Counts:
 
 def _need_tokens(values: torch.Tensor, mode: str) -> None:
     if values.dim() != 2:
-        raise ValueError(f"{mode} aggregates token-level values [N, T]; a sequence-level term needs 'seq_mean'")
+        raise ValueError(f"{mode} aggregates token-level values [N, T]; "
+                         "a sequence-level term needs 'seq_mean'")
 
 
 @AGGREGATIONS.register("seq_mean_token_mean")
 def seq_mean_token_mean(values: torch.Tensor, mask: torch.Tensor, counts: Counts) -> torch.Tensor:
     """GRPO: ``(1/N_seq) sum_i (1/|o_i|) sum_t v_{i,t}``; every sequence weighs the same.
 
-    A sequence-level term ``[N]`` (GSPO with TRL's ``loss_type="grpo"``) is its own token mean: ``seq_mean``."""
+    A sequence-level term ``[N]`` (GSPO with TRL's ``loss_type="grpo"``) is its own token mean:
+    ``seq_mean``."""
     if values.dim() == 1:
         return seq_mean(values, mask, counts)
     return masked_token_mean(values, mask).sum() / max(counts.num_seqs, 1.0)
@@ -59,7 +61,8 @@ def token_mean(values: torch.Tensor, mask: torch.Tensor, counts: Counts) -> torc
 
 @AGGREGATIONS.register("seq_mean_token_sum_norm", params={"loss_norm_length": "norm_length"},
                        needs=("norm_length",))
-def seq_mean_token_sum_norm(values: torch.Tensor, mask: torch.Tensor, counts: Counts, *, norm_length: float | None) -> torch.Tensor:
+def seq_mean_token_sum_norm(values: torch.Tensor, mask: torch.Tensor, counts: Counts, *,
+                            norm_length: float | None) -> torch.Tensor:
     """Dr. GRPO: ``(1/(L_norm N_seq)) sum_{i,t} v_{i,t}`` with a **constant** ``L_norm`` (the generation
     budget), so a response's weight does not depend on its own length or on this batch's padding.
     ``norm_length`` is ``loss_norm_length`` when set, else the generation budget the caller supplies."""

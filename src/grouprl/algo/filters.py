@@ -40,7 +40,8 @@ class GroupView:
     seq_kl: torch.Tensor | None = None  # float, sum_t k1(pi_old, pi_ref), for the KL in the reward
 
 
-@FILTERS.register("nonzero_variance", when=lambda spec: spec.dynamic_sampling, role="group", needs=("accuracy",))
+@FILTERS.register("nonzero_variance", when=lambda spec: spec.dynamic_sampling, role="group",
+                  needs=("accuracy",))
 def nonzero_variance(view: GroupView) -> torch.Tensor:
     """DAPO dynamic sampling: keep a group only if its accuracies are not all equal (``0 < #correct < G``)."""
     acc = view.accuracy
@@ -50,14 +51,14 @@ def nonzero_variance(view: GroupView) -> torch.Tensor:
 
 @FILTERS.register("drop_truncated", when=lambda spec: spec.overlong_filter, role="loss", needs=("truncated",))
 def drop_truncated(view: GroupView) -> torch.Tensor:
-    """DAPO overlong filtering: a truncated response is kept out of the loss (not out of its group's stats)."""
+    """DAPO overlong filtering: a truncated response is kept out of the loss (not out of its group's
+    statistics)."""
     return ~view.truncated
 
 
 @FILTERS.register("retain_k", when=lambda spec: "retained" in spec.info("advantage").get("needs", ()),
-                  role="subset",
-                  params={"retain_k": "k", "retain_metric": "metric"}, reads=("retain_normalise_over",),
-                  needs=("lengths",))
+                  role="subset", params={"retain_k": "k", "retain_metric": "metric"},
+                  reads=("retain_normalise_over",), needs=("lengths",))
 def retain_k(view: GroupView, *, k: int | None = None, metric: str = "length") -> torch.Tensor:
     """GFPO: keep the ``k`` best responses of each group; ties go to the lower index (stable sort).
 

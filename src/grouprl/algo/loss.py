@@ -47,8 +47,8 @@ class LossOutput:
 
 
 def _with_supplied(kwargs: dict, **supplied: object) -> dict:
-    """``kwargs`` with each ``None`` that the caller ``supplied`` a value for filled in (a spec field left unset
-    falls back to the run's value, e.g. ``loss_norm_length`` to the generation budget)."""
+    """``kwargs`` with each ``None`` that the caller ``supplied`` a value for filled in: a spec field left
+    unset falls back to the run's value (``loss_norm_length`` to the generation budget)."""
     return {k: supplied[k] if v is None and k in supplied else v for k, v in kwargs.items()}
 
 
@@ -61,7 +61,8 @@ def _shaped(view: GroupView, spec: AlgoSpec) -> torch.Tensor:
 
 
 def _filtered(view: GroupView, spec: AlgoSpec) -> dict[str, torch.Tensor]:
-    """The keep-mask of each filter role (``group``, ``loss``, ``subset``): all True where no filter has it."""
+    """The keep-mask of each filter role (``group``, ``loss``, ``subset``); all True for a role no chosen
+    filter has."""
     keep = {role: torch.ones_like(view.truncated) for role in ("group", "loss", "subset")}
     for name in spec.filters:
         role = FILTERS.info(name)["role"]
@@ -84,7 +85,8 @@ def group_advantages(
     B, G = N // group_size, group_size
     as_groups = lambda x: x.reshape(B, G)  # noqa: E731
     lengths = lengths.to(rewards.dtype)
-    truncated = torch.zeros(N, dtype=torch.bool, device=rewards.device) if truncated is None else truncated.bool()
+    no_cap = torch.zeros(N, dtype=torch.bool, device=rewards.device)
+    truncated = no_cap if truncated is None else truncated.bool()
     accuracy = rewards if accuracy is None else accuracy
     if "seq_kl" in spec.needs and kl_penalty is None:
         raise ValueError("kl_placement='reward' with beta > 0 subtracts beta * sum_t k1(old, ref) from the "
@@ -169,17 +171,26 @@ def policy_loss(
         metrics["loss/kl"] = kl_loss.detach()
     if ref_logp is not None:
         with torch.no_grad():
-            metrics["kl/mean"] = (KL_ESTIMATORS.get("k3")(logp, ref_logp) * mask).sum() / max(counts.num_tokens, 1.0)
+            metrics["kl/mean"] = _per_unit(KL_ESTIMATORS.get("k3")(logp, ref_logp), mask, counts)
     return loss, metrics
 
 
-def check_inputs(rewards, group_size, logp, old_logp, ref_logp, mask, truncated=None) -> None:
+def check_inputs(
+    rewards: torch.Tensor,
+    group_size: int,
+    logp: torch.Tensor,
+    old_logp: torch.Tensor | None,
+    ref_logp: torch.Tensor | None,
+    mask: torch.Tensor,
+    truncated: torch.Tensor | None = None,
+) -> None:
     """Reject malformed inputs with a message naming the argument and the fix."""
     if not isinstance(group_size, int) or group_size < 2:
         raise ValueError(f"group_size must be an integer >= 2, got {group_size!r}: a group of one has no "
                          "baseline to compare against; sample at least 2 completions per prompt")
     if rewards.dim() != 1:
-        raise ValueError(f"rewards must be 1-D [N], got shape {tuple(rewards.shape)}; flatten groups contiguously")
+        raise ValueError(f"rewards must be 1-D [N], got shape {tuple(rewards.shape)}; "
+                         "flatten groups contiguously")
     N = rewards.shape[0]
     if N == 0 or N % group_size:
         raise ValueError(f"rewards has {N} entries, not a positive multiple of group_size={group_size}; "
@@ -192,15 +203,16 @@ def check_inputs(rewards, group_size, logp, old_logp, ref_logp, mask, truncated=
     if truncated is not None and tuple(truncated.shape) != (N,):
         raise ValueError(f"truncated must be [N={N}], got shape {tuple(truncated.shape)}")
     if mask.sum() == 0:
-        raise ValueError("mask has no unmasked token: there is nothing to train on; check the completion mask")
+        raise ValueError("mask has no unmasked token: there is nothing to train on; "
+                         "check the completion mask")
     on = mask.bool()
     for name, t in (("rewards", rewards), ("logp", logp), ("old_logp", old_logp), ("ref_logp", ref_logp)):
         if t is None:
             continue
         values = t if name == "rewards" else t[on]
         if not torch.isfinite(values).all():
-            raise ValueError(f"{name} contains NaN or inf (at unmasked positions); fix the producer, or give the "
-                             "sample a finite fallback value")
+            raise ValueError(f"{name} contains NaN or inf (at unmasked positions); fix the producer, or give "
+                             "the sample a finite fallback value")
 
 
 def compute_loss(
@@ -224,15 +236,16 @@ def compute_loss(
         old_logp = logp.detach()
     check_inputs(rewards, group_size, logp, old_logp, ref_logp, mask, truncated)
     if spec.needs_ref_logp and ref_logp is None:
-        raise ValueError(f"beta={spec.beta} needs ref_logp (the reference policy's log-probs); pass it, or beta=0")
+        raise ValueError(f"beta={spec.beta} needs ref_logp (the reference policy's log-probs); "
+                         "pass it, or beta=0")
     mask = mask.to(logp.dtype)
     kl_penalty = None
-    if "seq_kl" in spec.needs:  # the in-reward KL: its estimator (k1, validated) at pi_old, summed per sequence
+    if "seq_kl" in spec.needs:  # the in-reward KL: its estimator (k1) at pi_old, summed per sequence
         kl = KL_ESTIMATORS.get(spec.kl_estimator)(old_logp, ref_logp)
         kl_penalty = torch.where(mask.bool(), kl, 0.0).sum(-1).detach()
     adv = group_advantages(rewards.to(logp.dtype), group_size, mask.sum(-1), spec, truncated=truncated,
                            accuracy=accuracy, kl_penalty=kl_penalty)
     loss_mask = mask * adv.in_loss[:, None].to(mask.dtype)
-    loss, metrics = policy_loss(logp, old_logp, ref_logp, loss_mask, adv.advantages, spec, Counts.of(loss_mask),
-                                norm_length=max_new_tokens)
+    loss, metrics = policy_loss(logp, old_logp, ref_logp, loss_mask, adv.advantages, spec,
+                                Counts.of(loss_mask), norm_length=max_new_tokens)
     return LossOutput(loss, adv.advantages, {**adv.metrics, **metrics})

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
 from grouprl.algo.ratios import masked_token_mean
 from grouprl.registry import Registry
@@ -42,7 +43,7 @@ def _broadcast(adv: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 @OBJECTIVES.register("ppo_clip", params=(*_BOUNDS, "clip_ratio_c"))
-def ppo_clip(log_ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, logp: torch.Tensor, *, epsilon_low: float,
+def ppo_clip(log_ratio: Tensor, advantages: Tensor, mask: Tensor, logp: Tensor, *, epsilon_low: float,
              epsilon_high: float, clip_ratio_c: float | None = None) -> Surrogate:
     """``min(r A, clip(r, 1-eps_low, 1+eps_high) A)``; with ``clip_ratio_c`` (dual-clip, arXiv 1912.09729)
     the A<0 term is floored at ``c A``, which zeroes the gradient of negative tokens with ratio above c."""
@@ -55,7 +56,7 @@ def ppo_clip(log_ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tens
 
 
 @OBJECTIVES.register("log_clip", params=_BOUNDS, per_sequence=True)
-def log_clip(log_ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, logp: torch.Tensor, *, epsilon_low: float,
+def log_clip(log_ratio: Tensor, advantages: Tensor, mask: Tensor, logp: Tensor, *, epsilon_low: float,
              epsilon_high: float) -> Surrogate:
     """GMPO: clip each token's log-ratio one-sidedly by sgn(A) in **log** space, then take the geometric mean.
 
@@ -63,7 +64,8 @@ def log_clip(log_ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tens
     ``J_i = A_i exp(mean_t d~_t)``. The bounds are log-space: 0.4 means ratios in ``[e^-0.4, e^0.4]``.
     """
     if log_ratio.dim() != 2:
-        raise ValueError("log_clip needs token-level log-ratios [N, T] (importance_sampling_level='geometric')")
+        raise ValueError("log_clip needs token-level log-ratios [N, T] "
+                         "(importance_sampling_level='geometric')")
     sign = torch.sign(advantages)[:, None]  # [N, 1]
     clipped = torch.clamp(log_ratio, -epsilon_low, epsilon_high)
     d = sign * torch.minimum(sign * log_ratio, sign * clipped)  # [N, T]
@@ -72,8 +74,8 @@ def log_clip(log_ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tens
 
 
 @OBJECTIVES.register("is_weight_clip", params=_BOUNDS)
-def is_weight_clip(log_ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, logp: torch.Tensor, *, epsilon_low: float | None,
-                   epsilon_high: float) -> Surrogate:
+def is_weight_clip(log_ratio: Tensor, advantages: Tensor, mask: Tensor, logp: Tensor, *,
+                   epsilon_low: float | None, epsilon_high: float) -> Surrogate:
     """CISPO: ``sg[clip(r, 1-eps_low, 1+eps_high)] A l``: clip the importance **weight**, not the update, so
     every token keeps a gradient. ``epsilon_low=None`` means no lower bound (the paper's choice)."""
     A = _broadcast(advantages, log_ratio)
@@ -85,7 +87,7 @@ def is_weight_clip(log_ratio: torch.Tensor, advantages: torch.Tensor, mask: torc
 
 
 @OBJECTIVES.register("soft_gate", params=("tau_pos", "tau_neg"))
-def soft_gate(log_ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, logp: torch.Tensor, *, tau_pos: float,
+def soft_gate(log_ratio: Tensor, advantages: Tensor, mask: Tensor, logp: Tensor, *, tau_pos: float,
               tau_neg: float) -> Surrogate:
     """SAPO: a smooth gate ``f(r) = sigmoid(tau (r - 1)) 4 / tau`` in place of the hard clip; term ``f(r) A``.
     ``tau`` is ``tau_pos`` for A>0, else ``tau_neg``. At r=1 the gradient is that of an unclipped ratio."""
@@ -98,7 +100,7 @@ def soft_gate(log_ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Ten
 
 
 @OBJECTIVES.register("none")
-def unclipped(log_ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, logp: torch.Tensor) -> Surrogate:
+def unclipped(log_ratio: Tensor, advantages: Tensor, mask: Tensor, logp: Tensor) -> Surrogate:
     """Plain importance-weighted policy gradient ``r A`` (REINFORCE when on-policy)."""
     A = _broadcast(advantages, log_ratio)
     r = torch.exp(log_ratio.clamp(max=MAX_LOG_RATIO))

@@ -70,7 +70,8 @@ class AlgoSpec:
     tau_pos: float = 1.0  # SAPO gate temperature for A > 0
     tau_neg: float = 1.05  # SAPO gate temperature for A <= 0
 
-    # (d) aggregation: seq_mean_token_mean | token_mean | seq_mean_token_sum_norm | seq_mean_token_sum | seq_mean
+    # (d) aggregation: seq_mean_token_mean | token_mean | seq_mean_token_sum_norm | seq_mean_token_sum |
+    #     seq_mean
     loss_type: str = "seq_mean_token_mean"
     loss_norm_length: int | None = None  # L_norm for seq_mean_token_sum_norm; None: the generation budget
 
@@ -80,7 +81,7 @@ class AlgoSpec:
     soft_overlong: bool = False  # DAPO: linear length penalty over the last overlong_buffer_len tokens
     overlong_max_len: int = 20480  # DAPO's L_max (paper value; set it to your max_new_tokens)
     overlong_buffer_len: int = 4096  # DAPO's L_cache
-    retain_k: int | None = None  # GFPO: responses kept per group; None with subset_zscore: half the group (>= 2)
+    retain_k: int | None = None  # GFPO: responses kept per group; None: half the group (>= 2)
     retain_metric: str = "length"  # GFPO: length (shortest) | token_efficiency (highest R/|o|)
     retain_normalise_over: str = "all"  # GFPO: rejected tokens count in the normaliser ("all") or not
 
@@ -117,7 +118,8 @@ class AlgoSpec:
 
     def kwargs(self, kind: str, name: str) -> dict:
         """The keyword arguments piece ``name`` of ``kind`` reads from this spec (its declared ``params``)."""
-        return {keyword: getattr(self, field) for field, keyword in params_of(REGISTRIES[kind].info(name)).items()}
+        params = params_of(REGISTRIES[kind].info(name))
+        return {keyword: getattr(self, field) for field, keyword in params.items()}
 
     def reads(self, field: str) -> bool:
         """Whether a chosen piece reads ``field`` (a field no chosen piece reads changes nothing)."""
@@ -126,7 +128,8 @@ class AlgoSpec:
     @property
     def needs(self) -> frozenset[str]:
         """Everything the chosen pieces declare they need (``old_logp``, ``ref_logp``, ``seq_kl``, ...)."""
-        return frozenset(need for kind, name in self.pieces for need in REGISTRIES[kind].info(name).get("needs", ()))
+        return frozenset(need for kind, name in self.pieces
+                         for need in REGISTRIES[kind].info(name).get("needs", ()))
 
     @property
     def needs_ref_logp(self) -> bool:
@@ -168,7 +171,7 @@ def params_of(info: dict) -> dict[str, str]:
 
 
 def fields_read(info: dict) -> set[str]:
-    """The spec fields a piece reads: its keyword ``params`` and the fields the composition ``reads`` for it."""
+    """The spec fields a piece reads: its keyword ``params`` and those the composition ``reads`` for it."""
     return set(params_of(info)) | set(info.get("reads", ()))
 
 
@@ -205,9 +208,8 @@ def _fail(rule: str, fix: str) -> None:
 
 
 def _validate(s: AlgoSpec) -> None:
-    for value, registry in ((s.advantage, ADVANTAGES), (s.importance_sampling_level, RATIOS),
-                            (s.clip, OBJECTIVES), (s.loss_type, AGGREGATIONS), (s.kl_estimator, KL_ESTIMATORS)):
-        registry.get(value)
+    for kind, field in CHOICE_FIELDS.items():
+        REGISTRIES[kind].get(getattr(s, field))
     if s.std_ddof not in (0, 1):
         _fail(f"std_ddof must be 0 or 1, got {s.std_ddof}", "use 0 (population std) or 1 (Bessel)")
     if s.adv_eps < 0:
@@ -238,7 +240,8 @@ def _validate(s: AlgoSpec) -> None:
     if s.retain_metric not in ("length", "token_efficiency"):
         _fail(f"retain_metric must be 'length' or 'token_efficiency', got {s.retain_metric!r}", "pick one")
     if s.retain_normalise_over not in ("all", "retained"):
-        _fail(f"retain_normalise_over must be 'all' or 'retained', got {s.retain_normalise_over!r}", "pick one")
+        _fail(f"retain_normalise_over must be 'all' or 'retained', got {s.retain_normalise_over!r}",
+              "pick one")
     if s.soft_overlong and not 0 < s.overlong_buffer_len <= s.overlong_max_len:
         _fail("soft overlong needs 0 < overlong_buffer_len <= overlong_max_len",
               f"got buffer {s.overlong_buffer_len}, max {s.overlong_max_len}")
@@ -249,7 +252,8 @@ def _validate(s: AlgoSpec) -> None:
     if s.kl_placement not in ("loss", "reward"):
         _fail(f"kl_placement must be 'loss' or 'reward', got {s.kl_placement!r}", "pick one")
     if s.kl_placement == "reward" and s.kl_estimator != "k1":
-        _fail("a KL penalty in the reward uses k1 (its expectation is the sequence KL)", "set kl_estimator='k1'")
+        _fail("a KL penalty in the reward uses k1 (its expectation is the sequence KL)",
+              "set kl_estimator='k1'")
     if min(s.tau_pos, s.tau_neg) <= 0:
         _fail("SAPO temperatures tau_pos and tau_neg must be > 0", "use the paper's 1.0 / 1.05")
 
@@ -266,27 +270,31 @@ def _row(name: str, paper: str, summary: str, **fields: object) -> AlgoSpec:
 PRESETS: dict[str, AlgoSpec] = {
     s.name: s
     for s in (
-        _row("grpo", "2402.03300", "group z-score, token ratio, clip 0.2, seq-mean-token-mean, k3 KL in the loss",
+        _row("grpo", "2402.03300",
+             "group z-score, token ratio, clip 0.2, seq-mean-token-mean, k3 KL in the loss",
                  std_ddof=0, adv_eps=1e-8, adv_eps_inside=True, beta=0.04),
         _row("dr_grpo", "2503.20783", "no std, no length normalisation: token sum over a constant budget",
                  advantage="group_center", loss_type="seq_mean_token_sum_norm"),
         _row("dapo", "2503.14476", "clip-higher, dynamic sampling, token-mean, soft overlong punishment",
                  epsilon_high=0.28, loss_type="token_mean", dynamic_sampling=True, soft_overlong=True),
         _row("gspo", "2507.18071", "sequence-level (geometric-mean) ratio, clipped per sequence",
-                 importance_sampling_level="sequence", epsilon_low=3e-4, epsilon_high=4e-4, loss_type="seq_mean"),
+                 importance_sampling_level="sequence", epsilon_low=3e-4, epsilon_high=4e-4,
+                 loss_type="seq_mean"),
         _row("gspo_token", "2507.18071", "GSPO with the ratio's value per sequence and gradient per token",
                  importance_sampling_level="sequence_token", epsilon_low=3e-4, epsilon_high=4e-4),
         _row("gmpo", "2507.20673", "geometric mean of token ratios, clipped per token in log space",
                  importance_sampling_level="geometric", clip="log_clip", epsilon_low=0.4, epsilon_high=0.4,
                  loss_type="seq_mean"),
         _row("gfpo", "2508.09726", "keep the k best (shortest) of each group; z-score over the kept set",
-                 advantage="subset_zscore", epsilon_high=0.28, loss_type="token_mean", retain_metric="length"),
+                 advantage="subset_zscore", epsilon_high=0.28, loss_type="token_mean",
+                 retain_metric="length"),
         _row("lite_ppo", "2508.08221", "group mean with batch std, token-mean aggregation",
                  advantage="group_mean_batch_std", loss_type="token_mean"),
         _row("rloo", "2402.14740", "leave-one-out baseline", advantage="rloo", loss_type="token_mean"),
         _row("reinforce_pp_baseline", "2501.03262", "group-centre, then whiten over the batch's tokens",
                  advantage="batch_whiten_tokens", loss_type="token_mean", kl_estimator="k2"),
-        _row("cispo", "2506.13585", "clip the importance weight (stop-gradient), never drop a token's gradient",
+        _row("cispo", "2506.13585",
+             "clip the importance weight (stop-gradient), never drop a token's gradient",
                  clip="is_weight_clip", epsilon_low=None, epsilon_high=0.28, loss_type="token_mean",
                  dynamic_sampling=True),
         _row("sapo", "2511.20347", "a smooth sigmoid gate instead of the hard clip",
@@ -294,7 +302,8 @@ PRESETS: dict[str, AlgoSpec] = {
         # Not one of the spec's presets: the algorithm fields of TRL 1.16's GRPOConfig() (trl/trainer/
         # grpo_config.py, grpo_trainer.py): scale_rewards="group" as (r - mean) / (Bessel std + 1e-4),
         # epsilon 0.2 both sides, loss_type="dapo" (token mean over the whole batch), beta 0.0.
-        _row("trl_defaults", "", "TRL 1.16 GRPOConfig() defaults: Bessel std + 1e-4, clip 0.2, token-mean, no KL",
+        _row("trl_defaults", "",
+             "TRL 1.16 GRPOConfig() defaults: Bessel std + 1e-4, clip 0.2, token-mean, no KL",
                  std_ddof=1, adv_eps=1e-4, loss_type="token_mean"),
     )
 }
@@ -302,7 +311,8 @@ PRESETS: dict[str, AlgoSpec] = {
 _TRL_LOSS_TYPES = {"grpo": "seq_mean_token_mean", "dapo": "token_mean", "bnpo": "token_mean",
                    "dr_grpo": "seq_mean_token_sum_norm", "cispo": "token_mean", "sapo": "seq_mean_token_mean"}
 # TRL's loss types that are also an objective: what the surrogate is, besides how it is aggregated.
-_TRL_LOSS_OBJECTIVES = {"cispo": {"clip": "is_weight_clip", "epsilon_low": None}, "sapo": {"clip": "soft_gate"}}
+_TRL_LOSS_OBJECTIVES = {"cispo": {"clip": "is_weight_clip", "epsilon_low": None},
+                        "sapo": {"clip": "soft_gate"}}
 _TRL_SAPO = {"sapo_temperature_pos": "tau_pos", "sapo_temperature_neg": "tau_neg"}
 _TRL_SCALE_REWARDS = {"group": "group_zscore", True: "group_zscore", "batch": "group_mean_batch_std",
                       "none": "group_center", False: "group_center"}
@@ -352,7 +362,8 @@ def preset(name: str | AlgoSpec, **overrides: object) -> AlgoSpec:
     fields = {f.name for f in dataclasses.fields(AlgoSpec)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise ValueError(f"unknown algorithm field(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+        raise ValueError(f"unknown algorithm field(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(fields))}")
     spec = dataclasses.replace(base, **overrides).validate()
     _check_read(spec, overrides)
     return spec
