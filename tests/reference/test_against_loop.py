@@ -15,6 +15,7 @@ CASES = [
     ("grpo", dict(clip="none")),
     ("grpo", dict(beta=0.05, kl_placement="reward", kl_estimator="k1")),
     ("grpo", dict(loss_type="seq_mean_token_sum")),
+    ("grpo_bessel", {}),
     ("dr_grpo", dict(loss_norm_length=7)),
     ("dapo", dict(overlong_max_len=6, overlong_buffer_len=3)),
     ("dapo", dict(overlong_max_len=6, overlong_buffer_len=2, overlong_filter=True)),

@@ -305,6 +305,10 @@ PRESETS: dict[str, AlgoSpec] = {
         _row("trl_defaults", "",
              "TRL 1.16 GRPOConfig() defaults: Bessel std + 1e-4, clip 0.2, token-mean, no KL",
                  std_ddof=1, adv_eps=1e-4, loss_type="token_mean"),
+        # Not one of the spec's presets either: GRPO with verl's (and most paper code's) std convention.
+        _row("grpo_bessel", "2402.03300",
+             "GRPO with verl's std: Bessel-corrected, 1e-6 added outside the root",
+             std_ddof=1, adv_eps=1e-6, adv_eps_inside=False, beta=0.04),
     )
 }
 
