@@ -75,10 +75,10 @@ class AlgoSpec:
     loss_type: str = "seq_mean_token_mean"
     loss_norm_length: int | None = None  # L_norm for seq_mean_token_sum_norm; None: the generation budget
 
-    # (e) filters and shaping
-    dynamic_sampling: bool = False  # DAPO: drop groups whose accuracies are all equal (the trainer refills)
-    overlong_filter: bool = False  # DAPO: keep truncated responses out of the loss
-    soft_overlong: bool = False  # DAPO: linear length penalty over the last overlong_buffer_len tokens
+    # (e) filters and shaping: the switches turn on pieces of filters.py (spec.filters, spec.shaping)
+    dynamic_sampling: bool = False  # filter nonzero_variance (DAPO): drop groups of equal accuracy
+    overlong_filter: bool = False  # filter drop_truncated (DAPO): keep truncated responses out of the loss
+    soft_overlong: bool = False  # shaping soft_overlong (DAPO): length penalty over the last buffer tokens
     overlong_max_len: int = 20480  # DAPO's L_max (paper value; set it to your max_new_tokens)
     overlong_buffer_len: int = 4096  # DAPO's L_cache
     retain_k: int | None = None  # GFPO: responses kept per group; None: half the group (>= 2)
@@ -88,7 +88,7 @@ class AlgoSpec:
     # (f) KL to the reference policy
     beta: float = 0.0  # coefficient; 0 turns the reference model off
     kl_estimator: str = "k3"  # k1 | k2 | k3
-    kl_placement: str = "loss"  # loss (GRPO) | reward (beta * k1 subtracted from the sequence reward)
+    kl_placement: str = "loss"  # loss (GRPO) | reward: shaping kl_in_reward, beta * sum_t k1 off the reward
 
     def replace(self, **overrides: object) -> AlgoSpec:
         """This spec with fields overridden, validated as ``preset`` does."""
@@ -272,39 +272,39 @@ PRESETS: dict[str, AlgoSpec] = {
     for s in (
         _row("grpo", "2402.03300",
              "group z-score, token ratio, clip 0.2, seq-mean-token-mean, k3 KL in the loss",
-                 std_ddof=0, adv_eps=1e-8, adv_eps_inside=True, beta=0.04),
+             std_ddof=0, adv_eps=1e-8, adv_eps_inside=True, beta=0.04),
         _row("dr_grpo", "2503.20783", "no std, no length normalisation: token sum over a constant budget",
-                 advantage="group_center", loss_type="seq_mean_token_sum_norm"),
+             advantage="group_center", loss_type="seq_mean_token_sum_norm"),
         _row("dapo", "2503.14476", "clip-higher, dynamic sampling, token-mean, soft overlong punishment",
-                 epsilon_high=0.28, loss_type="token_mean", dynamic_sampling=True, soft_overlong=True),
+             epsilon_high=0.28, loss_type="token_mean", dynamic_sampling=True, soft_overlong=True),
         _row("gspo", "2507.18071", "sequence-level (geometric-mean) ratio, clipped per sequence",
-                 importance_sampling_level="sequence", epsilon_low=3e-4, epsilon_high=4e-4,
-                 loss_type="seq_mean"),
+             importance_sampling_level="sequence", epsilon_low=3e-4, epsilon_high=4e-4,
+             loss_type="seq_mean"),
         _row("gspo_token", "2507.18071", "GSPO with the ratio's value per sequence and gradient per token",
-                 importance_sampling_level="sequence_token", epsilon_low=3e-4, epsilon_high=4e-4),
+             importance_sampling_level="sequence_token", epsilon_low=3e-4, epsilon_high=4e-4),
         _row("gmpo", "2507.20673", "geometric mean of token ratios, clipped per token in log space",
-                 importance_sampling_level="geometric", clip="log_clip", epsilon_low=0.4, epsilon_high=0.4,
-                 loss_type="seq_mean"),
+             importance_sampling_level="geometric", clip="log_clip", epsilon_low=0.4, epsilon_high=0.4,
+             loss_type="seq_mean"),
         _row("gfpo", "2508.09726", "keep the k best (shortest) of each group; z-score over the kept set",
-                 advantage="subset_zscore", epsilon_high=0.28, loss_type="token_mean",
-                 retain_metric="length"),
+             advantage="subset_zscore", epsilon_high=0.28, loss_type="token_mean",
+             retain_metric="length"),
         _row("lite_ppo", "2508.08221", "group mean with batch std, token-mean aggregation",
-                 advantage="group_mean_batch_std", loss_type="token_mean"),
+             advantage="group_mean_batch_std", loss_type="token_mean"),
         _row("rloo", "2402.14740", "leave-one-out baseline", advantage="rloo", loss_type="token_mean"),
         _row("reinforce_pp_baseline", "2501.03262", "group-centre, then whiten over the batch's tokens",
-                 advantage="batch_whiten_tokens", loss_type="token_mean", kl_estimator="k2"),
+             advantage="batch_whiten_tokens", loss_type="token_mean", kl_estimator="k2"),
         _row("cispo", "2506.13585",
              "clip the importance weight (stop-gradient), never drop a token's gradient",
-                 clip="is_weight_clip", epsilon_low=None, epsilon_high=0.28, loss_type="token_mean",
-                 dynamic_sampling=True),
+             clip="is_weight_clip", epsilon_low=None, epsilon_high=0.28, loss_type="token_mean",
+             dynamic_sampling=True),
         _row("sapo", "2511.20347", "a smooth sigmoid gate instead of the hard clip",
-                 clip="soft_gate"),
+             clip="soft_gate"),
         # Not one of the spec's presets: the algorithm fields of TRL 1.16's GRPOConfig() (trl/trainer/
         # grpo_config.py, grpo_trainer.py): scale_rewards="group" as (r - mean) / (Bessel std + 1e-4),
         # epsilon 0.2 both sides, loss_type="dapo" (token mean over the whole batch), beta 0.0.
         _row("trl_defaults", "",
              "TRL 1.16 GRPOConfig() defaults: Bessel std + 1e-4, clip 0.2, token-mean, no KL",
-                 std_ddof=1, adv_eps=1e-4, loss_type="token_mean"),
+             std_ddof=1, adv_eps=1e-4, loss_type="token_mean"),
         # Not one of the spec's presets either: GRPO with verl's (and most paper code's) std convention.
         _row("grpo_bessel", "2402.03300",
              "GRPO with verl's std: Bessel-corrected, 1e-6 added outside the root",
