@@ -17,6 +17,7 @@ choice fields and switches excepted): a knob that would be silently ignored is a
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from grouprl.algo.advantages import ADVANTAGES
@@ -182,13 +183,14 @@ def _readers(field: str) -> list[tuple[str, str]]:
 
 
 def _chosen_text(s: AlgoSpec, kind: str) -> str:
+    """What ``s`` chose of ``kind``, for a message."""
     if kind in CHOICE_FIELDS:
         return f"{getattr(s, CHOICE_FIELDS[kind])} (the chosen {kind})"
     names = [name for k, name in s.pieces if k == kind]
     return f"{', '.join(names)} (the chosen {kind})" if names else f"any chosen {kind} (none is on)"
 
 
-def _check_read(s: AlgoSpec, given: object) -> None:
+def _check_read(s: AlgoSpec, given: Iterable[str]) -> None:
     """Every field ``given`` (set by a preset row or an override) is read by a piece ``s`` chooses; the
     choice fields, switches and metadata always are. Fields inherited from the base are not checked: after
     ``advantage=group_center`` the base's std settings are inert, not an error."""
