@@ -8,7 +8,7 @@ ones, so a typo in a config never falls through to a default. This module import
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 F = TypeVar("F", bound=Callable)
@@ -46,13 +46,21 @@ class Registry(Generic[F]):
         return self._info[name]
 
     def get(self, name: str) -> F:
+        """The function registered as ``name``; an unknown name lists the known ones."""
         try:
             return self._table[name]
         except KeyError:
-            raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}") from None
+            known = ", ".join(self.names())
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {known}") from None
 
     def names(self) -> list[str]:
+        """The registered names, sorted."""
         return sorted(self._table)
 
+    def __iter__(self) -> Iterator[str]:
+        """The registered names in registration order (for kinds whose entries compose in a fixed order)."""
+        return iter(self._table)
+
     def __contains__(self, name: object) -> bool:
+        """Whether ``name`` is registered."""
         return name in self._table

@@ -17,20 +17,11 @@ from grouprl.algo.loss import (
     policy_loss,
 )
 from grouprl.algo.objectives import OBJECTIVES
-from grouprl.algo.presets import PRESETS, AlgoSpec, preset
+from grouprl.algo.presets import PRESETS, REGISTRIES, AlgoSpec, preset
 from grouprl.algo.ratios import RATIOS
 
-REGISTRIES = {
-    "advantage": ADVANTAGES,
-    "ratio": RATIOS,
-    "objective": OBJECTIVES,
-    "aggregation": AGGREGATIONS,
-    "kl": KL_ESTIMATORS,
-    "filter": FILTERS,
-    "shaping": SHAPING,
-}
-
 __all__ = [
+    "ADVANTAGES", "AGGREGATIONS", "FILTERS", "KL_ESTIMATORS", "OBJECTIVES", "RATIOS", "SHAPING",
     "PRESETS", "REGISTRIES", "AlgoSpec", "Advantages", "Counts", "GroupContext", "GroupView", "LossOutput",
     "check_inputs", "compute_loss", "group_advantages", "policy_loss", "preset",
 ]

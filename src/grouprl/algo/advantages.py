@@ -1,4 +1,5 @@
-"""Group advantage estimators (docs/math.md, Advantages): outcome rewards ``[B, G]`` → advantages ``[B, G]``.
+"""Group advantage estimators (docs/math.md, Advantages): outcome rewards ``[B, G]`` → advantages
+``[B, G]``.
 
 One signature for every estimator::
 
@@ -12,6 +13,9 @@ Std convention: ``ddof`` 0 (population) or 1 (Bessel); ``eps`` added outside the
 (``std + eps``, verl / TRL) or, with ``eps_inside=True``, inside it (``sqrt(var + eps)``, the project spec's
 ``δ``). Batch-level statistics (LitePPO, REINFORCE++-baseline) are over this call's batch; the trainer passes
 the whole rollout, never a micro-batch.
+
+Each estimator is registered with what it reads: ``params`` maps the ``AlgoSpec`` fields it takes to its
+keyword names, ``needs`` names the per-sequence facts of ``GroupContext`` beyond ``valid`` that it uses.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from grouprl.registry import Registry
 
 ADVANTAGES: Registry = Registry("advantage estimator")
 
+# The std convention's spec fields, as the z-score estimators' keywords.
+_STD = {"std_ddof": "ddof", "adv_eps": "eps", "adv_eps_inside": "eps_inside"}
+
 
 @dataclass(frozen=True)
 class GroupContext:
@@ -34,7 +41,8 @@ class GroupContext:
     retained: torch.Tensor  # bool: in GFPO's retained subset (all True when no retain_k)
 
 
-def _masked_mean_var(x: torch.Tensor, w: torch.Tensor, ddof: int, dim=None) -> tuple[torch.Tensor, torch.Tensor]:
+def _masked_mean_var(x: torch.Tensor, w: torch.Tensor, ddof: int,
+                     dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted mean and variance of ``x`` with non-negative weights ``w`` (counts), ``ddof`` on the count."""
     n = w.sum(dim=dim, keepdim=dim is not None)
     mean = (x * w).sum(dim=dim, keepdim=dim is not None) / n.clamp(min=1)
@@ -48,11 +56,13 @@ def _standardise(x: torch.Tensor, var: torch.Tensor, eps: float, eps_inside: boo
     return torch.where(std > 0, x / std.clamp(min=torch.finfo(x.dtype).tiny), torch.zeros_like(x))
 
 
-@ADVANTAGES.register("group_zscore")
-def group_zscore(rewards, ctx: GroupContext, *, ddof: int = 1, eps: float = 1e-6, eps_inside: bool = False):
+@ADVANTAGES.register("group_zscore", params=_STD)
+def group_zscore(rewards: torch.Tensor, ctx: GroupContext, *, ddof: int = 1, eps: float = 1e-6,
+                 eps_inside: bool = False) -> torch.Tensor:
     """GRPO: ``(R_i - mean_g R) / std_g R``.
 
-    >>> ctx = GroupContext(torch.ones(1, 4), torch.ones(1, 4, dtype=torch.bool), torch.ones(1, 4, dtype=torch.bool))
+    >>> on = torch.ones(1, 4, dtype=torch.bool)
+    >>> ctx = GroupContext(torch.ones(1, 4), on, on)
     >>> group_zscore(torch.tensor([[1., 0, 0, 0]], dtype=torch.float64), ctx, eps=0.0)
     tensor([[ 1.5000, -0.5000, -0.5000, -0.5000]], dtype=torch.float64)
     """
@@ -62,15 +72,16 @@ def group_zscore(rewards, ctx: GroupContext, *, ddof: int = 1, eps: float = 1e-6
 
 
 @ADVANTAGES.register("group_center")
-def group_center(rewards, ctx: GroupContext):
+def group_center(rewards: torch.Tensor, ctx: GroupContext) -> torch.Tensor:
     """Dr. GRPO: ``R_i - mean_g R`` (no std, so easy and hard prompts are not up-weighted)."""
     w = ctx.valid.to(rewards.dtype)
     mean, _ = _masked_mean_var(rewards, w, 0, dim=1)
     return (rewards - mean) * w
 
 
-@ADVANTAGES.register("group_mean_batch_std")
-def group_mean_batch_std(rewards, ctx: GroupContext, *, ddof: int = 1, eps: float = 1e-6, eps_inside: bool = False):
+@ADVANTAGES.register("group_mean_batch_std", params=_STD)
+def group_mean_batch_std(rewards: torch.Tensor, ctx: GroupContext, *, ddof: int = 1, eps: float = 1e-6,
+                         eps_inside: bool = False) -> torch.Tensor:
     """LitePPO: ``(R_i - mean_g R) / std_batch R``, the std over the **raw** rewards of the whole batch."""
     w = ctx.valid.to(rewards.dtype)
     _, batch_var = _masked_mean_var(rewards, w, ddof)
@@ -78,28 +89,31 @@ def group_mean_batch_std(rewards, ctx: GroupContext, *, ddof: int = 1, eps: floa
 
 
 @ADVANTAGES.register("rloo")
-def rloo(rewards, ctx: GroupContext):
+def rloo(rewards: torch.Tensor, ctx: GroupContext) -> torch.Tensor:
     """RLOO: ``R_i - mean_{j != i} R_j`` = ``G/(G-1) (R_i - mean_g R)``, G counting valid members."""
     w = ctx.valid.to(rewards.dtype)
     n = w.sum(dim=1, keepdim=True)
     return group_center(rewards, ctx) * n / (n - 1).clamp(min=1)
 
 
-@ADVANTAGES.register("batch_whiten_tokens")
-def batch_whiten_tokens(rewards, ctx: GroupContext, *, eps: float = 1e-8):
+@ADVANTAGES.register("batch_whiten_tokens", needs=("lengths",))
+def batch_whiten_tokens(rewards: torch.Tensor, ctx: GroupContext) -> torch.Tensor:
     """REINFORCE++-baseline: group-centre, then whiten over all response **tokens** of the batch.
 
     A sequence enters the batch mean and variance once per token (as in the reference implementations), and
-    the variance is Bessel-corrected over the token count: ``A = (a - mu) / sqrt(var + eps)``.
+    the variance is Bessel-corrected over the token count: ``A = (a - mu) / sqrt(var + 1e-8)``. Both are the
+    reference implementation's constants, not the spec's std convention: ``std_ddof`` / ``adv_eps`` do not
+    apply here (the spec rejects them with this estimator).
     """
     centred = group_center(rewards, ctx)
     tokens = ctx.lengths * ctx.valid.to(rewards.dtype)
     mean, var = _masked_mean_var(centred, tokens, 1)
-    return (centred - mean) * torch.rsqrt(var + eps) * ctx.valid.to(rewards.dtype)
+    return (centred - mean) * torch.rsqrt(var + 1e-8) * ctx.valid.to(rewards.dtype)
 
 
-@ADVANTAGES.register("subset_zscore")
-def subset_zscore(rewards, ctx: GroupContext, *, ddof: int = 1, eps: float = 1e-6, eps_inside: bool = False):
+@ADVANTAGES.register("subset_zscore", params=_STD, needs=("retained",))
+def subset_zscore(rewards: torch.Tensor, ctx: GroupContext, *, ddof: int = 1, eps: float = 1e-6,
+                  eps_inside: bool = False) -> torch.Tensor:
     """GFPO: z-score with the mean and std of the retained subset only; rejected responses get 0."""
     retained = GroupContext(ctx.lengths, ctx.valid & ctx.retained, ctx.retained)
     return group_zscore(rewards, retained, ddof=ddof, eps=eps, eps_inside=eps_inside)

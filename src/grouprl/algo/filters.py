@@ -6,9 +6,15 @@ sequences from the loss only, retain-k chooses GFPO's subset)::
 
     fn(view: GroupView, **hparams) -> keep [B, G] bool
 
-Shaping functions return a reward delta::
+Shaping functions return a reward delta (deltas are added in registration order)::
 
     fn(view: GroupView, **hparams) -> delta [B, G] float
+
+Each is registered with ``when``, the predicate on the spec that turns it on (the spec's switch), ``params``
+(spec field -> keyword), ``needs`` (the facts of ``GroupView`` it uses) and, for filters, ``role``: ``group``
+(a dropped group leaves statistics and loss), ``loss`` (a dropped sequence leaves the loss only) or
+``subset`` (GFPO's retained set, which the advantage's statistics use). ``reads`` names the spec fields the
+composition reads for the piece.
 """
 
 from __future__ import annotations
@@ -31,9 +37,11 @@ class GroupView:
     accuracy: torch.Tensor  # float, the verifier's correctness signal (dynamic sampling tests this)
     lengths: torch.Tensor  # float, completion token counts
     truncated: torch.Tensor  # bool, hit the length cap without EOS
+    seq_kl: torch.Tensor | None = None  # float, sum_t k1(pi_old, pi_ref), for the KL in the reward
 
 
-@FILTERS.register("nonzero_variance")
+@FILTERS.register("nonzero_variance", when=lambda spec: spec.dynamic_sampling, role="group",
+                  needs=("accuracy",))
 def nonzero_variance(view: GroupView) -> torch.Tensor:
     """DAPO dynamic sampling: keep a group only if its accuracies are not all equal (``0 < #correct < G``)."""
     acc = view.accuracy
@@ -41,17 +49,22 @@ def nonzero_variance(view: GroupView) -> torch.Tensor:
     return varied.expand_as(acc)
 
 
-@FILTERS.register("drop_truncated")
+@FILTERS.register("drop_truncated", when=lambda spec: spec.overlong_filter, role="loss", needs=("truncated",))
 def drop_truncated(view: GroupView) -> torch.Tensor:
-    """DAPO overlong filtering: a truncated response is kept out of the loss (not out of its group's stats)."""
+    """DAPO overlong filtering: a truncated response is kept out of the loss (not out of its group's
+    statistics)."""
     return ~view.truncated
 
 
-@FILTERS.register("retain_k")
-def retain_k(view: GroupView, *, k: int, metric: str = "length") -> torch.Tensor:
+@FILTERS.register("retain_k", when=lambda spec: "retained" in spec.info("advantage").get("needs", ()),
+                  role="subset", params={"retain_k": "k", "retain_metric": "metric"},
+                  reads=("retain_normalise_over",), needs=("lengths",))
+def retain_k(view: GroupView, *, k: int | None = None, metric: str = "length") -> torch.Tensor:
     """GFPO: keep the ``k`` best responses of each group; ties go to the lower index (stable sort).
 
     ``metric="length"`` keeps the k shortest; ``"token_efficiency"`` the k highest ``R_i / |o_i|``.
+    ``k=None`` keeps half the group, at least 2. With the spec's ``retain_normalise_over="retained"`` the
+    rejected responses also leave the loss's normaliser.
     """
     if metric == "length":
         score = view.lengths
@@ -60,6 +73,7 @@ def retain_k(view: GroupView, *, k: int, metric: str = "length") -> torch.Tensor
     else:
         raise ValueError(f"retain_k metric must be 'length' or 'token_efficiency', got {metric!r}")
     B, G = score.shape
+    k = min(max(G // 2, 2), G) if k is None else k
     if not 1 <= k <= G:
         raise ValueError(f"retain_k needs 1 <= k <= group size ({G}), got k={k}")
     order = torch.sort(score, dim=1, stable=True).indices[:, :k]  # [B, k]
@@ -67,7 +81,8 @@ def retain_k(view: GroupView, *, k: int, metric: str = "length") -> torch.Tensor
     return keep.scatter_(1, order, True)
 
 
-@SHAPING.register("soft_overlong")
+@SHAPING.register("soft_overlong", when=lambda spec: spec.soft_overlong, needs=("lengths",),
+                  params={"overlong_max_len": "max_len", "overlong_buffer_len": "cache_len"})
 def soft_overlong(view: GroupView, *, max_len: int, cache_len: int) -> torch.Tensor:
     """DAPO soft overlong punishment: 0 up to ``max_len - cache_len``, then linear down to -1 at ``max_len``.
 
@@ -80,7 +95,15 @@ def soft_overlong(view: GroupView, *, max_len: int, cache_len: int) -> torch.Ten
     return torch.where(view.lengths <= expected, torch.zeros_like(ramp), ramp.clamp(min=-1.0))
 
 
-@SHAPING.register("length_penalty")
+@SHAPING.register("kl_in_reward", when=lambda spec: spec.beta > 0 and spec.kl_placement == "reward",
+                  params=("beta",), needs=("seq_kl",))
+def kl_in_reward(view: GroupView, *, beta: float) -> torch.Tensor:
+    """REINFORCE++-style KL penalty in the reward (``kl_placement="reward"``): ``-beta * sum_t k1``."""
+    return -beta * view.seq_kl
+
+
+@SHAPING.register("length_penalty", when=lambda spec: False, needs=("lengths",))
 def length_penalty(view: GroupView, *, coef: float, max_len: int) -> torch.Tensor:
-    """A plain linear length cost: ``-coef * |o_i| / max_len``."""
+    """A plain linear length cost: ``-coef * |o_i| / max_len``. Not a spec choice (no switch): for callers
+    composing their own shaping; the reward function of the same name is the config's way."""
     return -coef * view.lengths / max_len

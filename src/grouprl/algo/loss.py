@@ -46,21 +46,28 @@ class LossOutput:
     metrics: dict[str, torch.Tensor]  # detached
 
 
-def _advantage_kwargs(spec: AlgoSpec) -> dict:
-    if spec.advantage in ("group_zscore", "subset_zscore", "group_mean_batch_std"):
-        return dict(ddof=spec.std_ddof, eps=spec.adv_eps, eps_inside=spec.adv_eps_inside)
-    return {}
+def _with_supplied(kwargs: dict, **supplied: object) -> dict:
+    """``kwargs`` with each ``None`` that the caller ``supplied`` a value for filled in: a spec field left
+    unset falls back to the run's value (``loss_norm_length`` to the generation budget)."""
+    return {k: supplied[k] if v is None and k in supplied else v for k, v in kwargs.items()}
 
 
-def _objective_kwargs(spec: AlgoSpec) -> dict:
-    if spec.clip == "soft_gate":
-        return dict(tau_pos=spec.tau_pos, tau_neg=spec.tau_neg)
-    if spec.clip == "none":
-        return {}
-    kwargs = dict(epsilon_low=spec.epsilon_low, epsilon_high=spec.epsilon_high)
-    if spec.clip == "ppo_clip":
-        kwargs["clip_ratio_c"] = spec.clip_ratio_c
-    return kwargs
+def _shaped(view: GroupView, spec: AlgoSpec) -> torch.Tensor:
+    """The reward plus every chosen shaping piece's delta, added in order."""
+    shaped = view.rewards
+    for name in spec.shaping:
+        shaped = shaped + SHAPING.get(name)(view, **spec.kwargs("shaping", name))
+    return shaped
+
+
+def _filtered(view: GroupView, spec: AlgoSpec) -> dict[str, torch.Tensor]:
+    """The keep-mask of each filter role (``group``, ``loss``, ``subset``); all True for a role no chosen
+    filter has."""
+    keep = {role: torch.ones_like(view.truncated) for role in ("group", "loss", "subset")}
+    for name in spec.filters:
+        role = FILTERS.info(name)["role"]
+        keep[role] = keep[role] & FILTERS.get(name)(view, **spec.kwargs("filter", name))
+    return keep
 
 
 def group_advantages(
@@ -71,37 +78,31 @@ def group_advantages(
     *,
     truncated: torch.Tensor | None = None,  # [N] bool
     accuracy: torch.Tensor | None = None,  # [N]; dynamic sampling tests it (default: the raw rewards)
-    kl_penalty: torch.Tensor | None = None,  # [N] sum_t k1(old, ref), for kl_placement="reward"
+    kl_penalty: torch.Tensor | None = None,  # [N] sum_t k1(old, ref), when spec.needs has "seq_kl"
 ) -> Advantages:
     """Shaping → filters → advantage estimator, on the whole rollout (groups contiguous)."""
     N = rewards.shape[0]
     B, G = N // group_size, group_size
     as_groups = lambda x: x.reshape(B, G)  # noqa: E731
     lengths = lengths.to(rewards.dtype)
-    truncated = torch.zeros(N, dtype=torch.bool, device=rewards.device) if truncated is None else truncated.bool()
+    no_cap = torch.zeros(N, dtype=torch.bool, device=rewards.device)
+    truncated = no_cap if truncated is None else truncated.bool()
     accuracy = rewards if accuracy is None else accuracy
+    if "seq_kl" in spec.needs and kl_penalty is None:
+        raise ValueError("kl_placement='reward' with beta > 0 subtracts beta * sum_t k1(old, ref) from the "
+                         "reward; pass kl_penalty=")
+    seq_kl = None if kl_penalty is None else as_groups(kl_penalty)
+    raw = GroupView(as_groups(rewards), as_groups(accuracy), as_groups(lengths), as_groups(truncated), seq_kl)
+    shaped = _shaped(raw, spec).reshape(N)
 
-    shaped = rewards
-    if spec.soft_overlong:
-        view = GroupView(as_groups(rewards), as_groups(accuracy), as_groups(lengths), as_groups(truncated))
-        delta = SHAPING.get("soft_overlong")(view, max_len=spec.overlong_max_len, cache_len=spec.overlong_buffer_len)
-        shaped = shaped + delta.reshape(N)
-    if spec.beta > 0 and spec.kl_placement == "reward":
-        shaped = shaped - spec.beta * kl_penalty
-
-    view = GroupView(as_groups(shaped), as_groups(accuracy), as_groups(lengths), as_groups(truncated))
-    valid = FILTERS.get("nonzero_variance")(view) if spec.dynamic_sampling else torch.ones_like(view.truncated)
-    retained = torch.ones_like(valid)
-    if spec.advantage == "subset_zscore":
-        k = spec.retain_k if spec.retain_k is not None else min(max(G // 2, 2), G)
-        retained = FILTERS.get("retain_k")(view, k=k, metric=spec.retain_metric)
+    view = GroupView(as_groups(shaped), raw.accuracy, raw.lengths, raw.truncated, seq_kl)
+    keep = _filtered(view, spec)
+    valid, retained = keep["group"], keep["subset"]
     ctx = GroupContext(lengths=view.lengths, valid=valid, retained=retained)
-    adv = ADVANTAGES.get(spec.advantage)(view.rewards, ctx, **_advantage_kwargs(spec))
+    adv = ADVANTAGES.get(spec.advantage)(view.rewards, ctx, **spec.kwargs("advantage", spec.advantage))
 
-    in_loss = valid.clone()
-    if spec.overlong_filter:
-        in_loss &= FILTERS.get("drop_truncated")(view)
-    if spec.advantage == "subset_zscore" and spec.retain_normalise_over == "retained":
+    in_loss = valid & keep["loss"]
+    if spec.retain_normalise_over == "retained":  # GFPO's rejected responses leave the normaliser too
         in_loss &= retained
 
     group_std = view.rewards.std(dim=1, unbiased=False)  # G >= 2 is checked by the callers
@@ -116,6 +117,13 @@ def group_advantages(
         "filter/seqs_out_of_loss": (~in_loss).sum().to(rewards.dtype),
     }
     return Advantages(adv.reshape(N), in_loss.reshape(N), shaped, {k: v.detach() for k, v in metrics.items()})
+
+
+def _per_unit(values: torch.Tensor, mask: torch.Tensor, counts: Counts) -> torch.Tensor:
+    """Mean of a per-token ``[n, T]`` or per-sequence ``[n]`` quantity over the global units."""
+    if values.dim() == 1:
+        return (values * (mask.sum(-1) > 0).to(mask.dtype)).sum() / max(counts.num_seqs, 1.0)
+    return (values * mask).sum() / max(counts.num_tokens, 1.0)
 
 
 def policy_loss(
@@ -140,31 +148,22 @@ def policy_loss(
     ref_logp = None if ref_logp is None else torch.where(on, ref_logp.detach(), 0.0)
     mask = mask.to(logp.dtype)
     log_ratio = RATIOS.get(spec.importance_sampling_level)(logp, old_logp.detach(), mask)
-    surrogate = OBJECTIVES.get(spec.clip)(log_ratio, advantages.detach(), mask, logp, **_objective_kwargs(spec))
-    agg_kwargs = {}
-    if spec.loss_type == "seq_mean_token_sum_norm":
-        agg_kwargs["norm_length"] = spec.loss_norm_length or norm_length
-        if not agg_kwargs["norm_length"]:
-            raise ValueError("loss_type='seq_mean_token_sum_norm' (Dr. GRPO) divides by a constant generation "
-                             "budget; pass max_new_tokens= or set loss_norm_length")
+    surrogate = OBJECTIVES.get(spec.clip)(log_ratio, advantages.detach(), mask, logp,
+                                          **spec.kwargs("objective", spec.clip))
+    agg_kwargs = _with_supplied(spec.kwargs("aggregation", spec.loss_type), norm_length=norm_length)
     aggregate = AGGREGATIONS.get(spec.loss_type)
     pg_loss = -aggregate(surrogate.term, mask, counts, **agg_kwargs)
     loss = pg_loss
 
     with torch.no_grad():
-        seq_present = (mask.sum(-1) > 0).to(logp.dtype)
-        unit = seq_present if surrogate.clipped_low.dim() == 1 else mask
-        unit_count = counts.num_seqs if surrogate.clipped_low.dim() == 1 else counts.num_tokens
         ratio = torch.exp(log_ratio.clamp(max=20.0))
-        ratio_unit = seq_present if ratio.dim() == 1 else mask
-        ratio_count = counts.num_seqs if ratio.dim() == 1 else counts.num_tokens
         metrics = {
             "loss/policy": pg_loss.detach(),
-            "clip/low_frac": (surrogate.clipped_low * unit).sum() / max(unit_count, 1.0),
-            "clip/high_frac": (surrogate.clipped_high * unit).sum() / max(unit_count, 1.0),
-            "ratio/mean": (ratio * ratio_unit).sum() / max(ratio_count, 1.0),
+            "clip/low_frac": _per_unit(surrogate.clipped_low, mask, counts),
+            "clip/high_frac": _per_unit(surrogate.clipped_high, mask, counts),
+            "ratio/mean": _per_unit(ratio, mask, counts),
         }
-    if ref_logp is not None and spec.beta > 0 and spec.kl_placement == "loss":
+    if ref_logp is not None and spec.kl_in_loss:
         kl = KL_ESTIMATORS.get(spec.kl_estimator)(logp, ref_logp)  # [n, T]
         kl_loss = aggregate(kl, mask, counts, **agg_kwargs) if not spec.sequence_level else \
             AGGREGATIONS.get("seq_mean")(kl, mask, counts)
@@ -172,17 +171,26 @@ def policy_loss(
         metrics["loss/kl"] = kl_loss.detach()
     if ref_logp is not None:
         with torch.no_grad():
-            metrics["kl/mean"] = (KL_ESTIMATORS.get("k3")(logp, ref_logp) * mask).sum() / max(counts.num_tokens, 1.0)
+            metrics["kl/mean"] = _per_unit(KL_ESTIMATORS.get("k3")(logp, ref_logp), mask, counts)
     return loss, metrics
 
 
-def check_inputs(rewards, group_size, logp, old_logp, ref_logp, mask, truncated=None) -> None:
+def check_inputs(
+    rewards: torch.Tensor,
+    group_size: int,
+    logp: torch.Tensor,
+    old_logp: torch.Tensor | None,
+    ref_logp: torch.Tensor | None,
+    mask: torch.Tensor,
+    truncated: torch.Tensor | None = None,
+) -> None:
     """Reject malformed inputs with a message naming the argument and the fix."""
     if not isinstance(group_size, int) or group_size < 2:
         raise ValueError(f"group_size must be an integer >= 2, got {group_size!r}: a group of one has no "
                          "baseline to compare against; sample at least 2 completions per prompt")
     if rewards.dim() != 1:
-        raise ValueError(f"rewards must be 1-D [N], got shape {tuple(rewards.shape)}; flatten groups contiguously")
+        raise ValueError(f"rewards must be 1-D [N], got shape {tuple(rewards.shape)}; "
+                         "flatten groups contiguously")
     N = rewards.shape[0]
     if N == 0 or N % group_size:
         raise ValueError(f"rewards has {N} entries, not a positive multiple of group_size={group_size}; "
@@ -195,15 +203,16 @@ def check_inputs(rewards, group_size, logp, old_logp, ref_logp, mask, truncated=
     if truncated is not None and tuple(truncated.shape) != (N,):
         raise ValueError(f"truncated must be [N={N}], got shape {tuple(truncated.shape)}")
     if mask.sum() == 0:
-        raise ValueError("mask has no unmasked token: there is nothing to train on; check the completion mask")
+        raise ValueError("mask has no unmasked token: there is nothing to train on; "
+                         "check the completion mask")
     on = mask.bool()
     for name, t in (("rewards", rewards), ("logp", logp), ("old_logp", old_logp), ("ref_logp", ref_logp)):
         if t is None:
             continue
         values = t if name == "rewards" else t[on]
         if not torch.isfinite(values).all():
-            raise ValueError(f"{name} contains NaN or inf (at unmasked positions); fix the producer, or give the "
-                             "sample a finite fallback value")
+            raise ValueError(f"{name} contains NaN or inf (at unmasked positions); fix the producer, or give "
+                             "the sample a finite fallback value")
 
 
 def compute_loss(
@@ -226,16 +235,17 @@ def compute_loss(
     if old_logp is None:
         old_logp = logp.detach()
     check_inputs(rewards, group_size, logp, old_logp, ref_logp, mask, truncated)
-    if spec.beta > 0 and ref_logp is None:
-        raise ValueError(f"beta={spec.beta} needs ref_logp (the reference policy's log-probs); pass it, or beta=0")
+    if spec.needs_ref_logp and ref_logp is None:
+        raise ValueError(f"beta={spec.beta} needs ref_logp (the reference policy's log-probs); "
+                         "pass it, or beta=0")
     mask = mask.to(logp.dtype)
     kl_penalty = None
-    if spec.beta > 0 and spec.kl_placement == "reward":
-        on = mask.bool()
-        kl_penalty = torch.where(on, KL_ESTIMATORS.get("k1")(old_logp, ref_logp), 0.0).sum(-1).detach()
+    if "seq_kl" in spec.needs:  # the in-reward KL: its estimator (k1) at pi_old, summed per sequence
+        kl = KL_ESTIMATORS.get(spec.kl_estimator)(old_logp, ref_logp)
+        kl_penalty = torch.where(mask.bool(), kl, 0.0).sum(-1).detach()
     adv = group_advantages(rewards.to(logp.dtype), group_size, mask.sum(-1), spec, truncated=truncated,
                            accuracy=accuracy, kl_penalty=kl_penalty)
     loss_mask = mask * adv.in_loss[:, None].to(mask.dtype)
-    loss, metrics = policy_loss(logp, old_logp, ref_logp, loss_mask, adv.advantages, spec, Counts.of(loss_mask),
-                                norm_length=max_new_tokens)
+    loss, metrics = policy_loss(logp, old_logp, ref_logp, loss_mask, adv.advantages, spec,
+                                Counts.of(loss_mask), norm_length=max_new_tokens)
     return LossOutput(loss, adv.advantages, {**adv.metrics, **metrics})

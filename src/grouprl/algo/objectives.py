@@ -7,7 +7,8 @@ One signature::
 ``log_ratio`` is ``[N, T]`` (token level) or ``[N]`` (sequence level); ``advantages`` are broadcast to it.
 ``Surrogate.term`` is ``[N, T]`` or ``[N]``; the aggregation step turns it into a scalar. ``clipped_low`` /
 ``clipped_high`` mark the units (tokens or sequences) whose gradient the clip removed (or, for CISPO, whose
-weight it capped); they are for metrics only.
+weight it capped); they are for metrics only. Each objective is registered with the spec fields it reads
+(``params``, the same names as its keywords).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
 from grouprl.algo.ratios import masked_token_mean
 from grouprl.registry import Registry
@@ -33,13 +35,16 @@ class Surrogate:
     clipped_high: torch.Tensor  # bool
 
 
+_BOUNDS = ("epsilon_low", "epsilon_high")
+
+
 def _broadcast(adv: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return adv[:, None] if like.dim() == 2 else adv
 
 
-@OBJECTIVES.register("ppo_clip")
-def ppo_clip(log_ratio, advantages, mask, logp, *, epsilon_low: float, epsilon_high: float,
-             clip_ratio_c: float | None = None):
+@OBJECTIVES.register("ppo_clip", params=(*_BOUNDS, "clip_ratio_c"))
+def ppo_clip(log_ratio: Tensor, advantages: Tensor, mask: Tensor, logp: Tensor, *, epsilon_low: float,
+             epsilon_high: float, clip_ratio_c: float | None = None) -> Surrogate:
     """``min(r A, clip(r, 1-eps_low, 1+eps_high) A)``; with ``clip_ratio_c`` (dual-clip, arXiv 1912.09729)
     the A<0 term is floored at ``c A``, which zeroes the gradient of negative tokens with ratio above c."""
     A = _broadcast(advantages, log_ratio)
@@ -50,15 +55,17 @@ def ppo_clip(log_ratio, advantages, mask, logp, *, epsilon_low: float, epsilon_h
     return Surrogate(term, (A < 0) & (r < 1 - epsilon_low), (A > 0) & (r > 1 + epsilon_high))
 
 
-@OBJECTIVES.register("log_clip")
-def log_clip(log_ratio, advantages, mask, logp, *, epsilon_low: float, epsilon_high: float):
+@OBJECTIVES.register("log_clip", params=_BOUNDS, per_sequence=True)
+def log_clip(log_ratio: Tensor, advantages: Tensor, mask: Tensor, logp: Tensor, *, epsilon_low: float,
+             epsilon_high: float) -> Surrogate:
     """GMPO: clip each token's log-ratio one-sidedly by sgn(A) in **log** space, then take the geometric mean.
 
     ``d~_t = s min(s d_t, s clip(d_t, -eps_low, eps_high))`` with ``s = sgn(A_i)``;
     ``J_i = A_i exp(mean_t d~_t)``. The bounds are log-space: 0.4 means ratios in ``[e^-0.4, e^0.4]``.
     """
     if log_ratio.dim() != 2:
-        raise ValueError("log_clip needs token-level log-ratios [N, T] (importance_sampling_level='geometric')")
+        raise ValueError("log_clip needs token-level log-ratios [N, T] "
+                         "(importance_sampling_level='geometric')")
     sign = torch.sign(advantages)[:, None]  # [N, 1]
     clipped = torch.clamp(log_ratio, -epsilon_low, epsilon_high)
     d = sign * torch.minimum(sign * log_ratio, sign * clipped)  # [N, T]
@@ -66,8 +73,9 @@ def log_clip(log_ratio, advantages, mask, logp, *, epsilon_low: float, epsilon_h
     return Surrogate(term, (sign < 0) & (log_ratio < -epsilon_low), (sign > 0) & (log_ratio > epsilon_high))
 
 
-@OBJECTIVES.register("is_weight_clip")
-def is_weight_clip(log_ratio, advantages, mask, logp, *, epsilon_low: float | None, epsilon_high: float):
+@OBJECTIVES.register("is_weight_clip", params=_BOUNDS)
+def is_weight_clip(log_ratio: Tensor, advantages: Tensor, mask: Tensor, logp: Tensor, *,
+                   epsilon_low: float | None, epsilon_high: float) -> Surrogate:
     """CISPO: ``sg[clip(r, 1-eps_low, 1+eps_high)] A l``: clip the importance **weight**, not the update, so
     every token keeps a gradient. ``epsilon_low=None`` means no lower bound (the paper's choice)."""
     A = _broadcast(advantages, log_ratio)
@@ -78,8 +86,9 @@ def is_weight_clip(log_ratio, advantages, mask, logp, *, epsilon_low: float | No
     return Surrogate(weight * A * logp, clipped_low, r > 1 + epsilon_high)
 
 
-@OBJECTIVES.register("soft_gate")
-def soft_gate(log_ratio, advantages, mask, logp, *, tau_pos: float, tau_neg: float):
+@OBJECTIVES.register("soft_gate", params=("tau_pos", "tau_neg"))
+def soft_gate(log_ratio: Tensor, advantages: Tensor, mask: Tensor, logp: Tensor, *, tau_pos: float,
+              tau_neg: float) -> Surrogate:
     """SAPO: a smooth gate ``f(r) = sigmoid(tau (r - 1)) 4 / tau`` in place of the hard clip; term ``f(r) A``.
     ``tau`` is ``tau_pos`` for A>0, else ``tau_neg``. At r=1 the gradient is that of an unclipped ratio."""
     A = _broadcast(advantages, log_ratio)
@@ -91,7 +100,7 @@ def soft_gate(log_ratio, advantages, mask, logp, *, tau_pos: float, tau_neg: flo
 
 
 @OBJECTIVES.register("none")
-def unclipped(log_ratio, advantages, mask, logp):
+def unclipped(log_ratio: Tensor, advantages: Tensor, mask: Tensor, logp: Tensor) -> Surrogate:
     """Plain importance-weighted policy gradient ``r A`` (REINFORCE when on-policy)."""
     A = _broadcast(advantages, log_ratio)
     r = torch.exp(log_ratio.clamp(max=MAX_LOG_RATIO))

@@ -6,19 +6,43 @@ spec. Knobs carry TRL's names where TRL has the concept (``beta``, ``epsilon_low
 (``scale_rewards``, ``epsilon``, ``delta``, ``sapo_temperature_pos`` / ``_neg``, and
 ``loss_type="grpo" | "dapo" | "bnpo" | "dr_grpo" | "cispo" | "sapo"``, the last two naming an objective too).
 An incoherent combination is rejected with the rule, the reason and the fix; nothing is silently changed.
+
+Every registered piece declares the spec fields it reads (``params`` / ``reads``) and what it needs
+(``needs``); the spec answers from those declarations which pieces it chooses (``pieces``), which keyword
+arguments each gets (``kwargs``) and which passes the trainer must run (``needs_ref_logp``,
+``needs_old_logp``). A field that a preset row or an override sets must be read by a chosen piece (the
+choice fields and switches excepted): a knob that would be silently ignored is an error naming its readers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from grouprl.algo.advantages import ADVANTAGES
 from grouprl.algo.aggregation import AGGREGATIONS
+from grouprl.algo.filters import FILTERS, SHAPING
 from grouprl.algo.kl import KL_ESTIMATORS
 from grouprl.algo.objectives import OBJECTIVES
 from grouprl.algo.ratios import RATIOS
-from grouprl.registry import UnknownNameError
+from grouprl.registry import Registry, UnknownNameError
+
+REGISTRIES: dict[str, Registry] = {
+    "advantage": ADVANTAGES,
+    "ratio": RATIOS,
+    "objective": OBJECTIVES,
+    "aggregation": AGGREGATIONS,
+    "kl": KL_ESTIMATORS,
+    "filter": FILTERS,
+    "shaping": SHAPING,
+}
+# The field that chooses the one piece of each single-choice kind.
+CHOICE_FIELDS = {"advantage": "advantage", "ratio": "importance_sampling_level", "objective": "clip",
+                 "aggregation": "loss_type", "kl": "kl_estimator"}
+# The switches: fields that turn filter and shaping pieces (and the KL term) on; filters.py declares which.
+SWITCH_FIELDS = ("dynamic_sampling", "overlong_filter", "soft_overlong", "beta", "kl_placement")
+META_FIELDS = ("name", "paper", "summary")
 
 
 @dataclass(frozen=True)
@@ -47,50 +71,147 @@ class AlgoSpec:
     tau_pos: float = 1.0  # SAPO gate temperature for A > 0
     tau_neg: float = 1.05  # SAPO gate temperature for A <= 0
 
-    # (d) aggregation: seq_mean_token_mean | token_mean | seq_mean_token_sum_norm | seq_mean_token_sum | seq_mean
+    # (d) aggregation: seq_mean_token_mean | token_mean | seq_mean_token_sum_norm | seq_mean_token_sum |
+    #     seq_mean
     loss_type: str = "seq_mean_token_mean"
     loss_norm_length: int | None = None  # L_norm for seq_mean_token_sum_norm; None: the generation budget
 
-    # (e) filters and shaping
-    dynamic_sampling: bool = False  # DAPO: drop groups whose accuracies are all equal (the trainer refills)
-    overlong_filter: bool = False  # DAPO: keep truncated responses out of the loss
-    soft_overlong: bool = False  # DAPO: linear length penalty over the last overlong_buffer_len tokens
+    # (e) filters and shaping: the switches turn on pieces of filters.py (spec.filters, spec.shaping)
+    dynamic_sampling: bool = False  # filter nonzero_variance (DAPO): drop groups of equal accuracy
+    overlong_filter: bool = False  # filter drop_truncated (DAPO): keep truncated responses out of the loss
+    soft_overlong: bool = False  # shaping soft_overlong (DAPO): length penalty over the last buffer tokens
     overlong_max_len: int = 20480  # DAPO's L_max (paper value; set it to your max_new_tokens)
     overlong_buffer_len: int = 4096  # DAPO's L_cache
-    retain_k: int | None = None  # GFPO: responses kept per group; None with subset_zscore: half the group (>= 2)
+    retain_k: int | None = None  # GFPO: responses kept per group; None: half the group (>= 2)
     retain_metric: str = "length"  # GFPO: length (shortest) | token_efficiency (highest R/|o|)
     retain_normalise_over: str = "all"  # GFPO: rejected tokens count in the normaliser ("all") or not
 
     # (f) KL to the reference policy
     beta: float = 0.0  # coefficient; 0 turns the reference model off
     kl_estimator: str = "k3"  # k1 | k2 | k3
-    kl_placement: str = "loss"  # loss (GRPO) | reward (beta * k1 subtracted from the sequence reward)
+    kl_placement: str = "loss"  # loss (GRPO) | reward: shaping kl_in_reward, beta * sum_t k1 off the reward
 
-    def replace(self, **overrides) -> AlgoSpec:
+    def replace(self, **overrides: object) -> AlgoSpec:
+        """This spec with fields overridden, validated as ``preset`` does."""
         return preset(self, **overrides)
 
+    def info(self, kind: str) -> dict:
+        """The declaration of the chosen piece of a single-choice kind (``advantage``, ``ratio`` ...)."""
+        return REGISTRIES[kind].info(getattr(self, CHOICE_FIELDS[kind]))
+
     @property
-    def sequence_level(self) -> bool:
-        """One loss term per sequence (GSPO, GMPO) rather than per token."""
-        return self.importance_sampling_level in ("sequence", "geometric")
+    def pieces(self) -> tuple[tuple[str, str], ...]:
+        """The chosen pieces as ``(kind, name)``: one per single-choice kind, then every filter and shaping
+        piece whose switch (its declared ``when``) is on, in registration order."""
+        chosen = tuple((kind, getattr(self, field)) for kind, field in CHOICE_FIELDS.items())
+        return chosen + tuple((kind, name) for kind in ("filter", "shaping") for name in REGISTRIES[kind]
+                              if REGISTRIES[kind].info(name)["when"](self))
+
+    @property
+    def filters(self) -> tuple[str, ...]:
+        """The chosen filters (e.g. ``("nonzero_variance",)`` with ``dynamic_sampling``)."""
+        return tuple(name for kind, name in self.pieces if kind == "filter")
+
+    @property
+    def shaping(self) -> tuple[str, ...]:
+        """The chosen shaping pieces, in the order their reward deltas are added."""
+        return tuple(name for kind, name in self.pieces if kind == "shaping")
+
+    def kwargs(self, kind: str, name: str) -> dict:
+        """The keyword arguments piece ``name`` of ``kind`` reads from this spec (its declared ``params``)."""
+        params = params_of(REGISTRIES[kind].info(name))
+        return {keyword: getattr(self, field) for field, keyword in params.items()}
+
+    def reads(self, field: str) -> bool:
+        """Whether a chosen piece reads ``field`` (a field no chosen piece reads changes nothing)."""
+        return any(field in fields_read(REGISTRIES[kind].info(name)) for kind, name in self.pieces)
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """Everything the chosen pieces declare they need (``old_logp``, ``ref_logp``, ``seq_kl``, ...)."""
+        return frozenset(need for kind, name in self.pieces
+                         for need in REGISTRIES[kind].info(name).get("needs", ()))
+
+    @property
+    def needs_ref_logp(self) -> bool:
+        """A reference policy pass is needed: a KL term is on (``beta > 0``), in the loss or in the reward."""
+        return self.beta > 0 and bool(self.needs & {"ref_logp", "seq_kl"})
 
     @property
     def needs_reference(self) -> bool:
-        return self.beta > 0
+        """The trainer loads a frozen reference model (``needs_ref_logp``)."""
+        return self.needs_ref_logp
+
+    def needs_old_logp(self, off_policy: bool) -> bool:
+        """A separate pi_old pass is needed. ``off_policy``: the trainer updates more than once per rollout
+        (``num_iterations > 1`` or ``mini_batches > 1``), so the ratio's pi_old is not the current policy;
+        on-policy it is the detached current log-prob. The KL in the reward (``seq_kl``) is taken at pi_old
+        before any update, so it needs the pass either way."""
+        return (off_policy and "old_logp" in self.needs) or "seq_kl" in self.needs
+
+    @property
+    def kl_in_loss(self) -> bool:
+        """The KL estimator's term is added to the loss (``beta > 0``, ``kl_placement="loss"``)."""
+        return self.beta > 0 and self.kl_placement == "loss"
+
+    @property
+    def sequence_level(self) -> bool:
+        """One loss term per sequence (GSPO, GMPO) rather than per token: the ratio or objective says so."""
+        return any(self.info(kind).get("per_sequence", False) for kind in ("ratio", "objective"))
 
     def validate(self) -> AlgoSpec:
+        """This spec, if its combination is coherent; else ValueError with the rule and the fix."""
         _validate(self)
         return self
 
 
+def params_of(info: dict) -> dict[str, str]:
+    """A piece's declared ``params`` as spec field -> keyword (a tuple: the keywords are the field names)."""
+    params = info.get("params", ())
+    return dict(params) if isinstance(params, dict) else {name: name for name in params}
+
+
+def fields_read(info: dict) -> set[str]:
+    """The spec fields a piece reads: its keyword ``params`` and those the composition ``reads`` for it."""
+    return set(params_of(info)) | set(info.get("reads", ()))
+
+
+def _readers(field: str) -> list[tuple[str, str]]:
+    """Every registered ``(kind, name)`` that reads ``field``."""
+    return [(kind, name) for kind, registry in REGISTRIES.items() for name in registry
+            if field in fields_read(registry.info(name))]
+
+
+def _chosen_text(s: AlgoSpec, kind: str) -> str:
+    """What ``s`` chose of ``kind``, for a message."""
+    if kind in CHOICE_FIELDS:
+        return f"{getattr(s, CHOICE_FIELDS[kind])} (the chosen {kind})"
+    names = [name for k, name in s.pieces if k == kind]
+    return f"{', '.join(names)} (the chosen {kind})" if names else f"any chosen {kind} (none is on)"
+
+
+def _check_read(s: AlgoSpec, given: Iterable[str]) -> None:
+    """Every field ``given`` (set by a preset row or an override) is read by a piece ``s`` chooses; the
+    choice fields, switches and metadata always are. Fields inherited from the base are not checked: after
+    ``advantage=group_center`` the base's std settings are inert, not an error."""
+    exempt = {*META_FIELDS, *SWITCH_FIELDS, *CHOICE_FIELDS.values()}
+    for field in given:
+        if field in exempt or s.reads(field):
+            continue
+        readers = _readers(field)
+        not_by = ", ".join(_chosen_text(s, kind) for kind in dict.fromkeys(kind for kind, _ in readers))
+        _fail(f"{field} is read by {', '.join(name for _, name in readers)}, not by {not_by}",
+              "drop it or choose one of those")
+
+
 def _fail(rule: str, fix: str) -> None:
+    """Reject a spec: ``rule``; ``fix``."""
     raise ValueError(f"{rule}; {fix}")
 
 
 def _validate(s: AlgoSpec) -> None:
-    for value, registry in ((s.advantage, ADVANTAGES), (s.importance_sampling_level, RATIOS),
-                            (s.clip, OBJECTIVES), (s.loss_type, AGGREGATIONS), (s.kl_estimator, KL_ESTIMATORS)):
-        registry.get(value)
+    for kind, field in CHOICE_FIELDS.items():
+        REGISTRIES[kind].get(getattr(s, field))
     if s.std_ddof not in (0, 1):
         _fail(f"std_ddof must be 0 or 1, got {s.std_ddof}", "use 0 (population std) or 1 (Bessel)")
     if s.adv_eps < 0:
@@ -121,7 +242,8 @@ def _validate(s: AlgoSpec) -> None:
     if s.retain_metric not in ("length", "token_efficiency"):
         _fail(f"retain_metric must be 'length' or 'token_efficiency', got {s.retain_metric!r}", "pick one")
     if s.retain_normalise_over not in ("all", "retained"):
-        _fail(f"retain_normalise_over must be 'all' or 'retained', got {s.retain_normalise_over!r}", "pick one")
+        _fail(f"retain_normalise_over must be 'all' or 'retained', got {s.retain_normalise_over!r}",
+              "pick one")
     if s.soft_overlong and not 0 < s.overlong_buffer_len <= s.overlong_max_len:
         _fail("soft overlong needs 0 < overlong_buffer_len <= overlong_max_len",
               f"got buffer {s.overlong_buffer_len}, max {s.overlong_max_len}")
@@ -132,61 +254,77 @@ def _validate(s: AlgoSpec) -> None:
     if s.kl_placement not in ("loss", "reward"):
         _fail(f"kl_placement must be 'loss' or 'reward', got {s.kl_placement!r}", "pick one")
     if s.kl_placement == "reward" and s.kl_estimator != "k1":
-        _fail("a KL penalty in the reward uses k1 (its expectation is the sequence KL)", "set kl_estimator='k1'")
+        _fail("a KL penalty in the reward uses k1 (its expectation is the sequence KL)",
+              "set kl_estimator='k1'")
     if min(s.tau_pos, s.tau_neg) <= 0:
         _fail("SAPO temperatures tau_pos and tau_neg must be > 0", "use the paper's 1.0 / 1.05")
 
 
-_G = dict(std_ddof=1, adv_eps=1e-6)  # the verl / paper-code convention, used by every preset but grpo
+def _row(name: str, paper: str, summary: str, **fields: object) -> AlgoSpec:
+    """A preset: its choices and the hyperparameters it sets (each read by one of its pieces)."""
+    spec = AlgoSpec(name, paper, summary, **fields).validate()
+    _check_read(spec, fields)
+    return spec
 
+
+# std_ddof=1, adv_eps=1e-6 outside the root (the defaults) is the verl / paper-code convention; grpo follows
+# the project spec's population std with delta inside the root.
 PRESETS: dict[str, AlgoSpec] = {
-    s.name: s.validate()
+    s.name: s
     for s in (
-        AlgoSpec("grpo", "2402.03300", "group z-score, token ratio, clip 0.2, seq-mean-token-mean, k3 KL in the loss",
-                 std_ddof=0, adv_eps=1e-8, adv_eps_inside=True, beta=0.04),
-        AlgoSpec("dr_grpo", "2503.20783", "no std, no length normalisation: token sum over a constant budget",
-                 advantage="group_center", loss_type="seq_mean_token_sum_norm", **_G),
-        AlgoSpec("dapo", "2503.14476", "clip-higher, dynamic sampling, token-mean, soft overlong punishment",
-                 epsilon_high=0.28, loss_type="token_mean", dynamic_sampling=True, soft_overlong=True, **_G),
-        AlgoSpec("gspo", "2507.18071", "sequence-level (geometric-mean) ratio, clipped per sequence",
-                 importance_sampling_level="sequence", epsilon_low=3e-4, epsilon_high=4e-4, loss_type="seq_mean",
-                 **_G),
-        AlgoSpec("gspo_token", "2507.18071", "GSPO with the ratio's value per sequence and gradient per token",
-                 importance_sampling_level="sequence_token", epsilon_low=3e-4, epsilon_high=4e-4, **_G),
-        AlgoSpec("gmpo", "2507.20673", "geometric mean of token ratios, clipped per token in log space",
-                 importance_sampling_level="geometric", clip="log_clip", epsilon_low=0.4, epsilon_high=0.4,
-                 loss_type="seq_mean", **_G),
-        AlgoSpec("gfpo", "2508.09726", "keep the k best (shortest) of each group; z-score over the kept set",
-                 advantage="subset_zscore", epsilon_high=0.28, loss_type="token_mean", retain_metric="length",
-                 **_G),
-        AlgoSpec("lite_ppo", "2508.08221", "group mean with batch std, token-mean aggregation",
-                 advantage="group_mean_batch_std", loss_type="token_mean", **_G),
-        AlgoSpec("rloo", "2402.14740", "leave-one-out baseline", advantage="rloo", loss_type="token_mean", **_G),
-        AlgoSpec("reinforce_pp_baseline", "2501.03262", "group-centre, then whiten over the batch's tokens",
-                 advantage="batch_whiten_tokens", loss_type="token_mean", kl_estimator="k2", **_G),
-        AlgoSpec("cispo", "2506.13585", "clip the importance weight (stop-gradient), never drop a token's gradient",
-                 clip="is_weight_clip", epsilon_low=None, epsilon_high=0.28, loss_type="token_mean",
-                 dynamic_sampling=True, **_G),
-        AlgoSpec("sapo", "2511.20347", "a smooth sigmoid gate instead of the hard clip",
-                 clip="soft_gate", **_G),
+        _row("grpo", "2402.03300",
+             "group z-score, token ratio, clip 0.2, seq-mean-token-mean, k3 KL in the loss",
+             std_ddof=0, adv_eps=1e-8, adv_eps_inside=True, beta=0.04),
+        _row("dr_grpo", "2503.20783", "no std, no length normalisation: token sum over a constant budget",
+             advantage="group_center", loss_type="seq_mean_token_sum_norm"),
+        _row("dapo", "2503.14476", "clip-higher, dynamic sampling, token-mean, soft overlong punishment",
+             epsilon_high=0.28, loss_type="token_mean", dynamic_sampling=True, soft_overlong=True),
+        _row("gspo", "2507.18071", "sequence-level (geometric-mean) ratio, clipped per sequence",
+             importance_sampling_level="sequence", epsilon_low=3e-4, epsilon_high=4e-4,
+             loss_type="seq_mean"),
+        _row("gspo_token", "2507.18071", "GSPO with the ratio's value per sequence and gradient per token",
+             importance_sampling_level="sequence_token", epsilon_low=3e-4, epsilon_high=4e-4),
+        _row("gmpo", "2507.20673", "geometric mean of token ratios, clipped per token in log space",
+             importance_sampling_level="geometric", clip="log_clip", epsilon_low=0.4, epsilon_high=0.4,
+             loss_type="seq_mean"),
+        _row("gfpo", "2508.09726", "keep the k best (shortest) of each group; z-score over the kept set",
+             advantage="subset_zscore", epsilon_high=0.28, loss_type="token_mean",
+             retain_metric="length"),
+        _row("lite_ppo", "2508.08221", "group mean with batch std, token-mean aggregation",
+             advantage="group_mean_batch_std", loss_type="token_mean"),
+        _row("rloo", "2402.14740", "leave-one-out baseline", advantage="rloo", loss_type="token_mean"),
+        _row("reinforce_pp_baseline", "2501.03262", "group-centre, then whiten over the batch's tokens",
+             advantage="batch_whiten_tokens", loss_type="token_mean", kl_estimator="k2"),
+        _row("cispo", "2506.13585",
+             "clip the importance weight (stop-gradient), never drop a token's gradient",
+             clip="is_weight_clip", epsilon_low=None, epsilon_high=0.28, loss_type="token_mean",
+             dynamic_sampling=True),
+        _row("sapo", "2511.20347", "a smooth sigmoid gate instead of the hard clip",
+             clip="soft_gate"),
         # Not one of the spec's presets: the algorithm fields of TRL 1.16's GRPOConfig() (trl/trainer/
         # grpo_config.py, grpo_trainer.py): scale_rewards="group" as (r - mean) / (Bessel std + 1e-4),
         # epsilon 0.2 both sides, loss_type="dapo" (token mean over the whole batch), beta 0.0.
-        AlgoSpec("trl_defaults", "", "TRL 1.16 GRPOConfig() defaults: Bessel std + 1e-4, clip 0.2, token-mean, no KL",
-                 std_ddof=1, adv_eps=1e-4, loss_type="token_mean"),
+        _row("trl_defaults", "",
+             "TRL 1.16 GRPOConfig() defaults: Bessel std + 1e-4, clip 0.2, token-mean, no KL",
+             std_ddof=1, adv_eps=1e-4, loss_type="token_mean"),
+        # Not one of the spec's presets either: GRPO with verl's (and most paper code's) std convention.
+        _row("grpo_bessel", "2402.03300",
+             "GRPO with verl's std: Bessel-corrected, 1e-6 added outside the root",
+             std_ddof=1, adv_eps=1e-6, adv_eps_inside=False, beta=0.04),
     )
 }
 
 _TRL_LOSS_TYPES = {"grpo": "seq_mean_token_mean", "dapo": "token_mean", "bnpo": "token_mean",
                    "dr_grpo": "seq_mean_token_sum_norm", "cispo": "token_mean", "sapo": "seq_mean_token_mean"}
 # TRL's loss types that are also an objective: what the surrogate is, besides how it is aggregated.
-_TRL_LOSS_OBJECTIVES = {"cispo": {"clip": "is_weight_clip", "epsilon_low": None}, "sapo": {"clip": "soft_gate"}}
+_TRL_LOSS_OBJECTIVES = {"cispo": {"clip": "is_weight_clip", "epsilon_low": None},
+                        "sapo": {"clip": "soft_gate"}}
 _TRL_SAPO = {"sapo_temperature_pos": "tau_pos", "sapo_temperature_neg": "tau_neg"}
 _TRL_SCALE_REWARDS = {"group": "group_zscore", True: "group_zscore", "batch": "group_mean_batch_std",
                       "none": "group_center", False: "group_center"}
 
 
-def _translate_trl(overrides: dict) -> dict:
+def _translate_trl(overrides: dict[str, object]) -> dict[str, object]:
     """Accept TRL's spellings of the same knobs (values keep grouprl's meaning: ``epsilon_high`` is a distance
     from ratio 1 for every clip)."""
     out = dict(overrides)
@@ -211,8 +349,9 @@ def _translate_trl(overrides: dict) -> dict:
     return out
 
 
-def preset(name: str | AlgoSpec, **overrides) -> AlgoSpec:
-    """The validated spec of a named algorithm, with any field overridden.
+def preset(name: str | AlgoSpec, **overrides: object) -> AlgoSpec:
+    """The validated spec of a named algorithm, with any field overridden. An override that no chosen piece
+    reads is rejected, naming the pieces that would read it.
 
     >>> preset("dapo").epsilon_high
     0.28
@@ -229,6 +368,9 @@ def preset(name: str | AlgoSpec, **overrides) -> AlgoSpec:
     fields = {f.name for f in dataclasses.fields(AlgoSpec)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise ValueError(f"unknown algorithm field(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
-    return dataclasses.replace(base, **overrides).validate()
+        raise ValueError(f"unknown algorithm field(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(fields))}")
+    spec = dataclasses.replace(base, **overrides).validate()
+    _check_read(spec, overrides)
+    return spec
 

@@ -25,6 +25,7 @@ GRPO_ADV = [1.499997, -0.499999, -0.499999, -0.499999]
 EXAMPLE_1 = [
     ("grpo", VERL_STD, GRPO_ADV, -0.05131472),
     ("grpo", dict(VERL_STD, beta=0.0), GRPO_ADV, -0.05243563),
+    ("grpo_bessel", {}, GRPO_ADV, -0.05131472),  # = grpo with VERL_STD, as a preset
     ("dr_grpo", dict(loss_norm_length=5), [0.75, -0.25, -0.25, -0.25], 0.06590533),
     ("dapo", dict(dynamic_sampling=False, soft_overlong=False), GRPO_ADV, 0.17972915),
     ("lite_ppo", {}, GRPO_ADV, 0.18830056),
@@ -75,6 +76,7 @@ def test_example_1_gradients(name):
 EXAMPLE_2 = [
     ("grpo", VERL_STD, [1.499997] + [-0.499999] * 3 + [0.499999, 0.499999, -1.499997, 0.499999], -0.01015088),
     ("grpo", dict(VERL_STD, beta=0.0), None, -0.01127179),
+    ("grpo_bessel", {}, [1.499997] + [-0.499999] * 3 + [0.499999, 0.499999, -1.499997, 0.499999], -0.01015088),
     ("dr_grpo", dict(loss_norm_length=5), [0.75] + [-0.25] * 3 + [0.25, 0.25, -0.75, 0.25], 0.05299725),
     ("dapo", dict(dynamic_sampling=False, soft_overlong=False), None, 0.14570615),
     ("lite_ppo", {}, [1.403119] + [-0.467706] * 3 + [0.467706, 0.467706, -1.403119, 0.467706], 0.14164085),

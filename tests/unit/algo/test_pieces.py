@@ -13,7 +13,7 @@ SPEC_PRESETS = ["grpo", "dr_grpo", "dapo", "gspo", "gspo_token", "gmpo", "gfpo",
 
 
 # Presets beyond the spec's contract (adding one is allowed): GRPOConfig()'s defaults, for TRL users.
-EXTRA_PRESETS = ["trl_defaults"]
+EXTRA_PRESETS = ["trl_defaults", "grpo_bessel"]
 
 
 def test_every_preset_of_the_contract_exists_and_validates():
