@@ -91,7 +91,8 @@ CASES = [
     ("lora_r", 8, "model.lora.r", 8),
 ]
 # What some names need beside them to mean anything (use_peft for lora_r, a rewards list to weigh).
-NEEDS = {"lora_r": {"use_peft": True}, "reward_weights": {"reward_funcs": ["correct_answer"]}}
+NEEDS = {"lora_r": {"use_peft": True}, "reward_weights": {"reward_funcs": ["correct_answer"]},
+         "sapo_temperature_pos": {"loss_type": "sapo"}, "sapo_temperature_neg": {"loss_type": "sapo"}}
 
 
 def test_every_trl_name_has_a_case():

@@ -18,7 +18,7 @@ def test_split_of_a_saved_dataset_dict(tmp_path):
 def test_hub_dataset_gets_its_configuration_and_split(monkeypatch):
     seen = {}
 
-    def fake_load_dataset(path, name=None, split=None):
+    def fake_load_dataset(path, name=None, split=None, data_files=None):
         seen.update(path=path, name=name, split=split)
         return datasets.Dataset.from_dict({"problem": ["1+1="]})
 
