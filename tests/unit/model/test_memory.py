@@ -37,8 +37,8 @@ def _batch(vocab: int):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_chunked_equals_unchunked_on_a_32k_vocabulary(dtype):
-    """Chunked and naive round differently along the whole forward, the 32k normaliser most: float32 holds them
-    to 2e-3 (log-probs ~10.4), float64 to 4e-12, which a vocabulary column dropped from one (~3e-5) exceeds."""
+    """Chunked and naive round differently along the whole forward, the 32k normaliser most: float32 holds
+    them to 2e-3 (log-probs ~10.4), float64 to 4e-12, which a vocabulary column dropped (~3e-5) exceeds."""
     model = in_float64(_model(32_768)) if dtype == torch.float64 else _model(32_768)
     ids, mask = _batch(32_768)
     with torch.no_grad():
