@@ -94,6 +94,16 @@ def logprob_scale(logits: torch.Tensor) -> float:
     return 2 * logits.abs().max().item() + math.log(logits.shape[-1])
 
 
+def logprob_rounding(model, ids: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> dict:
+    """``n`` and ``scale`` for log-probs (or entropies) of ``ids`` ``[N, L]`` under ``model``, computed along
+    two paths that round differently: the whole forward, at its logits' magnitude (one more forward here)."""
+    from grouprl.model.logprobs import position_ids_from_mask
+
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
+    return dict(n=forward_path_length(model.config, ids.shape[1]), scale=logprob_scale(logits / temperature))
+
+
 def _rms_norm(norm, hidden: torch.Tensor) -> torch.Tensor:
     return norm.weight * hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
 

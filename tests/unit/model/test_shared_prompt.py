@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from grouprl.model.load import load_model
-from grouprl.model.logprobs import position_ids_from_mask, sequence_logprobs, shared_prompt_logprobs
+from grouprl.model.logprobs import sequence_logprobs, shared_prompt_logprobs
 from grouprl.train.step import can_share_prompts, rollout_logprobs
 from grouprl.types import Rollout
-from tolerance import assert_close, forward_path_length, in_float64, logprob_scale
+from tolerance import assert_close, in_float64, logprob_rounding
 
 
 @pytest.fixture(scope="module", params=["tiny_llama_dir", "tiny_qwen2_dir"])
@@ -40,12 +40,6 @@ def _expanded(prompts, prompt_mask, repeats, completions, completion_mask):
     return ids, mask
 
 
-def _scale(model, ids, mask, temperature) -> float:
-    with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
-    return logprob_scale(logits / temperature)
-
-
 @pytest.mark.parametrize(("repeats", "prompt_lens", "T"), [([8, 8, 8], [6, 3, 1], 5), ([3, 1, 5], [2, 6, 4], 4),
                                                            ([4, 4], [5, 5], 1)])
 def test_equals_sequence_logprobs_with_gradients(model64, repeats, prompt_lens, T):
@@ -58,15 +52,15 @@ def test_equals_sequence_logprobs_with_gradients(model64, repeats, prompt_lens, 
     logp, entropy = shared_prompt_logprobs(model64, *batch, temperature=0.7, chunk_size=3, with_entropy=True)
     grads = torch.autograd.grad((logp + 0.1 * entropy).sum(), params)
 
-    n, scale = forward_path_length(model64.config, ids.shape[1]), _scale(model64, ids, mask, 0.7)
-    assert_close(logp, ref_logp, n=n, scale=scale)
-    assert_close(entropy, ref_entropy, n=n, scale=scale)
+    rounding = logprob_rounding(model64, ids, mask, 0.7)
+    assert_close(logp, ref_logp, **rounding)
+    assert_close(entropy, ref_entropy, **rounding)
     # backward retraces the forward, then sums over the tokens (and the prompt's copies); a gradient's terms
     # are taken to be no larger than the largest gradient
     scale = max(g.abs().max().item() for g in ref_grads)
     assert scale > 0
     for g, ref in zip(grads, ref_grads):
-        assert_close(g, ref, n=n + ids.numel(), scale=scale)
+        assert_close(g, ref, n=rounding["n"] + ids.numel(), scale=scale)
 
 
 def test_a_wrong_grouping_is_rejected(model64):
@@ -85,10 +79,10 @@ def test_rollout_logprobs_with_micro_batches_cutting_groups(tiny_llama_dir):
     assert can_share_prompts(model)
     rows = torch.arange(3 * G)
     ids, mask = _expanded(prompts, prompt_mask, repeats, completions, completion_mask)
-    n, scale = forward_path_length(model.config, ids.shape[1]), _scale(model, ids, mask, 1.0)
+    rounding = logprob_rounding(model, ids, mask)
     with torch.no_grad():
         full, _ = rollout_logprobs(model, rollout, rows, G, temperature=1.0, chunk_size=64, share_prompts=False)
         for micro in (1, 3, 5, 12):  # 3 and 5 rows per micro-batch split groups across micro-batches
             parts = [rollout_logprobs(model, rollout, r, G, temperature=1.0, chunk_size=64)[0]
                      for r in torch.split(rows, micro)]
-            assert_close(torch.cat(parts), full, n=n, scale=scale)
+            assert_close(torch.cat(parts), full, **rounding)

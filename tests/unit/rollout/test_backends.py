@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from grouprl.model.load import load_model
-from grouprl.model.logprobs import position_ids_from_mask, sequence_logprobs
+from grouprl.model.logprobs import sequence_logprobs
 from grouprl.rollout import FastRollout, HFRollout, RolloutBackend
 from grouprl.rollout.hf import completion_mask_from_eos, left_pad
 from grouprl.types import SamplingParams
-from tolerance import assert_close, forward_path_length, logprob_scale
+from tolerance import assert_close, logprob_rounding
 
 EOS, PAD, G = 2, 0, 4
 PROMPTS = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]  # B = 3 prompts of different lengths
@@ -41,24 +41,19 @@ def mixed_rollout(tiny_llama_dir, char_tokenizer, backend):
     return backend(_model_with_eos_bias(tiny_llama_dir, 2.0), char_tokenizer)
 
 
-def _teacher_forced(rollout, model, temperature):
-    """The completions' log-probs from one full forward, and the scale of their rounding."""
+def _joined(rollout):
     ids = torch.cat([rollout.prompt_ids, rollout.completion_ids], 1)  # [N, P+T]
     mask = torch.cat([rollout.prompt_mask, rollout.completion_mask], 1)  # [N, P+T]
+    return ids, mask
+
+
+def _assert_matches_teacher_forced(rollout, model, temperature):
+    """The sampler's log-probs come from the backend's own (cached, incremental) forward, the teacher's from one
+    full forward: the whole path rounds differently."""
+    ids, mask = _joined(rollout)
     with torch.no_grad():
-        logp, _ = sequence_logprobs(
-            model, ids, mask, rollout.completion_ids.shape[1], temperature=temperature
-        )
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
-    return logp, logprob_scale(logits / temperature)
-
-
-def _assert_matches_teacher_forced(out, model, temperature):
-    """The sampler's log-probs come from the backend's own (cached, incremental) forward: the whole path
-    rounds differently."""
-    teacher, scale = _teacher_forced(out, model, temperature)
-    n = forward_path_length(model.config, out.prompt_ids.shape[1] + out.completion_ids.shape[1])
-    assert_close(out.sampler_logprobs, teacher, n=n, scale=scale)
+        logp, _ = sequence_logprobs(model, ids, mask, rollout.completion_ids.shape[1], temperature=temperature)
+    assert_close(rollout.sampler_logprobs, logp, **logprob_rounding(model, ids, mask, temperature))
 
 
 def test_left_pad():
@@ -98,7 +93,7 @@ def test_forced_eos_ends_every_row_after_one_token(tiny_llama_dir, char_tokenize
     assert not out.truncated.any()
     # log p(EOS) = logit - log-sum-exp, ~ -e^-50: the normaliser's rounding at the +50 logit's scale (the
     # logits' own rounding cancels: d log p / d logits = 1 - p ~ 0)
-    _, scale = _teacher_forced(out, rollout.model, 1.0)
+    scale = logprob_rounding(rollout.model, *_joined(out))["scale"]
     n = rollout.model.config.vocab_size + 1
     assert_close(out.sampler_logprobs, torch.zeros_like(out.sampler_logprobs), n=n, scale=scale)
 
