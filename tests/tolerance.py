@@ -57,17 +57,18 @@ def tol(dtype: torch.dtype, n: int, scale: float = 1.0) -> float:
 
 
 def assert_close(actual, expected, *, n: int, scale: float | None = None, dtype: torch.dtype | None = None,
-                 extra: float = 0.0) -> None:
-    """``torch.testing.assert_close`` with ``rtol=0`` and ``atol = tol(dtype, n, scale) + extra``, compared in
-    float64. ``dtype`` defaults to ``actual``'s (float64 for Python numbers), ``scale`` to max |expected|,
-    ``extra`` (another source of error, e.g. ``written``) to 0."""
+                 msg: str | None = None) -> None:
+    """``torch.testing.assert_close`` with ``rtol=0`` and ``atol = tol(dtype, n, scale)``, compared in float64.
+    ``dtype`` defaults to ``actual``'s (float64 for Python numbers), ``scale`` to the largest |expected|;
+    ``msg`` prefixes the failure message."""
     actual = torch.as_tensor(actual, dtype=torch.float64) if not torch.is_tensor(actual) else actual
     dtype = dtype or actual.dtype
     expected = torch.as_tensor(expected, dtype=torch.float64)
     if scale is None:
         scale = expected.abs().max().item()
-    atol = tol(dtype, n, scale) + extra
-    torch.testing.assert_close(actual.detach().double(), expected.double(), rtol=0, atol=atol)
+    atol = tol(dtype, n, scale)
+    torch.testing.assert_close(actual.detach().double(), expected.double(), rtol=0, atol=atol,
+                               msg=None if msg is None else lambda m: f"{msg}: {m}")
 
 
 def written(decimals: int) -> float:
