@@ -169,13 +169,11 @@ def test_killing_one_rank_ends_the_job_naming_it(tmp_path):
         time.sleep(0.1)
     assert proc.poll() is None, "the run ended before the kill"
     os.kill(_rank_pid(proc.pid, 1), signal.SIGKILL)
-    killed = time.time()
-    try:
-        out, _ = proc.communicate(timeout=timeout + 30)
+    try:  # liveness, not speed: the survivor gives up on the collective (a closed peer, or the 20 s timeout)
+        out, _ = proc.communicate(timeout=10 * timeout)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert time.time() - killed < timeout + 10
     assert proc.returncode != 0
     assert "grouprl train: error: rank 0: collective" in out  # the survivor's one line, naming itself
     assert "rank      : 1" in out and "SIGKILL" in out  # torchrun's summary names the rank that died
