@@ -6,12 +6,13 @@ normaliser) computed in any order, in a dtype of unit roundoff u = eps/2, has
 
     |error| <= lambda * sqrt(n) * u * sum|terms|
 
-with probability at least 1 - 2 exp(-lambda^2 (1 - u)^2 / 2) per product of rounding factors (n times that
-for the union over a reduction's n terms), if the rounding errors are mean independent: each has mean zero
-whatever the earlier ones were. The order does not enter, so the bound covers every BLAS kernel, blocking and
-thread count. The worst-case bound (n u, not sqrt(n) u) also holds but is never approached in practice; it
-would loosen tolerances by sqrt(n) and hide real bugs. Two computations of one value that round differently
-(two BLAS kernels, chunked and whole, one process and two) each obey the bound, so they differ by at most
+if the rounding errors are mean independent (each has mean zero whatever the earlier ones were), with
+probability at least 1 - 2 exp(-lambda^2 (1 - u)^2 / 2) for one term's product of rounding factors, and at
+least 1 - n times that failure probability for the whole reduction. The order does not enter, so the bound
+covers every BLAS kernel, blocking and thread count. The worst-case bound (n u, not sqrt(n) u) also holds,
+but is never approached in practice and would loosen tolerances by sqrt(n). Two computations of one value
+that round differently (two BLAS kernels, chunked and whole, one process and two) each obey the bound, so
+they differ by at most
 
     tol(dtype, n, scale) = 2 * lambda * sqrt(n) * u * scale,   lambda = LAMBDA = 8,
 
@@ -43,6 +44,7 @@ from statistics import NormalDist
 import torch
 
 LAMBDA = 8.0
+ADAMW_SHARPNESS = 5e4  # measured: see adamw_drift
 ALPHA = 1e-3
 Z = NormalDist().inv_cdf(1 - ALPHA / 2)  # 3.29: two-sided, P(|N(0, 1)| > Z) = ALPHA
 
@@ -58,17 +60,15 @@ def tol(dtype: torch.dtype, n: int, scale: float = 1.0) -> float:
 
 def assert_close(actual, expected, *, n: int, scale: float | None = None, dtype: torch.dtype | None = None,
                  msg: str | None = None) -> None:
-    """``torch.testing.assert_close`` with ``rtol=0`` and ``atol = tol(dtype, n, scale)``, compared in float64.
+    """``torch.testing.assert_close`` with rtol 0 and atol ``tol(dtype, n, scale)``, compared in float64.
     ``dtype`` defaults to ``actual``'s (float64 for Python numbers), ``scale`` to the largest |expected|;
     ``msg`` prefixes the failure message."""
-    actual = torch.as_tensor(actual, dtype=torch.float64) if not torch.is_tensor(actual) else actual
-    dtype = dtype or actual.dtype
-    expected = torch.as_tensor(expected, dtype=torch.float64)
-    if scale is None:
-        scale = expected.abs().max().item()
-    atol = tol(dtype, n, scale)
-    torch.testing.assert_close(actual.detach().double(), expected.double(), rtol=0, atol=atol,
-                               msg=None if msg is None else lambda m: f"{msg}: {m}")
+    dtype = dtype or (actual.dtype if torch.is_tensor(actual) else torch.float64)
+    actual, expected = (x.detach().double() if torch.is_tensor(x) else torch.tensor(x, dtype=torch.float64)
+                        for x in (actual, expected))
+    atol = tol(dtype, n, expected.abs().max().item() if scale is None else scale)
+    prefix = None if msg is None else lambda text: f"{msg}: {text}"
+    torch.testing.assert_close(actual, expected, rtol=0, atol=atol, msg=prefix)
 
 
 def written(decimals: int) -> float:
@@ -119,19 +119,17 @@ def in_float64(model):
     return model
 
 
-ADAMW_SHARPNESS = 5e4
-
-
 def adamw_drift(lrs: list[float]) -> float:
     """How many times the rule's tolerance two training runs' metrics may differ by after AdamW updates at
     learning rates ``lrs``, when each step's reductions round differently by the rule's amount.
 
-    No rigorous bound exists: Adam divides each gradient element by its running RMS, so the update moves each
-    weight by ~lr whatever its gradient's size, and the difference between the two runs' weights grows by the
-    loss's curvature in that preconditioned metric: a factor 1 + ADAMW_SHARPNESS * lr per update, on top of
-    each step's own rounding (d_1 = 1, d_(s+1) = 1 + (1 + S lr_s) d_s). ADAMW_SHARPNESS (S) is measured on
-    the default model: a 2-process run drifts from 1 process by 100x over 4 updates at lr <= 1e-4 and by
-    6000x over 3 at lr <= 1e-3 (benchmarks/RESULTS.md), i.e. 1 + 4e4..5.5e4 lr per update.
+    No rigorous bound exists. Adam divides each gradient element by its running RMS, so an update moves every
+    weight by ~lr whatever the size of its gradient, in a direction a rounding difference can turn; the two
+    runs' difference is then multiplied, per update, by 1 + S lr, S the loss's largest curvature in Adam's
+    preconditioned metric (Hessian / sqrt(v)), and each step adds its own rounding:
+    d_1 = 1, d_(s+1) = 1 + (1 + S lr_s) d_s. No test can compute S; ADAMW_SHARPNESS is measured on the
+    default model: 2 processes drift from 1 by 100x over 4 updates at lr <= 1e-4, and by 6000x over 3 at
+    lr <= 1e-3 (benchmarks/RESULTS.md), that is 1 + 4e4..5.5e4 lr per update.
     """
     drift = 1.0
     for lr in lrs:
