@@ -111,7 +111,8 @@ def _rms_norm(norm, hidden: torch.Tensor) -> torch.Tensor:
 
 def in_float64(model):
     """``model`` in float64 throughout: HF's RMSNorm casts to float32 (by design, for half-precision models)
-    and back, which would make a float64 model's forward a float32 path at every norm."""
+    and back, which would make a float64 model's forward a float32 path at every norm. (Its rotary tables
+    are float32 too, but constants: the same in both computations a test compares.)"""
     model.double()
     for module in model.modules():
         if type(module).__name__.endswith("RMSNorm"):
