@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 
 from grouprl.cli.main import main
+from tolerance import adamw_weight_gap, assert_runs_close
 
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 ARGS = ["train.prompts_per_step=4", "rollout.num_generations=4", "data.num_eval=0", "data.num_train=64",
         "output.progress=false", "train.lr=1e-3", "train.threads=1", "train.micro_batch_size=3"]
 VOLATILE = ("time/", "memory/", "tokens_per_s")
+MICRO_BATCHES_AND_RANKS = 16 // 4 + 2  # a step's gradient sums these terms, in another order with 2 processes
 
 
 def _env() -> dict:
@@ -47,13 +49,15 @@ def _free_port() -> int:
     ["algorithm=lite_ppo"],  # batch-level std
 ])
 def test_two_processes_reproduce_one(tmp_path, extra):
-    """Same seed and global batch: loss, grad norm, rewards … of the first 5 steps agree to 1e-5.
+    """Same seed and global batch: loss, grad norm, rewards … of the first 5 steps agree to rounding.
 
     The default rollout backend seeds each group from (seed, global group index), so both runs sample the
     same completions. One group per micro-batch, so both runs compute the same per-micro-batch gradients
     and differ only in the order they are summed (dynamic sampling leaves the ranks uneven). lr is 1e-4:
     with refills at 1e-3, or with micro-batches that straddle groups, that float32 rounding is amplified
-    (near-certain tokens, AdamW) to 1e-5–1e-4 by step 4 (measured; benchmarks/RESULTS.md)."""
+    (near-certain tokens, AdamW) to 1e-5–1e-4 by step 4 (measured; benchmarks/RESULTS.md). The tolerance
+    starts at the rounding of the reordered sums, 2e-6 at step 1 (a gradient summed or averaged wrongly
+    exceeds it), and grows with AdamW's drift to 7e-4 by step 5."""
     args = [*ARGS, "train.steps=5", "train.lr=1e-4", "train.micro_batch_size=4", *extra]
     one, two = tmp_path / "one", tmp_path / "two"
     proc = _torchrun("--nproc_per_node", "2", "--standalone", args=[*args, f"output.run_dir={two}"])
@@ -67,12 +71,8 @@ def test_two_processes_reproduce_one(tmp_path, extra):
     assert len({round(r["grad_norm"], 6) for r in a}) > 1
 
 
-def _assert_rows_close(a: list[dict], b: list[dict]) -> None:
-    assert [r["step"] for r in a] == [r["step"] for r in b]
-    for ra, rb in zip(a, b):
-        for key in ra:
-            if not key.startswith(VOLATILE) and ra[key] is not None:
-                assert rb[key] == pytest.approx(ra[key], abs=1e-5, rel=1e-5), (ra["step"], key, ra[key], rb[key])
+def _assert_rows_close(a: list[dict], b: list[dict], n: int = MICRO_BATCHES_AND_RANKS) -> None:
+    assert_runs_close(a, b, n=n, keys=[k for k in a[0] if not k.startswith(VOLATILE)])
 
 
 def test_two_process_lora_run_resumes_like_one_straight_process(tmp_path):
@@ -108,13 +108,18 @@ def test_fsdp2_run_resumed_equals_one_process_and_saves_one_hf_directory(tmp_pat
                                                                       "train.steps=4", f"output.run_dir={sharded}"])
     out, _ = second.communicate(timeout=240)
     assert second.returncode == 0, out[-3000:]
-    _assert_rows_close(_rows(straight), _rows(sharded))
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
     ours, theirs = (load_file(d / "checkpoints" / "step-4" / "model.safetensors") for d in (sharded, straight))
     assert set(ours) == set(theirs) and all(ours[k].shape == theirs[k].shape for k in ours)
-    assert max((ours[k] - theirs[k]).abs().max().item() for k in ours) < 1e-3  # 4 AdamW steps of lr 1e-4
+    rows = _rows(straight)
+    # FSDP also sums the clipping norm's squares shard by shard, in another order: one more reduction on the
+    # path, as long as the largest tensor plus one term per tensor
+    norm = max(t.numel() for t in ours.values()) + len(ours)
+    _assert_rows_close(rows, _rows(sharded), MICRO_BATCHES_AND_RANKS + norm)
+    gap = adamw_weight_gap([r["lr"] for r in rows])  # 4.7e-4; a weight whose gradient is at rounding level
+    assert max((ours[k] - theirs[k]).abs().max().item() for k in ours) <= gap  # can step the other way: 1.7e-4
     AutoModelForCausalLM.from_pretrained(sharded / "checkpoints" / "step-4")
 
 
@@ -164,13 +169,11 @@ def test_killing_one_rank_ends_the_job_naming_it(tmp_path):
         time.sleep(0.1)
     assert proc.poll() is None, "the run ended before the kill"
     os.kill(_rank_pid(proc.pid, 1), signal.SIGKILL)
-    killed = time.time()
-    try:
-        out, _ = proc.communicate(timeout=timeout + 30)
+    try:  # liveness, not speed: the survivor gives up on the collective (a closed peer, or the 20 s timeout)
+        out, _ = proc.communicate(timeout=10 * timeout)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert time.time() - killed < timeout + 10
     assert proc.returncode != 0
     assert "grouprl train: error: rank 0: collective" in out  # the survivor's one line, naming itself
     assert "rank      : 1" in out and "SIGKILL" in out  # torchrun's summary names the rank that died

@@ -1,9 +1,10 @@
 """Every preset (and every registered piece) against the slow loop of ``slow_loss.py``: random shapes,
-lengths, rewards and seeds, float64, loss / advantages / gradients to 1e-9."""
+lengths, rewards and seeds, float64, loss / advantages / gradients to the rounding of their sums (~1e-13)."""
 
 import pytest
 import torch
 
+from algo_examples import rounding_tol
 from grouprl.algo import REGISTRIES, compute_loss, preset
 from reference import slow_loss
 
@@ -63,11 +64,12 @@ def test_matches_slow_loop(name, overrides, seed):
     ref_logp = new.clone().requires_grad_(True)
     want, want_adv = slow_loss.loss(rewards.tolist(), G, ref_logp, old, ref, mask, spec,
                                     truncated=truncated.tolist(), norm_length=T)
-    assert out.advantages.tolist() == pytest.approx(want_adv, abs=1e-9)
-    assert out.loss.item() == pytest.approx(float(want), abs=1e-9)
+    atol = rounding_tol(new, G)  # the loop sums in another order
+    assert out.advantages.tolist() == pytest.approx(want_adv, abs=atol)
+    assert out.loss.item() == pytest.approx(float(want), abs=atol)
     if want.requires_grad:
         want.backward()
-        torch.testing.assert_close(logp.grad, ref_logp.grad * mask, atol=1e-9, rtol=0)
+        torch.testing.assert_close(logp.grad, ref_logp.grad * mask, atol=atol, rtol=0)
     else:  # every sequence filtered out: nothing to learn, and no NaN
         assert torch.all(logp.grad == 0)
 

@@ -1,12 +1,17 @@
-"""Every worked example of docs/math.md: advantages, loss and autograd dLoss/dl to 1e-6 in float64."""
+"""Every worked example of docs/math.md: advantages, loss and autograd dLoss/dl, float64, to the decimals
+the goldens are written with."""
 
 import pytest
 import torch
 
-from algo_examples import VERL_STD, example
+from algo_examples import VERL_STD, example, rounding_tol
 from grouprl.algo import compute_loss, preset
+from tolerance import written
 
-TOL = 1e-6
+# Advantages and gradients are written to 6 decimals, losses to 8, rounded or truncated: that error dominates
+# the float64 rounding of the computation (the rule, for the largest example: 8 sequences of 5), added to it.
+ROUNDING = rounding_tol(example(repeat=2)[0], 4)
+TOL, LOSS_TOL = written(6) + ROUNDING, written(8) + ROUNDING
 
 
 def run(name, rewards, repeat=1, truncated=None, **overrides):
@@ -46,7 +51,7 @@ EXAMPLE_1 = [
 def test_example_1(name, overrides, advantages, loss):
     out, _ = run(name, [1, 0, 0, 0], **overrides)
     assert out.advantages.tolist() == pytest.approx(advantages, abs=TOL)
-    assert out.loss.item() == pytest.approx(loss, abs=TOL)
+    assert out.loss.item() == pytest.approx(loss, abs=LOSS_TOL)
 
 
 GRADS_1 = {
@@ -91,7 +96,7 @@ def test_example_2_two_groups(name, overrides, advantages, loss):
     out, _ = run(name, [1, 0, 0, 0, 1, 1, 0, 1], repeat=2, **overrides)
     if advantages is not None:
         assert out.advantages.tolist() == pytest.approx(advantages, abs=TOL)
-    assert out.loss.item() == pytest.approx(loss, abs=TOL)
+    assert out.loss.item() == pytest.approx(loss, abs=LOSS_TOL)
 
 
 DAPO_3 = dict(soft_overlong=True, overlong_max_len=5, overlong_buffer_len=2, dynamic_sampling=True)
@@ -107,13 +112,13 @@ def test_example_3_dapo_shaping_and_filtering(overrides, truncated, advantages, 
     truncated = None if truncated is None else torch.tensor(truncated)
     out, _ = run("dapo", [1, -1, 1, -1, 1, 1, 1, 1], repeat=2, truncated=truncated, **overrides)
     assert out.advantages.tolist() == pytest.approx(advantages, abs=TOL)
-    assert out.loss.item() == pytest.approx(loss, abs=TOL)
+    assert out.loss.item() == pytest.approx(loss, abs=LOSS_TOL)
 
 
 def test_example_3_soft_penalty():
     out, _ = run("dapo", [0, 0, 0, 0], soft_overlong=True, overlong_max_len=5, overlong_buffer_len=2,
                  dynamic_sampling=False)
-    assert out.metrics["reward/mean"].item() == pytest.approx((0 + 0 - 0.5 - 1.0) / 4, abs=TOL)
+    assert out.metrics["reward/mean"].item() == pytest.approx((0 + 0 - 0.5 - 1.0) / 4, abs=ROUNDING)
 
 
 @pytest.mark.parametrize("name,overrides,advantages,loss", [
@@ -125,14 +130,14 @@ def test_example_3_soft_penalty():
 def test_example_4_gfpo(name, overrides, advantages, loss):
     out, _ = run(name, [0, 1, 1, 0], **overrides)
     assert out.advantages.tolist() == pytest.approx(advantages, abs=TOL)
-    assert out.loss.item() == pytest.approx(loss, abs=TOL)
+    assert out.loss.item() == pytest.approx(loss, abs=LOSS_TOL)
 
 
 def test_grpo_default_uses_the_project_spec_std():
     """The grpo preset follows the founding description: population std, delta=1e-8 inside the root."""
     out, _ = run("grpo", [1, 0, 0, 0])
     sigma = (3 / 16 + 1e-8) ** 0.5  # sqrt((1/G) sum (R - mu)^2 + delta), mu = 1/4
-    assert out.advantages.tolist() == pytest.approx([0.75 / sigma] + [-0.25 / sigma] * 3, abs=1e-12)
+    assert out.advantages.tolist() == pytest.approx([0.75 / sigma] + [-0.25 / sigma] * 3, abs=ROUNDING)
     # docs/math.md: ddof=0 with eps=1e-6 outside gives these; a sqrt(4/3) mismatch flags the convention.
     ddof0, _ = run("grpo", [1, 0, 0, 0], std_ddof=0, adv_eps=1e-6, adv_eps_inside=False)
     assert ddof0.advantages.tolist() == pytest.approx([1.732047, -0.577349, -0.577349, -0.577349], abs=TOL)

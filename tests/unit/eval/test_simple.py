@@ -12,6 +12,7 @@ from grouprl.eval import simple
 from grouprl.eval.simple import generate_completions, greedy_accuracy, sampled_pass_at_k, score_samples
 from grouprl.model.assets import DEFAULT_MODEL_DIR
 from grouprl.model.tokenizer import build_char_tokenizer
+from tolerance import binomial_tol
 
 TOKENIZER = build_char_tokenizer()
 PROMPTS = ["1+2=", "35+47=", "9+10=", "99+99="]
@@ -58,11 +59,13 @@ def test_evaluators_reproduce_the_numbers_recorded_with_the_default_asset():
     model = AutoModelForCausalLM.from_pretrained(DEFAULT_MODEL_DIR)
     task = get_task(meta["task"]["name"], **meta["task"]["knobs"])
     rows = task.generate("eval", meta["eval"]["n"], seed=meta["eval"]["seed"])
-    measured = meta["measured"]
-    # abs tolerance: a couple of prompts out of 256, for float differences across machines
-    assert greedy_accuracy(model, TOKENIZER, rows) == pytest.approx(measured["greedy_accuracy"], abs=0.02)
-    pass_at_8 = sampled_pass_at_k(model, TOKENIZER, rows, k=8, temperature=1.0, seed=meta["eval"]["sample_seed"])
-    assert pass_at_8 == pytest.approx(measured["pass@8"], abs=0.02)
+    measured, n = meta["measured"], meta["eval"]["n"]
+    # Proportions of n prompts: another machine's rounding flips near-tied outcomes (an argmax, a sample at a
+    # CDF boundary), so a re-measurement is held to the sampling rule's spread of an n-sample proportion
+    for name, value in (("greedy_accuracy", greedy_accuracy(model, TOKENIZER, rows)),
+                        ("pass@8", sampled_pass_at_k(model, TOKENIZER, rows, k=8, temperature=1.0,
+                                                     seed=meta["eval"]["sample_seed"]))):
+        assert value == pytest.approx(measured[name], abs=binomial_tol(measured[name], n)), name
 
 
 def test_doctests():

@@ -162,7 +162,7 @@ def test_adversarial_completions_score_zero_without_raising(fn):
 def test_pathological_answer_is_cut_off_by_the_sample_deadline():
     start = time.monotonic()
     assert is_equivalent("9^{9^{9^{9}}}", "1", timeout=0.5) is False
-    assert time.monotonic() - start < 4 * 0.5 + 5   # generous for a loaded machine
+    assert time.monotonic() - start < 10 * 0.5  # liveness: uncut, 9^9^9^9 would run for hours
 
 
 def test_reference_may_be_a_full_solution_or_a_number():

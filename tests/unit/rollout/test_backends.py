@@ -11,6 +11,7 @@ from grouprl.model.logprobs import sequence_logprobs
 from grouprl.rollout import FastRollout, HFRollout, RolloutBackend
 from grouprl.rollout.hf import completion_mask_from_eos, left_pad
 from grouprl.types import SamplingParams
+from tolerance import assert_close, logprob_rounding
 
 EOS, PAD, G = 2, 0, 4
 PROMPTS = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]  # B = 3 prompts of different lengths
@@ -40,14 +41,19 @@ def mixed_rollout(tiny_llama_dir, char_tokenizer, backend):
     return backend(_model_with_eos_bias(tiny_llama_dir, 2.0), char_tokenizer)
 
 
-def _teacher_forced(rollout, model, temperature):
+def _joined(rollout):
     ids = torch.cat([rollout.prompt_ids, rollout.completion_ids], 1)  # [N, P+T]
     mask = torch.cat([rollout.prompt_mask, rollout.completion_mask], 1)  # [N, P+T]
+    return ids, mask
+
+
+def _assert_matches_teacher_forced(rollout, model, temperature):
+    """The sampler's log-probs come from the backend's own (cached, incremental) forward, the teacher's from one
+    full forward: the whole path rounds differently."""
+    ids, mask = _joined(rollout)
     with torch.no_grad():
-        logp, _ = sequence_logprobs(
-            model, ids, mask, rollout.completion_ids.shape[1], temperature=temperature
-        )
-    return logp
+        logp, _ = sequence_logprobs(model, ids, mask, rollout.completion_ids.shape[1], temperature=temperature)
+    assert_close(rollout.sampler_logprobs, logp, **logprob_rounding(model, ids, mask, temperature))
 
 
 def test_left_pad():
@@ -85,9 +91,11 @@ def test_forced_eos_ends_every_row_after_one_token(tiny_llama_dir, char_tokenize
     assert (out.completion_ids == EOS).all() and out.completion_ids.shape == (len(PROMPTS) * G, 1)
     assert (out.completion_mask == 1).all()  # the EOS is a sampled token
     assert not out.truncated.any()
-    torch.testing.assert_close(
-        out.sampler_logprobs, torch.zeros_like(out.sampler_logprobs), atol=1e-6, rtol=0
-    )
+    # log p(EOS) = logit - log-sum-exp, ~ -e^-50: the normaliser's rounding at the +50 logit's scale (the
+    # logits' own rounding cancels: d log p / d logits = 1 - p ~ 0)
+    scale = logprob_rounding(rollout.model, *_joined(out))["scale"]
+    n = rollout.model.config.vocab_size + 1
+    assert_close(out.sampler_logprobs, torch.zeros_like(out.sampler_logprobs), n=n, scale=scale)
 
 
 def test_no_eos_truncates_every_row(tiny_llama_dir, char_tokenizer, backend):
@@ -112,8 +120,7 @@ def test_mixed_lengths_mask_semantics(mixed_rollout):
 def test_sampler_logprobs_match_teacher_forced(mixed_rollout):
     sampling = SamplingParams(max_new_tokens=8, temperature=0.7, top_p=0.9, top_k=20, seed=2)
     out = mixed_rollout.generate(PROMPTS, G, sampling)
-    teacher = _teacher_forced(out, mixed_rollout.model, temperature=0.7)
-    torch.testing.assert_close(out.sampler_logprobs, teacher, atol=1e-4, rtol=0)
+    _assert_matches_teacher_forced(out, mixed_rollout.model, 0.7)
     assert (out.sampler_logprobs[out.completion_mask == 0] == 0).all()
 
 
@@ -122,7 +129,7 @@ def test_sampler_logprobs_match_teacher_forced_qwen2(tiny_qwen2_dir, char_tokeni
     out = backend(model, char_tokenizer).generate(
         PROMPTS, 2, SamplingParams(max_new_tokens=6, temperature=0.7, seed=0)
     )
-    torch.testing.assert_close(out.sampler_logprobs, _teacher_forced(out, model, 0.7), atol=1e-4, rtol=0)
+    _assert_matches_teacher_forced(out, model, 0.7)
 
 
 def test_greedy_is_deterministic_and_uses_temperature_one(mixed_rollout):
@@ -131,9 +138,7 @@ def test_greedy_is_deterministic_and_uses_temperature_one(mixed_rollout):
     assert torch.equal(first.completion_ids, second.completion_ids)
     groups = first.completion_ids.view(len(PROMPTS), G, -1)
     assert (groups == groups[:, :1]).all()  # every member of a group is the same argmax path
-    torch.testing.assert_close(
-        first.sampler_logprobs, _teacher_forced(first, mixed_rollout.model, 1.0), atol=1e-4, rtol=0
-    )
+    _assert_matches_teacher_forced(first, mixed_rollout.model, 1.0)
 
 
 def test_seed_reproduces_samples_and_leaves_global_rng_alone(mixed_rollout):
