@@ -34,18 +34,38 @@ def arm_finished(run_dir: Path, steps: int) -> bool:
     return (run_dir / "checkpoints" / f"step-{steps}").is_dir() and any(e.get("step") == steps for e in evals)
 
 
+def arm_overrides(algorithm: str, overrides: list[str]) -> tuple[list[str], list[str]]:
+    """The overrides an arm of ``algorithm`` takes, and the ``algo.*`` ones it does not: an override given for
+    every arm (``algo.overlong_max_len=8`` for DAPO's shaping) is not applied to an algorithm whose pieces do
+    not read that field, where a single run would refuse it."""
+    from grouprl.algo import AlgoSpec, preset
+    from grouprl.algo.presets import CHOICE_FIELDS, META_FIELDS, SWITCH_FIELDS
+    from grouprl.config import parse_override
+
+    fields = {f.name for f in dataclasses.fields(AlgoSpec)}
+    exempt = {*META_FIELDS, *SWITCH_FIELDS, *CHOICE_FIELDS.values()}
+    given = {key: value for text in overrides for key, value in parse_override(text).get("algo", {}).items()}
+    spec = preset(algorithm, **{k: v for k, v in given.items() if k in exempt})
+    unread = {k for k in given if k in fields and k not in exempt and not spec.reads(k)}
+    kept = [text for text in overrides if not (text.startswith("algo.") and text.split("=", 1)[0][5:] in unread)]
+    return kept, [text for text in overrides if text not in kept]
+
+
 def run_arms(algorithms: list[str], seeds: int, steps: int, out: Path, config: str | None, overrides: list[str],
              say=print) -> None:
     from grouprl.config import load_config
     from grouprl.train.loop import train
 
     for algorithm in algorithms:
+        arm_args, dropped = arm_overrides(algorithm, overrides)
+        if dropped:
+            say(f"compare: {algorithm} reads none of {', '.join(dropped)}; not applied to its arms")
         for seed in range(seeds):
             run_dir = arm_dir(out, algorithm, seed)
             if arm_finished(run_dir, steps):
                 say(f"compare: {run_dir.name} already finished, reused")
                 continue
-            cfg = load_config(config, [*overrides, f"algorithm={algorithm}", f"train.seed={seed}",
+            cfg = load_config(config, [*arm_args, f"algorithm={algorithm}", f"train.seed={seed}",
                                        f"train.steps={steps}", f"output.run_dir={run_dir}", "output.progress=false"])
             say(f"compare: running {run_dir.name}")
             resume = "auto" if (run_dir / "metrics.jsonl").exists() else None

@@ -24,6 +24,8 @@ def test_compare_writes_a_report_and_reuses_finished_arms(tmp_path, capsys):
     assert main([*ARGS, "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert err.count("already finished, reused") == 3 and "running dapo-seed1" in err
+    # the overlong lengths are DAPO's: grpo reads neither, so they are not applied to its arms (one line)
+    assert err.count("compare: grpo reads none of algo.overlong_max_len=8, algo.overlong_buffer_len=2") == 1
     assert (out / "grpo-seed0" / "metrics.jsonl").read_text() == before
     assert (lost / "checkpoints" / "step-2").is_dir()
 
