@@ -137,7 +137,7 @@ def run_trl(name: str, steps: int, warmup: int = 2) -> dict:
     except ImportError as err:
         raise UserError(f"--vs-trl needs TRL: pip install 'grouprl[bench]' ({err})") from None
     from grouprl.data.tasks import get_task
-    from grouprl.data.tasks.arithmetic import correct_answer
+    from grouprl.rewards.arithmetic import correct_answer
 
     class StepTimer(TrainerCallback):
         def __init__(self):

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-ROLLOUT_BACKENDS = ("auto", "fast", "hf")
+from grouprl.rollout import BACKENDS
+
+ROLLOUT_BACKENDS = tuple(BACKENDS.names())
+"""``rollout.backend``'s choices: the names ``grouprl.rollout`` registers."""
 
 
 @dataclass

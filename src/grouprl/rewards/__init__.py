@@ -30,36 +30,49 @@ import inspect
 import math
 import reprlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import torch
 
-from grouprl.data.tasks.arithmetic import correct_answer, integer_format
-from grouprl.data.tasks.countdown import countdown_reward
 from grouprl.errors import RewardError
 from grouprl.messages import as_completion, completion_text
+from grouprl.registry import Registry
 from grouprl.rewards.answers import REWARDS as ANSWER_REWARDS
+from grouprl.rewards.arithmetic import correct_answer, integer_format
 from grouprl.rewards.code import REWARDS as CODE_REWARDS
+from grouprl.rewards.countdown import countdown_reward
 from grouprl.rewards.length import REWARDS as LENGTH_REWARDS
 from grouprl.rewards.openr1 import FACTORIES as OPEN_R1_FACTORIES
 from grouprl.rewards.openr1 import REWARDS as OPEN_R1_REWARDS
 from grouprl.rewards.tags import REWARDS as TAG_REWARDS
 
-BUILTIN_REWARDS: dict[str, Callable] = {
-    "correct_answer": correct_answer,
-    "integer_format": integer_format,
-    "countdown": countdown_reward,
-    **ANSWER_REWARDS,
-    **CODE_REWARDS,
-    **LENGTH_REWARDS,
-    **TAG_REWARDS,
-    **OPEN_R1_REWARDS,
-}
 
-BUILTIN_FACTORIES: dict[str, Callable] = {**OPEN_R1_FACTORIES}
-"""Built-ins made by a factory at start-up, with its defaults or the entry's ``factory_kwargs``."""
+def _builtins() -> Registry[Callable]:
+    table: Registry[Callable] = Registry("reward")
+    functions = {"correct_answer": correct_answer, "integer_format": integer_format, "countdown": countdown_reward,
+                 **ANSWER_REWARDS, **CODE_REWARDS, **LENGTH_REWARDS, **TAG_REWARDS, **OPEN_R1_REWARDS}
+    for name, fn in functions.items():
+        table.register(name)(fn)
+    for name, factory in OPEN_R1_FACTORIES.items():
+        table.register(name, factory=True)(factory)
+    return table
+
+
+REWARDS = _builtins()
+"""The built-in rewards by name. An entry registered with ``factory=True`` is a factory, made into the reward
+function at start-up with its defaults or the entry's ``factory_kwargs``."""
+
+BUILTIN_REWARDS: Mapping[str, Callable] = MappingProxyType(
+    {name: REWARDS.get(name) for name in REWARDS.names() if not REWARDS.info(name).get("factory")})
+"""The built-in reward functions (not factories), as a read-only mapping."""
+
+BUILTIN_FACTORIES: Mapping[str, Callable] = MappingProxyType(
+    {name: REWARDS.get(name) for name in REWARDS.names() if REWARDS.info(name).get("factory")})
+"""The built-in reward factories, as a read-only mapping."""
+
 
 TRL_KEYWORDS = ("prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric")
 """What TRL passes every reward function besides the dataset columns."""
@@ -98,7 +111,7 @@ class RewardState:
 
 
 def _builtin_names() -> str:
-    return ", ".join(sorted({*BUILTIN_REWARDS, *BUILTIN_FACTORIES}))
+    return ", ".join(REWARDS.names())
 
 
 def load_reward_fn(spec: str, factory_kwargs: dict | None = None) -> Callable:
@@ -108,12 +121,12 @@ def load_reward_fn(spec: str, factory_kwargs: dict | None = None) -> Callable:
     them only when they are given (``{}`` included), and what it returns is the reward function.
     """
     if spec in BUILTIN_FACTORIES:
-        return _make(spec, BUILTIN_FACTORIES[spec], factory_kwargs or {})
-    if spec in BUILTIN_REWARDS:
+        return _make(spec, REWARDS.get(spec), factory_kwargs or {})
+    if spec in REWARDS:
         if factory_kwargs is not None:
             raise RewardError(f"reward {spec!r} is a function, not a factory: drop factory_kwargs (per-call "
                               f"parameters go in kwargs); the built-in factories are {', '.join(BUILTIN_FACTORIES)}")
-        return BUILTIN_REWARDS[spec]
+        return REWARDS.get(spec)
     fn = _import(spec)
     return fn if factory_kwargs is None else _make(spec, fn, factory_kwargs)
 

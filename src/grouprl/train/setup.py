@@ -34,10 +34,10 @@ from grouprl.model.memory import (
     estimate,
     micro_batch_rows,
 )
+from grouprl.optim import build_optimizer, build_scheduler
 from grouprl.rewards import RewardRunner, dataset_columns, resolve_rewards
 from grouprl.rollout import RolloutBackend, build_backend, unsupported_reason
 from grouprl.train import distributed, sharding
-from grouprl.train.optim import build_optimizer, build_scheduler
 from grouprl.train.policy import AdapterOffReference, AdapterWeights, FrozenReference, FullWeights
 from grouprl.train.step import TrainingPass
 
