@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from grouprl.rewards import RewardState, reward_inputs
-from grouprl.train.step import decode_completions, encode_prompts
+from grouprl.rollout.text import decode_completions, encode_prompts
 from grouprl.types import SamplingParams
 
 

@@ -48,6 +48,7 @@ from grouprl.rewards.length import REWARDS as LENGTH_REWARDS
 from grouprl.rewards.openr1 import FACTORIES as OPEN_R1_FACTORIES
 from grouprl.rewards.openr1 import REWARDS as OPEN_R1_REWARDS
 from grouprl.rewards.tags import REWARDS as TAG_REWARDS
+from grouprl.types import Report
 
 
 def _builtins() -> Registry[Callable]:
@@ -397,46 +398,6 @@ def _as_float(value) -> float | None:
 
 
 @dataclass
-class Report:
-    """What the reward calls of a batch did besides scoring: which samples got the fallback, the first fault of
-    each function, and what the functions logged."""
-
-    n: int = 0  # samples held here (the per-sample fields below have this length)
-    scored: int = 0  # samples scored, counting any that were later dropped (dynamic sampling)
-    failed: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [n] bool: got the fallback
-    first_error: dict[str, str] = field(default_factory=dict)  # name -> its first fault, as printed
-    metrics: dict[str, list[float]] = field(default_factory=dict)  # log_metric: name -> values
-    extra: dict[str, list] = field(default_factory=dict)  # log_extra: column -> [n] values (None: not logged)
-
-    def add_logs(self, returned: Returned) -> None:
-        """One call's logged values; an extra column is cut or padded to one value per sample (a later
-        function logging the same column replaces it)."""
-        for name, values in returned.metrics.items():
-            self.metrics.setdefault(name, []).extend(values)
-        for column, values in returned.extra.items():
-            self.extra[column] = (values + [None] * self.n)[:self.n]
-
-    @staticmethod
-    def concat(reports: list[Report]) -> Report:
-        out = Report(sum(r.n for r in reports), sum(r.scored for r in reports))
-        out.failed = {k: torch.cat([r.failed[k] for r in reports]) for k in reports[0].failed}
-        for r in reports:
-            for name, what in r.first_error.items():
-                out.first_error.setdefault(name, what)
-            for name, values in r.metrics.items():
-                out.metrics.setdefault(name, []).extend(values)
-        columns = dict.fromkeys(c for r in reports for c in r.extra)  # every report's, in order of appearance
-        out.extra = {c: [v for r in reports for v in r.extra.get(c, [None] * r.n)] for c in columns}
-        return out
-
-    def select(self, rows: list[int]) -> Report:
-        """The per-sample fields of ``rows`` only; the counts and logs stay the batch's."""
-        index = torch.tensor(rows, dtype=torch.long)
-        return Report(len(rows), self.scored, {k: v[index] for k, v in self.failed.items()}, self.first_error,
-                      self.metrics, {c: [values[i] for i in rows] for c, values in self.extra.items()})
-
-
-@dataclass
 class Scores:
     total: torch.Tensor  # [N] float64, weighted sum (None counts 0)
     parts: dict[str, torch.Tensor]  # name -> [N], NaN where not applicable
@@ -493,7 +454,7 @@ class RewardRunner:
                     what = f"returned {shown} for sample {sample}"
                     _warn_once(reward.name, "value", what, completions[sample])
                 values = [self.fallback if bad else v for v, bad in zip(payload.values, failed.tolist())]
-                out.report.add_logs(payload)
+                out.report.add_logs(payload.metrics, payload.extra)
             else:
                 what = {"timeout": "timed out (reward_timeout)", "bad": payload}.get(status, f"failed ({payload})")
                 _warn_once(reward.name, status, what, completions[0] if completions else "")

@@ -18,17 +18,19 @@ import json
 import math
 import resource
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from grouprl.config import Config, algo_spec, dump_config
+from grouprl.config import Config, dump_config
 from grouprl.config.load import config_to_dict
 from grouprl.errors import RewardFailed, TrainingDiverged
 from grouprl.eval.evaluate import evaluate
 from grouprl.logging.card import model_card
 from grouprl.logging.sinks import ConsoleProgress, JsonlSink, TensorBoardSink, TrackioSink, WandbSink, say
 from grouprl.model.memory import activation_bytes_per_token, micro_batch_rows
+from grouprl.model.passes import frozen_logprobs
 from grouprl.rewards import RewardState
 from grouprl.train import step as stages
 from grouprl.train.checkpoint import save_checkpoint
@@ -37,7 +39,7 @@ from grouprl.train.resume import StopSignal, clear_run_files, resume_from
 from grouprl.train.rundir import hold_run_dir
 from grouprl.train.setup import Setup, build, prompt_texts
 from grouprl.train.state import rng_state
-from grouprl.types import SamplingParams
+from grouprl.types import SamplingParams, Scored, UpdateInputs, concat, select_groups
 
 
 def say0(s: Setup, text: str) -> None:
@@ -73,12 +75,12 @@ def eval_all(s: Setup, step: int) -> dict:
         return run_eval(s, step) if s.dist.is_main else {}
 
 
-def sample_batch(s: Setup, step: int) -> tuple[stages.Scored, dict]:
+def sample_batch(s: Setup, step: int) -> tuple[Scored, dict]:
     """Stages 1–4: prompts → rollout → rewards, refilling dropped groups when dynamic sampling is on.
 
     Returns this rank's groups (``group_ids``: their indices in the one-process order) and the sampling stats.
     """
-    cfg, spec, G, B, d = s.cfg, algo_spec(s.cfg), s.cfg.rollout.num_generations, s.cfg.train.prompts_per_step, s.dist
+    cfg, spec, G, B, d = s.cfg, s.spec, s.cfg.rollout.num_generations, s.cfg.train.prompts_per_step, s.dist
     batches, mine, kept, drawn, rounds = [], [], [], 0, 0  # mine, kept: group indices in the one-process order
     state = reward_state(s, step - 1)
     while True:
@@ -96,26 +98,34 @@ def sample_batch(s: Setup, step: int) -> tuple[stages.Scored, dict]:
             mine += range(drawn + lo, drawn + hi)
             informative[[lo + g for g in stages.informative_groups(batch, G)]] = 1
         if not spec.dynamic_sampling:
-            batch.group_ids = torch.arange(lo, hi)
-            return batch, {}
+            return replace(batch, group_ids=torch.arange(lo, hi)), {}
         kept += [drawn + g for g in torch.nonzero(d.all_reduce(informative)).flatten().tolist()]
         drawn += need
         if len(kept) >= B or rounds >= cfg.train.max_refill_rounds:
             break
         rounds += 1
-    joined = stages.concat(batches, s.tokenizer.pad_token_id)
+    joined = concat(batches, s.tokenizer.pad_token_id)
     stats = {"sampling/groups_sampled": float(drawn), "sampling/groups_uninformative": float(drawn - len(kept)),
              "sampling/refill_rounds": float(rounds), "sampling/groups_short": float(max(B - len(kept), 0))}
     chosen = set(kept[:B]) if kept else set(mine)
     local = [i for i, g in enumerate(mine) if g in chosen]
-    selected = stages.select_groups(joined, local, G) if kept else joined
-    selected.group_ids = torch.tensor([mine[i] for i in local], dtype=torch.long)
-    return selected, stats
+    selected = select_groups(joined, local, G) if kept else joined
+    return replace(selected, group_ids=torch.tensor([mine[i] for i in local], dtype=torch.long)), stats
 
 
-def update(s: Setup, batch: stages.Scored) -> dict:
-    """Stages 5–7: advantages, the log-prob passes that are needed, and μ × mini-batch optimizer steps."""
-    cfg, spec, G, d = s.cfg, algo_spec(s.cfg), s.cfg.rollout.num_generations, s.dist
+def needs_old_logp(s: Setup) -> tuple[bool, bool]:
+    """``(off_policy, need_old)``: whether the update is off-policy (μ > 1 or several mini-batches: π_old is the
+    sampling policy, frozen), and whether π_old's log-probs need a pass of their own: off-policy, or for a KL
+    penalty in the reward (k1 of old vs ref). On-policy, π_old is the detached current log-probs."""
+    off_policy = s.cfg.train.num_iterations > 1 or s.cfg.train.mini_batches > 1
+    return off_policy, off_policy or (s.reference is not None and s.spec.kl_placement == "reward")
+
+
+def update(s: Setup, batch: Scored) -> tuple[Scored, dict]:
+    """Stages 5–7: advantages, the log-prob passes that are needed, and μ × mini-batch optimizer steps.
+
+    Returns the batch with its advantages (for completions.jsonl) and the update's metrics."""
+    cfg, spec, G, d = s.cfg, s.spec, s.cfg.rollout.num_generations, s.dist
     temp, chunk = cfg.rollout.temperature, cfg.model.logprob_chunk_size
     width = batch.rollout.prompt_ids.shape[1] + batch.rollout.completion_ids.shape[1]
     per_token = activation_bytes_per_token(s.policy, cfg.model.gradient_checkpointing)
@@ -124,17 +134,15 @@ def update(s: Setup, batch: stages.Scored) -> dict:
         return cfg.train.micro_batch_size or micro_batch_rows(n, width, per_token, cfg.train.activation_budget_mib)
 
     mbs = micro_rows(batch.rollout.completion_ids.shape[0])
-    off_policy = cfg.train.num_iterations > 1 or cfg.train.mini_batches > 1
-    # π_old is needed when the update is off-policy, or for a KL penalty in the reward (k1 of old vs ref).
-    need_old = off_policy or (s.reference is not None and spec.kl_placement == "reward")
+    off_policy, need_old = needs_old_logp(s)
     t0 = time.perf_counter()
     with s.full_weights():
-        old = stages.frozen_logprobs(s.policy, batch.rollout, G, temp, mbs, chunk) if need_old else None
+        old = frozen_logprobs(s.policy, batch.rollout, G, temp, mbs, chunk) if need_old else None
     t_old = time.perf_counter() - t0
     ref = s.reference.logprobs(batch.rollout, G, temp, mbs, chunk) if s.reference is not None else None
     t_ref = time.perf_counter() - t0 - t_old
     adv, loss_mask = stages.advantages_stage(batch, G, spec, ref, old, d)
-    inputs = stages.UpdateInputs(batch.rollout, adv.advantages, loss_mask, old if off_policy else None, ref)
+    inputs = UpdateInputs(batch.rollout, adv.advantages, loss_mask, old if off_policy else None, ref)
 
     # The policy stays in eval mode for the update too: dropout would make the on-policy ratio differ from 1.
     t0 = time.perf_counter()
@@ -168,11 +176,10 @@ def update(s: Setup, batch: stages.Scored) -> dict:
     out.update({"update/steps": updates, "update/skipped_nonfinite": skipped, "lr": s.scheduler.get_last_lr()[0],
                 "time/logprobs": t_old + t_ref, "time/old_logprobs": t_old, "time/reference": t_ref,
                 "time/update": time.perf_counter() - t0})
-    batch.advantages = adv.advantages
-    return out
+    return replace(batch, advantages=adv.advantages), out
 
 
-def step_metrics(batch: stages.Scored, sampling_stats: dict, d) -> dict:
+def step_metrics(batch: Scored, sampling_stats: dict, d) -> dict:
     """Rollout metrics of the global batch: sums and counts all-reduced over ranks, maxima max-reduced."""
     r = batch.rollout
     lengths = r.completion_mask.sum(-1).double()
@@ -209,7 +216,7 @@ def logged_metrics(logged: dict[str, list[float]], d) -> dict:
             for name in names}
 
 
-def check_rewards(s: Setup, batch: stages.Scored, step: int) -> None:
+def check_rewards(s: Setup, batch: Scored, step: int) -> None:
     """``reward_fail_fast``: stop before a step trains when one of its reward functions gave no value on any
     sample it scored (it raised, timed out, or returned nothing usable), so only the fallback would be left.
 
@@ -228,7 +235,7 @@ def check_rewards(s: Setup, batch: stages.Scored, step: int) -> None:
                            "function, or set reward_fail_fast=false to train on with the fallback")
 
 
-def log_completions(s: Setup, step: int, batch: stages.Scored) -> None:
+def log_completions(s: Setup, step: int, batch: Scored) -> None:
     n = min(s.cfg.output.log_completions, len(batch.completions))
     if n == 0:
         return
@@ -253,7 +260,7 @@ def one_step(s: Setup, step: int, sinks: list) -> dict:
     if s.cfg.reward_fail_fast:
         check_rewards(s, batch, step)
     t_rollout = time.perf_counter() - t_step
-    metrics = update(s, batch)  # 5–7
+    batch, metrics = update(s, batch)  # 5–7
     metrics.update(step_metrics(batch, sampling_stats, s.dist))
     elapsed = time.perf_counter() - t_step
     metrics.update({"step": step, "time/rollout": t_rollout, "time/generate": batch.seconds.get("generate", 0.0),

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from grouprl.errors import ResumeError
+from grouprl.model.passes import frozen_logprobs
 from grouprl.train.state import load_tensors
-from grouprl.train.step import frozen_logprobs
 from grouprl.types import Rollout
 
 

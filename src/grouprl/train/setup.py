@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from grouprl.algo import AlgoSpec
 from grouprl.config import Config, algo_spec
 from grouprl.config.load import total_updates
 from grouprl.data.prompts import PromptSource, load_rows, task_rows
@@ -34,12 +35,12 @@ from grouprl.model.memory import (
     estimate,
     micro_batch_rows,
 )
+from grouprl.model.passes import TrainingPass
 from grouprl.optim import build_optimizer, build_scheduler
 from grouprl.rewards import RewardRunner, dataset_columns, resolve_rewards
 from grouprl.rollout import RolloutBackend, build_backend, unsupported_reason
 from grouprl.train import distributed, sharding
 from grouprl.train.policy import AdapterOffReference, AdapterWeights, FrozenReference, FullWeights
-from grouprl.train.step import TrainingPass
 
 
 @dataclass
@@ -47,6 +48,7 @@ class Setup:
     """Everything a run needs, built once before the first step."""
 
     cfg: Config
+    spec: AlgoSpec  # the resolved algorithm: algo_spec(cfg)
     run_dir: Path
     tokenizer: object
     policy: torch.nn.Module  # the HF model that computes (LoRA layers injected in place, if any)
@@ -191,7 +193,7 @@ def build(cfg: Config, run_dir: Path) -> Setup:
                                                                           cfg.output.save_merged)
     if cfg.train.fsdp:
         weights = sharding.ShardedWeights(scorer, policy)
-    return Setup(cfg, run_dir, tokenizer, policy, reference, backend, runner,
+    return Setup(cfg, spec, run_dir, tokenizer, policy, reference, backend, runner,
                  PromptSource(train_rows, cfg.data.seed), eval_rows, optimizer, scheduler, dist, scorer, weights,
                  full_weights, memory_note)
 

@@ -20,9 +20,9 @@ import torch
 
 from grouprl.errors import ConfigError
 from grouprl.model.memory import decoder_layers
+from grouprl.model.passes import DUMMY
 from grouprl.train.policy import matching
 from grouprl.train.state import load_tensors
-from grouprl.train.step import DUMMY
 
 
 def check(fsdp: bool, world: int, lora: bool) -> None:

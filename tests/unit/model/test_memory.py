@@ -103,7 +103,7 @@ def test_a_run_with_gradient_checkpointing_matches_one_without(tmp_path, monkeyp
     import json
 
     from grouprl.cli.main import main
-    from grouprl.train import step as stages
+    from grouprl.model import passes as stages
 
     args = ["train.steps=2", "train.prompts_per_step=4", "rollout.num_generations=4", "data.num_eval=0",
             "data.num_train=16", "output.progress=false", "train.lr=1e-4"]

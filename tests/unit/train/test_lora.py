@@ -11,6 +11,7 @@ from grouprl.cli.main import main
 from grouprl.config import load_config
 from grouprl.model.assets import DEFAULT_MODEL_DIR
 from grouprl.model.load import load_model
+from grouprl.model.passes import frozen_logprobs
 from grouprl.train import step as stages
 from grouprl.train.loop import one_step
 from grouprl.train.setup import build, prompt_texts
@@ -54,8 +55,8 @@ def test_reference_is_the_base_model_with_adapters_off(setup):
             p.data.normal_(0, 0.5)
     rollout = _rollout(setup)
     ref = setup.reference.logprobs(rollout, 4, 1.0, 8, 64)
-    base = stages.frozen_logprobs(load_model(DEFAULT_MODEL_DIR), rollout, 4, 1.0, 8, 64)
-    policy = stages.frozen_logprobs(setup.policy, rollout, 4, 1.0, 8, 64)
+    base = frozen_logprobs(load_model(DEFAULT_MODEL_DIR), rollout, 4, 1.0, 8, 64)
+    policy = frozen_logprobs(setup.policy, rollout, 4, 1.0, 8, 64)
     torch.testing.assert_close(ref, base, rtol=0, atol=1e-6)
     assert (policy - base).abs().max() > 1e-3, "the adapters changed nothing, so the test shows nothing"
     assert sum(p.numel() for p in setup.policy.parameters()) < 1.05 * sum(
