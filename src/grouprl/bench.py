@@ -103,7 +103,7 @@ def run(name: str, steps: int, warmup: int = 2, overrides: tuple[str, ...] = ())
         for step in range(1, warmup + steps + 1):
             t0 = time.perf_counter()
             batch, _ = sample_batch(setup, step)
-            metrics = update(setup, batch)
+            batch, metrics = update(setup, batch)
             elapsed = time.perf_counter() - t0
             if step <= warmup:
                 continue

@@ -93,7 +93,7 @@ class Scored:
     completions: list[str]  # [N]
     rewards: torch.Tensor  # [N] float64, weighted sum
     parts: dict[str, torch.Tensor]  # name -> [N], NaN where not applicable
-    accuracy: torch.Tensor  # [N] float64, the first reward function's value (the verifier)
+    accuracy: torch.Tensor  # [N] float64, the verifier's value (config ``verifier``), NaN as 0
     errors: dict[str, int]
     timeouts: dict[str, int]
     report: Report  # fallbacks, faults, logged values

@@ -20,7 +20,7 @@ EXIT_USAGE = 2
 
 
 def _collective_failure() -> type[BaseException]:
-    from grouprl.train.distributed import CollectiveFailure
+    from grouprl.distributed import CollectiveFailure
 
     return CollectiveFailure
 
@@ -183,7 +183,7 @@ def cmd_env(args) -> int:
 
 
 def cmd_sft(args) -> int:
-    from grouprl.train.sft_cli import run_sft
+    from grouprl.cli.sft import run_sft
 
     return run_sft(args)
 
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sft = sub.add_parser("sft", help="supervised warm start on the arithmetic task (how the embedded default "
                          "is made)")
-    from grouprl.train.sft_cli import add_arguments
+    from grouprl.cli.sft import add_arguments
 
     add_arguments(sft)
     sft.set_defaults(fn=cmd_sft)

@@ -216,6 +216,18 @@ def _resolve(entry, index: int) -> Reward:
                   _column_map(entry, spec))
 
 
+def verifier_name(rewards: list[Reward], name: str | None) -> str:
+    """The reward that defines ``accuracy`` (the config's ``verifier``): ``name`` if one of ``rewards`` has it,
+    else (``None``) the first reward, which is the task's verifier when the rewards are the task's own."""
+    names = [reward.name for reward in rewards]
+    if name is None:
+        return names[0] if names else ""
+    if name not in names:
+        raise RewardError(f"verifier: no reward is named {name!r}; the rewards are {', '.join(names)} (a repeated "
+                          "name gets _2, _3 ...)")
+    return name
+
+
 def _reward_model(entry: dict, index: int) -> Reward:
     if not set(entry) <= {"name", "weight", "path"}:
         raise RewardError(f"rewards: entry {entry!r}: reward_model takes name, weight and path")
@@ -414,10 +426,12 @@ class RewardRunner:
     """
 
     def __init__(self, rewards: list[Reward], *, timeout: float = 60.0, fallback: float = 0.0,
-                 isolate: bool = True, memory_mb: int = 8192) -> None:
+                 isolate: bool = True, memory_mb: int = 8192, verifier: str | None = None) -> None:
         from grouprl.rewards.runner import RewardWorker, fork_available
 
         self.rewards, self.fallback = rewards, fallback
+        self.verifier = verifier_name(rewards, verifier)
+        """The name of the reward whose value is ``accuracy`` and decides evaluation (see ``verifier_name``)."""
         self.worker = (RewardWorker([r.fn for r in rewards], timeout, memory_mb)
                        if isolate and fork_available() else None)
 
@@ -436,13 +450,15 @@ class RewardRunner:
             return "error", describe(err)
 
     def score(self, prompts: list, completions: list, completion_ids, columns: dict, *,
-              state: RewardState | None = None, first_only: bool = False) -> Scores:
-        """Every function (the first only, with ``first_only``) on one batch; ``state``: their
+              state: RewardState | None = None, verifier_only: bool = False) -> Scores:
+        """Every function (the verifier only, with ``verifier_only``) on one batch; ``state``: their
         ``trainer_state`` (default: a fresh run's)."""
         N = len(completions)
         state = state or RewardState()
         out = Scores(torch.zeros(N, dtype=torch.float64), {}, {}, {}, Report(N, N))
-        for index, reward in enumerate(self.rewards[:1] if first_only else self.rewards):
+        for index, reward in enumerate(self.rewards):
+            if verifier_only and reward.name != self.verifier:
+                continue
             status, payload = self._run(index, (prompts, completions, completion_ids, reward.arguments(columns),
                                                 state))
             what = None

@@ -25,6 +25,7 @@ import torch
 
 from grouprl.config import Config, dump_config
 from grouprl.config.load import config_to_dict
+from grouprl.distributed import CollectiveFailure, failure, is_collective_error, shard, shutdown
 from grouprl.errors import RewardFailed, TrainingDiverged
 from grouprl.eval.evaluate import evaluate
 from grouprl.logging.card import model_card
@@ -34,7 +35,6 @@ from grouprl.model.passes import frozen_logprobs
 from grouprl.rewards import RewardState
 from grouprl.train import step as stages
 from grouprl.train.checkpoint import save_checkpoint
-from grouprl.train.distributed import CollectiveFailure, failure, is_collective_error, shard, shutdown
 from grouprl.train.resume import StopSignal, clear_run_files, resume_from
 from grouprl.train.rundir import hold_run_dir
 from grouprl.train.setup import Setup, build, prompt_texts

@@ -20,9 +20,9 @@ import torch
 from grouprl import rewards as rewards_lib
 from grouprl.algo import AlgoSpec, Counts, GroupView, group_advantages, policy_loss
 from grouprl.algo.filters import FILTERS
+from grouprl.distributed import SINGLE, Dist
 from grouprl.model.passes import DUMMY
 from grouprl.rollout.text import decode_completions, encode_prompts
-from grouprl.train.distributed import SINGLE, Dist
 from grouprl.types import Rollout, SamplingParams, Scored, UpdateInputs
 
 
@@ -36,9 +36,9 @@ def rollout_and_score(backend, tokenizer, rewards: rewards_lib.RewardRunner, row
     completions, completion_ids = decode_completions(tokenizer, rollout)
     prompts, as_passed, columns = rewards_lib.reward_inputs(rows, completions, G)
     scores = rewards.score(prompts, as_passed, completion_ids, columns, state=state)
-    first = next(iter(scores.parts.values()))
+    verdict = scores.parts[rewards.verifier]
     seconds = {"generate": t1 - t0, "reward": time.perf_counter() - t1}
-    return Scored(rows, rollout, completions, scores.total, scores.parts, torch.nan_to_num(first, nan=0.0),
+    return Scored(rows, rollout, completions, scores.total, scores.parts, torch.nan_to_num(verdict, nan=0.0),
                   scores.errors, scores.timeouts, scores.report, seconds=seconds)
 
 
