@@ -86,7 +86,8 @@ def make_model_dir(name: str, root: Path) -> Path:
 
 def run(name: str, steps: int, warmup: int = 2, overrides: tuple[str, ...] = ()) -> BenchResult:
     from grouprl.config import load_config
-    from grouprl.train.loop import build, sample_batch, update
+    from grouprl.train.loop import sample_batch, update
+    from grouprl.train.setup import build
 
     if name not in CONFIGS:
         raise UserError(f"unknown bench config {name!r}; known: {', '.join(CONFIGS)}")

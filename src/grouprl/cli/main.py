@@ -86,7 +86,8 @@ def cmd_list(args) -> int:
 
 def cmd_eval(args) -> int:
     from grouprl.config import load_config
-    from grouprl.train.loop import build, run_eval
+    from grouprl.train.evaluation import run_eval
+    from grouprl.train.setup import build
 
     overrides = list(args.overrides) + [f"model.name_or_path={args.model}"] if args.model else list(args.overrides)
     cfg = load_config(args.config, overrides)

@@ -39,7 +39,7 @@ from grouprl.model.memory import (
 )
 from grouprl.model.passes import TrainingPass
 from grouprl.optim import build_optimizer, build_scheduler
-from grouprl.rewards import RewardRunner, dataset_columns, resolve_rewards, verifier_name
+from grouprl.rewards import RewardRunner, RewardState, dataset_columns, resolve_rewards, verifier_name
 from grouprl.rollout import RolloutBackend, build_backend, unsupported_reason
 from grouprl.train.policy import (
     AdapterOffReference,
@@ -209,3 +209,10 @@ def build(cfg: Config, run_dir: Path) -> Setup:
 def prompt_texts(s: Setup, rows: list[dict]) -> list[str]:
     return [format_prompt(s.tokenizer, row["prompt"], s.cfg.data.system_prompt, s.cfg.data.chat_template_kwargs)
             for row in rows]
+
+
+def reward_state(s: Setup, finished: int) -> RewardState:
+    """The ``trainer_state`` reward functions get after ``finished`` training steps."""
+    source = s.source
+    return RewardState(global_step=finished, max_steps=s.cfg.train.steps,
+                       epoch=source.epoch + source.pos / len(source.rows), is_world_process_zero=s.dist.is_main)
