@@ -86,7 +86,8 @@ def make_model_dir(name: str, root: Path) -> Path:
 
 def run(name: str, steps: int, warmup: int = 2, overrides: tuple[str, ...] = ()) -> BenchResult:
     from grouprl.config import load_config
-    from grouprl.train.loop import build, sample_batch, update
+    from grouprl.train.loop import sample_batch, update
+    from grouprl.train.setup import build
 
     if name not in CONFIGS:
         raise UserError(f"unknown bench config {name!r}; known: {', '.join(CONFIGS)}")
@@ -103,7 +104,7 @@ def run(name: str, steps: int, warmup: int = 2, overrides: tuple[str, ...] = ())
         for step in range(1, warmup + steps + 1):
             t0 = time.perf_counter()
             batch, _ = sample_batch(setup, step)
-            metrics = update(setup, batch)
+            batch, metrics = update(setup, batch)
             elapsed = time.perf_counter() - t0
             if step <= warmup:
                 continue
@@ -137,7 +138,7 @@ def run_trl(name: str, steps: int, warmup: int = 2) -> dict:
     except ImportError as err:
         raise UserError(f"--vs-trl needs TRL: pip install 'grouprl[bench]' ({err})") from None
     from grouprl.data.tasks import get_task
-    from grouprl.data.tasks.arithmetic import correct_answer
+    from grouprl.rewards.arithmetic import correct_answer
 
     class StepTimer(TrainerCallback):
         def __init__(self):

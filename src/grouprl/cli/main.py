@@ -20,7 +20,7 @@ EXIT_USAGE = 2
 
 
 def _collective_failure() -> type[BaseException]:
-    from grouprl.train.distributed import CollectiveFailure
+    from grouprl.distributed import CollectiveFailure
 
     return CollectiveFailure
 
@@ -60,7 +60,7 @@ def cmd_train(args) -> int:
 def cmd_list(args) -> int:
     from grouprl.algo import PRESETS
     from grouprl.data.tasks import TASKS
-    from grouprl.rewards import BUILTIN_FACTORIES, BUILTIN_REWARDS
+    from grouprl.rewards import REWARDS
 
     if args.what == "algorithms":
         print(f"{'name':<22} {'paper':<11} {'advantage':<21} {'ratio':<15} {'clip':<15} {'eps':<13} "
@@ -75,18 +75,19 @@ def cmd_list(args) -> int:
             print(f"{spec.name:<22} {spec.paper:<11} {spec.advantage:<21} {spec.importance_sampling_level:<15} "
                   f"{spec.clip:<15} {eps:<13} {spec.loss_type:<24} {','.join(filters) or 'none':<28} {kl}")
     elif args.what == "tasks":
-        for name in sorted(TASKS):
-            print(f"{name:<14} {(TASKS[name].__doc__ or '').strip().splitlines()[0]}")
+        for name in TASKS.names():
+            print(f"{name:<14} {(TASKS.get(name).__doc__ or '').strip().splitlines()[0]}")
     else:
-        for name, fn in sorted({**BUILTIN_REWARDS, **BUILTIN_FACTORIES}.items()):
-            kind = " (factory_kwargs)" if name in BUILTIN_FACTORIES else ""
-            print(f"{name:<24} {(fn.__doc__ or '').strip().splitlines()[0]}{kind}")
+        for name in REWARDS.names():
+            kind = " (factory_kwargs)" if REWARDS.info(name).get("factory") else ""
+            print(f"{name:<24} {(REWARDS.get(name).__doc__ or '').strip().splitlines()[0]}{kind}")
     return 0
 
 
 def cmd_eval(args) -> int:
     from grouprl.config import load_config
-    from grouprl.train.loop import build, run_eval
+    from grouprl.train.evaluation import run_eval
+    from grouprl.train.setup import build
 
     overrides = list(args.overrides) + [f"model.name_or_path={args.model}"] if args.model else list(args.overrides)
     cfg = load_config(args.config, overrides)
@@ -183,7 +184,7 @@ def cmd_env(args) -> int:
 
 
 def cmd_sft(args) -> int:
-    from grouprl.train.sft_cli import run_sft
+    from grouprl.cli.sft import run_sft
 
     return run_sft(args)
 
@@ -232,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sft = sub.add_parser("sft", help="supervised warm start on the arithmetic task (how the embedded default "
                          "is made)")
-    from grouprl.train.sft_cli import add_arguments
+    from grouprl.cli.sft import add_arguments
 
     add_arguments(sft)
     sft.set_defaults(fn=cmd_sft)

@@ -313,7 +313,7 @@ def _check_values(cfg: Config) -> None:
     if unknown:
         raise ConfigError(f"output.report_to: unknown {', '.join(map(str, unknown))}; use some of "
                           f"{', '.join(REPORT_TO)} (metrics.jsonl is always written)")
-    from grouprl.train.optim import lr_factor
+    from grouprl.optim import lr_factor
 
     lr_factor(cfg.train.lr_scheduler, warmup_steps=cfg.train.warmup_steps, total_steps=total_updates(cfg),
               kwargs=cfg.train.lr_scheduler_kwargs)

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-ROLLOUT_BACKENDS = ("auto", "fast", "hf")
+from grouprl.rollout import BACKENDS
+
+ROLLOUT_BACKENDS = tuple(BACKENDS.names())
+"""``rollout.backend``'s choices: the names ``grouprl.rollout`` registers."""
 
 
 @dataclass
@@ -218,6 +221,10 @@ class Config:
     """Reward functions: names (``grouprl list rewards``), ``module:function`` or ``file.py:function``; or
     ``{name: ..., weight: ..., kwargs: ..., factory_kwargs: ..., columns: ...}`` (docs/rewards.md). Empty: the
     task's own verifier."""
+    verifier: str | None = None
+    """The reward that defines ``accuracy`` (the training metric, dynamic sampling's test) and what evaluation
+    accepts (a value >= 1.0): a name as the metrics show it (``reward/<name>/mean``). Unset: the first reward
+    function, which is the task's verifier when ``rewards`` is empty (docs/metrics.md)."""
     reward_timeout: float = 60.0
     """Seconds one reward-function call may take; past it the samples get reward_fallback (counted)."""
     reward_fallback: float = 0.0

@@ -4,7 +4,8 @@
 * ``pass@k`` — k samples at the eval temperature; a prompt counts if any sample is accepted.
 * ``mean@k`` — the mean acceptance over those k samples (an estimate of sampled pass@1).
 
-A completion is *accepted* when the first reward function (the verifier) gives it at least 1.0. The verifier
+A completion is *accepted* when the verifier (the ``verifier`` config key: by default the first reward
+function) gives it at least 1.0. The verifier
 is called as in training (TRL's arguments, ``trainer_state`` included); what it logs with ``log_metric`` is
 averaged into ``eval/reward_log/<name>``, and ``log_extra`` columns are dropped (evaluation writes no
 completions).
@@ -15,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from grouprl.rewards import RewardState, reward_inputs
-from grouprl.train.step import decode_completions, encode_prompts
+from grouprl.rollout.text import decode_completions, encode_prompts
 from grouprl.types import SamplingParams
 
 
@@ -24,11 +25,11 @@ def _accepted(backend, tokenizer, rewards, rows, prompt_texts, n, sampling, stat
     rollout = backend.generate(encode_prompts(tokenizer, prompt_texts), n, sampling)
     texts, completion_ids = decode_completions(tokenizer, rollout)
     prompts, completions, columns = reward_inputs(rows, texts, n)
-    scores = rewards.score(prompts, completions, completion_ids, columns, state=state, first_only=True)
+    scores = rewards.score(prompts, completions, completion_ids, columns, state=state, verifier_only=True)
     for name, values in scores.report.metrics.items():
         logged.setdefault(name, []).extend(values)
-    first = next(iter(scores.parts.values()))
-    return (torch.nan_to_num(first, nan=0.0) >= 1.0).reshape(len(rows), n)
+    verdict = scores.parts[rewards.verifier]
+    return (torch.nan_to_num(verdict, nan=0.0) >= 1.0).reshape(len(rows), n)
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from grouprl.data.tasks.arithmetic import correct_answer
+from grouprl.rewards.arithmetic import correct_answer
 
 RewardFn = Callable[..., list[float | None]]
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from grouprl.config import Config
+from grouprl.config.load import config_to_dict
 from grouprl.errors import ConfigError
 
 
@@ -119,3 +121,18 @@ class ConsoleProgress:
 
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def open_sinks(cfg: Config, run_dir: Path) -> list:
+    """metrics.jsonl, then each tracker of output.report_to (output.tensorboard and wandb_mode add theirs)."""
+    out = cfg.output
+    trackers = set(out.report_to) | {name for name, on in (("tensorboard", out.tensorboard),
+                                                          ("wandb", out.wandb_mode)) if on}
+    sinks = [JsonlSink(run_dir / "metrics.jsonl")]
+    if "tensorboard" in trackers:
+        sinks.append(TensorBoardSink(run_dir / "tensorboard"))
+    if "wandb" in trackers:
+        sinks.append(WandbSink(run_dir, out.wandb_mode or "online", config_to_dict(cfg)))
+    if "trackio" in trackers:
+        sinks.append(TrackioSink(run_dir, config_to_dict(cfg)))
+    return sinks

@@ -27,7 +27,7 @@ DTYPES: dict[str, torch.dtype | str] = {
 _HUB_ID = re.compile(r"^(?:[\w][\w.-]*/)?[\w][\w.-]*$")
 
 
-def _check_source(name_or_path: str | os.PathLike, what: str) -> str:
+def check_source(name_or_path: str | os.PathLike, what: str) -> str:
     """Return ``name_or_path`` as a string, or raise ``ModelError`` if it can only be a missing local path."""
     name = os.fspath(name_or_path)
     if os.path.exists(name) or (_HUB_ID.match(name) and not name.startswith(("~", "."))):
@@ -83,7 +83,7 @@ def load_tokenizer(
 
     ``padding_side`` defaults to ``"left"`` because prompts are left-padded for batched generation.
     """
-    name = _check_source(name_or_path, "tokenizer")
+    name = check_source(name_or_path, "tokenizer")
     if os.path.isdir(name):
         check_model_dir(Path(name), need=("tokenizer",))
     tokenizer = _from_pretrained(AutoTokenizer, name, "tokenizer", trust_remote_code=trust_remote_code,
@@ -112,7 +112,7 @@ def load_model(
     """
     if dtype not in DTYPES:
         raise ValueError(f"Unknown dtype '{dtype}'; choose one of {sorted(DTYPES)}.")
-    name = _check_source(name_or_path, "model")
+    name = check_source(name_or_path, "model")
     if os.path.isdir(name):
         check_model_dir(Path(name), need=("config", "weights") if use_safetensors else ("config",))
     model = _from_pretrained(AutoModelForCausalLM, name, "model", dtype=DTYPES[dtype],

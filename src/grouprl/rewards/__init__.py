@@ -30,36 +30,50 @@ import inspect
 import math
 import reprlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import torch
 
-from grouprl.data.tasks.arithmetic import correct_answer, integer_format
-from grouprl.data.tasks.countdown import countdown_reward
 from grouprl.errors import RewardError
 from grouprl.messages import as_completion, completion_text
+from grouprl.registry import Registry
 from grouprl.rewards.answers import REWARDS as ANSWER_REWARDS
+from grouprl.rewards.arithmetic import correct_answer, integer_format
 from grouprl.rewards.code import REWARDS as CODE_REWARDS
+from grouprl.rewards.countdown import countdown_reward
 from grouprl.rewards.length import REWARDS as LENGTH_REWARDS
 from grouprl.rewards.openr1 import FACTORIES as OPEN_R1_FACTORIES
 from grouprl.rewards.openr1 import REWARDS as OPEN_R1_REWARDS
 from grouprl.rewards.tags import REWARDS as TAG_REWARDS
+from grouprl.types import Report
 
-BUILTIN_REWARDS: dict[str, Callable] = {
-    "correct_answer": correct_answer,
-    "integer_format": integer_format,
-    "countdown": countdown_reward,
-    **ANSWER_REWARDS,
-    **CODE_REWARDS,
-    **LENGTH_REWARDS,
-    **TAG_REWARDS,
-    **OPEN_R1_REWARDS,
-}
 
-BUILTIN_FACTORIES: dict[str, Callable] = {**OPEN_R1_FACTORIES}
-"""Built-ins made by a factory at start-up, with its defaults or the entry's ``factory_kwargs``."""
+def _builtins() -> Registry[Callable]:
+    table: Registry[Callable] = Registry("reward")
+    functions = {"correct_answer": correct_answer, "integer_format": integer_format, "countdown": countdown_reward,
+                 **ANSWER_REWARDS, **CODE_REWARDS, **LENGTH_REWARDS, **TAG_REWARDS, **OPEN_R1_REWARDS}
+    for name, fn in functions.items():
+        table.register(name)(fn)
+    for name, factory in OPEN_R1_FACTORIES.items():
+        table.register(name, factory=True)(factory)
+    return table
+
+
+REWARDS = _builtins()
+"""The built-in rewards by name. An entry registered with ``factory=True`` is a factory, made into the reward
+function at start-up with its defaults or the entry's ``factory_kwargs``."""
+
+BUILTIN_REWARDS: Mapping[str, Callable] = MappingProxyType(
+    {name: REWARDS.get(name) for name in REWARDS.names() if not REWARDS.info(name).get("factory")})
+"""The built-in reward functions (not factories), as a read-only mapping."""
+
+BUILTIN_FACTORIES: Mapping[str, Callable] = MappingProxyType(
+    {name: REWARDS.get(name) for name in REWARDS.names() if REWARDS.info(name).get("factory")})
+"""The built-in reward factories, as a read-only mapping."""
+
 
 TRL_KEYWORDS = ("prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric")
 """What TRL passes every reward function besides the dataset columns."""
@@ -98,7 +112,7 @@ class RewardState:
 
 
 def _builtin_names() -> str:
-    return ", ".join(sorted({*BUILTIN_REWARDS, *BUILTIN_FACTORIES}))
+    return ", ".join(REWARDS.names())
 
 
 def load_reward_fn(spec: str, factory_kwargs: dict | None = None) -> Callable:
@@ -108,12 +122,12 @@ def load_reward_fn(spec: str, factory_kwargs: dict | None = None) -> Callable:
     them only when they are given (``{}`` included), and what it returns is the reward function.
     """
     if spec in BUILTIN_FACTORIES:
-        return _make(spec, BUILTIN_FACTORIES[spec], factory_kwargs or {})
-    if spec in BUILTIN_REWARDS:
+        return _make(spec, REWARDS.get(spec), factory_kwargs or {})
+    if spec in REWARDS:
         if factory_kwargs is not None:
             raise RewardError(f"reward {spec!r} is a function, not a factory: drop factory_kwargs (per-call "
                               f"parameters go in kwargs); the built-in factories are {', '.join(BUILTIN_FACTORIES)}")
-        return BUILTIN_REWARDS[spec]
+        return REWARDS.get(spec)
     fn = _import(spec)
     return fn if factory_kwargs is None else _make(spec, fn, factory_kwargs)
 
@@ -200,6 +214,18 @@ def _resolve(entry, index: int) -> Reward:
     name = (getattr(fn, "__name__", None) or short) if user_factory else short
     return Reward(name, functools.partial(fn, **kwargs) if kwargs else fn, _weight(entry, index),
                   _column_map(entry, spec))
+
+
+def verifier_name(rewards: list[Reward], name: str | None) -> str:
+    """The reward that defines ``accuracy`` (the config's ``verifier``): ``name`` if one of ``rewards`` has it,
+    else (``None``) the first reward, which is the task's verifier when the rewards are the task's own."""
+    names = [reward.name for reward in rewards]
+    if name is None:
+        return names[0] if names else ""
+    if name not in names:
+        raise RewardError(f"verifier: no reward is named {name!r}; the rewards are {', '.join(names)} (a repeated "
+                          "name gets _2, _3 ...)")
+    return name
 
 
 def _reward_model(entry: dict, index: int) -> Reward:
@@ -384,46 +410,6 @@ def _as_float(value) -> float | None:
 
 
 @dataclass
-class Report:
-    """What the reward calls of a batch did besides scoring: which samples got the fallback, the first fault of
-    each function, and what the functions logged."""
-
-    n: int = 0  # samples held here (the per-sample fields below have this length)
-    scored: int = 0  # samples scored, counting any that were later dropped (dynamic sampling)
-    failed: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [n] bool: got the fallback
-    first_error: dict[str, str] = field(default_factory=dict)  # name -> its first fault, as printed
-    metrics: dict[str, list[float]] = field(default_factory=dict)  # log_metric: name -> values
-    extra: dict[str, list] = field(default_factory=dict)  # log_extra: column -> [n] values (None: not logged)
-
-    def add_logs(self, returned: Returned) -> None:
-        """One call's logged values; an extra column is cut or padded to one value per sample (a later
-        function logging the same column replaces it)."""
-        for name, values in returned.metrics.items():
-            self.metrics.setdefault(name, []).extend(values)
-        for column, values in returned.extra.items():
-            self.extra[column] = (values + [None] * self.n)[:self.n]
-
-    @staticmethod
-    def concat(reports: list[Report]) -> Report:
-        out = Report(sum(r.n for r in reports), sum(r.scored for r in reports))
-        out.failed = {k: torch.cat([r.failed[k] for r in reports]) for k in reports[0].failed}
-        for r in reports:
-            for name, what in r.first_error.items():
-                out.first_error.setdefault(name, what)
-            for name, values in r.metrics.items():
-                out.metrics.setdefault(name, []).extend(values)
-        columns = dict.fromkeys(c for r in reports for c in r.extra)  # every report's, in order of appearance
-        out.extra = {c: [v for r in reports for v in r.extra.get(c, [None] * r.n)] for c in columns}
-        return out
-
-    def select(self, rows: list[int]) -> Report:
-        """The per-sample fields of ``rows`` only; the counts and logs stay the batch's."""
-        index = torch.tensor(rows, dtype=torch.long)
-        return Report(len(rows), self.scored, {k: v[index] for k, v in self.failed.items()}, self.first_error,
-                      self.metrics, {c: [values[i] for i in rows] for c, values in self.extra.items()})
-
-
-@dataclass
 class Scores:
     total: torch.Tensor  # [N] float64, weighted sum (None counts 0)
     parts: dict[str, torch.Tensor]  # name -> [N], NaN where not applicable
@@ -440,10 +426,12 @@ class RewardRunner:
     """
 
     def __init__(self, rewards: list[Reward], *, timeout: float = 60.0, fallback: float = 0.0,
-                 isolate: bool = True, memory_mb: int = 8192) -> None:
+                 isolate: bool = True, memory_mb: int = 8192, verifier: str | None = None) -> None:
         from grouprl.rewards.runner import RewardWorker, fork_available
 
         self.rewards, self.fallback = rewards, fallback
+        self.verifier = verifier_name(rewards, verifier)
+        """The name of the reward whose value is ``accuracy`` and decides evaluation (see ``verifier_name``)."""
         self.worker = (RewardWorker([r.fn for r in rewards], timeout, memory_mb)
                        if isolate and fork_available() else None)
 
@@ -462,13 +450,15 @@ class RewardRunner:
             return "error", describe(err)
 
     def score(self, prompts: list, completions: list, completion_ids, columns: dict, *,
-              state: RewardState | None = None, first_only: bool = False) -> Scores:
-        """Every function (the first only, with ``first_only``) on one batch; ``state``: their
+              state: RewardState | None = None, verifier_only: bool = False) -> Scores:
+        """Every function (the verifier only, with ``verifier_only``) on one batch; ``state``: their
         ``trainer_state`` (default: a fresh run's)."""
         N = len(completions)
         state = state or RewardState()
         out = Scores(torch.zeros(N, dtype=torch.float64), {}, {}, {}, Report(N, N))
-        for index, reward in enumerate(self.rewards[:1] if first_only else self.rewards):
+        for index, reward in enumerate(self.rewards):
+            if verifier_only and reward.name != self.verifier:
+                continue
             status, payload = self._run(index, (prompts, completions, completion_ids, reward.arguments(columns),
                                                 state))
             what = None
@@ -480,7 +470,7 @@ class RewardRunner:
                     what = f"returned {shown} for sample {sample}"
                     _warn_once(reward.name, "value", what, completions[sample])
                 values = [self.fallback if bad else v for v, bad in zip(payload.values, failed.tolist())]
-                out.report.add_logs(payload)
+                out.report.add_logs(payload.metrics, payload.extra)
             else:
                 what = {"timeout": "timed out (reward_timeout)", "bad": payload}.get(status, f"failed ({payload})")
                 _warn_once(reward.name, status, what, completions[0] if completions else "")

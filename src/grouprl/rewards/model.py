@@ -25,9 +25,9 @@ class RewardModel:
                  trust_remote_code: bool = False) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from grouprl.model.load import _check_source
+        from grouprl.model.load import check_source
 
-        source = _check_source(path, "reward model")
+        source = check_source(path, "reward model")
         self.tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code,
                                                        padding_side="right")
         if self.tokenizer.pad_token is None:

@@ -15,7 +15,9 @@ import os
 import shutil
 from pathlib import Path
 
-from grouprl.train.state import write_trainer_state
+from grouprl.logging.card import model_card
+from grouprl.train.setup import Setup
+from grouprl.train.state import rng_state, write_trainer_state
 
 
 def _fsync_tree(path: Path) -> None:
@@ -61,3 +63,19 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
         return []
     found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit()]
     return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def trainer_state(s: Setup, step: int) -> dict:
+    """Collective: every rank's RNG state is gathered (rank r restores its own on resume), and under FSDP the
+    optimizer state."""
+    return {"step": step, "optimizer": s.weights.optimizer_state(s.optimizer), "scheduler": s.scheduler.state_dict(),
+            "data": s.source.state_dict(), "rng": s.dist.gather_objects(rng_state())}
+
+
+def checkpoint(s: Setup, step: int) -> None:
+    """Every rank calls it (the state gathers are collective); rank 0 alone writes."""
+    state = trainer_state(s, step)
+    s.weights.gather()
+    if s.dist.is_main:
+        save_checkpoint(s.run_dir, step, s.weights, s.tokenizer, state, s.cfg.output.keep_last,
+                        card=model_card(s.cfg, step, s.last_eval))

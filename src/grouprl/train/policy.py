@@ -7,7 +7,8 @@ Two small objects keep PEFT and wrapping details out of ``loop.py``:
   (``AdapterOffReference``: no second copy of the weights);
 * the policy's **weights** (``save_pretrained(path)``; ``read(checkpoint)``, which checks a checkpoint's
   tensors against the model without changing it, then ``apply(tensors)``): the whole model as one HF
-  directory, or, with LoRA, the adapter (and, on request, the merged model in ``merged/``).
+  directory, or, with LoRA, the adapter (and, on request, the merged model in ``merged/``), or, under FSDP2,
+  the full state gathered from the shards (``ShardedWeights``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from pathlib import Path
 import torch
 
 from grouprl.errors import ResumeError
+from grouprl.model.passes import frozen_logprobs
 from grouprl.train.state import load_tensors
-from grouprl.train.step import frozen_logprobs
 from grouprl.types import Rollout
 
 
@@ -129,3 +130,57 @@ class AdapterWeights(_LocalState):
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(self.peft_model, weights)
+
+
+class ShardedWeights:
+    """The policy's weights and optimizer state under FSDP2, saved and loaded as full (unsharded) state."""
+
+    def __init__(self, scorer: torch.nn.Module, policy: torch.nn.Module) -> None:
+        self.scorer, self.policy = scorer, policy
+        self._gathered: dict | None = None
+
+    def _options(self, **kwargs):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+        return StateDictOptions(full_state_dict=True, **kwargs)
+
+    def gather(self) -> None:
+        """Collective: the full state dict, on rank 0's CPU (empty elsewhere)."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        full = get_model_state_dict(self.scorer, options=self._options(cpu_offload=True))
+        self._gathered = {k.removeprefix("model."): v for k, v in full.items()}
+
+    def save_pretrained(self, path: Path, **kwargs) -> None:
+        self.policy.save_pretrained(path, state_dict=self._gathered, **kwargs)
+
+    def optimizer_state(self, optimizer) -> dict:
+        """Collective: AdamW's full state, keyed by parameter name (rank 0; empty elsewhere)."""
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        return get_optimizer_state_dict(self.scorer, optimizer, options=self._options(cpu_offload=True))
+
+    def optimizer_params(self, optimizer) -> list[list[tuple[str, torch.Size]]]:
+        """Per param group, ``(name, full shape)`` of each parameter: keys as in ``optimizer_state``'s."""
+        names = {id(p): name for name, p in self.scorer.named_parameters()}
+        return [[(names[id(p)], p.shape) for p in group["params"]] for group in optimizer.param_groups]
+
+    def load_optimizer(self, optimizer, state: dict) -> None:
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+        set_optimizer_state_dict(self.scorer, optimizer, optim_state_dict=state, options=self._options())
+
+    def read(self, checkpoint: Path) -> dict:
+        """The full weights (every rank reads them), checked against the model's full shapes."""
+        tied = self.policy.config.tie_word_embeddings
+        weights = load_tensors(checkpoint / "model.safetensors")
+        expected = {k: v for k, v in self.policy.state_dict().items() if not (tied and "lm_head" in k)}
+        found = {k: v for k, v in weights.items() if not (tied and "lm_head" in k)}
+        return matching(checkpoint / "model.safetensors", found, expected, "resume with the same model.name_or_path")
+
+    def apply(self, weights: dict) -> None:
+        """Each rank keeps its shard of the full weights."""
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+        set_model_state_dict(self.scorer, {f"model.{k}": v for k, v in weights.items()},
+                             options=self._options(strict=False))

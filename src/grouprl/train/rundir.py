@@ -21,8 +21,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from grouprl.distributed import env_world
 from grouprl.errors import RunDirError
-from grouprl.train.distributed import env_world
 
 LOCK_FILE = ".lock"
 _held: set[Path] = set()  # directories this process holds: a nested hold (cmd_train, then train) is a no-op

@@ -18,10 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from grouprl import distributed
+from grouprl.algo import AlgoSpec
 from grouprl.config import Config, algo_spec
 from grouprl.config.load import total_updates
 from grouprl.data.prompts import PromptSource, load_rows, task_rows
 from grouprl.data.tasks import get_task
+from grouprl.distributed import sharding
 from grouprl.errors import ConfigError, DataError
 from grouprl.logging.sinks import say
 from grouprl.model.assets import resolve_model_path
@@ -34,12 +37,17 @@ from grouprl.model.memory import (
     estimate,
     micro_batch_rows,
 )
-from grouprl.rewards import RewardRunner, dataset_columns, resolve_rewards
+from grouprl.model.passes import TrainingPass
+from grouprl.optim import build_optimizer, build_scheduler
+from grouprl.rewards import RewardRunner, RewardState, dataset_columns, resolve_rewards, verifier_name
 from grouprl.rollout import RolloutBackend, build_backend, unsupported_reason
-from grouprl.train import distributed, sharding
-from grouprl.train.optim import build_optimizer, build_scheduler
-from grouprl.train.policy import AdapterOffReference, AdapterWeights, FrozenReference, FullWeights
-from grouprl.train.step import TrainingPass
+from grouprl.train.policy import (
+    AdapterOffReference,
+    AdapterWeights,
+    FrozenReference,
+    FullWeights,
+    ShardedWeights,
+)
 
 
 @dataclass
@@ -47,6 +55,7 @@ class Setup:
     """Everything a run needs, built once before the first step."""
 
     cfg: Config
+    spec: AlgoSpec  # the resolved algorithm: algo_spec(cfg)
     run_dir: Path
     tokenizer: object
     policy: torch.nn.Module  # the HF model that computes (LoRA layers injected in place, if any)
@@ -59,7 +68,7 @@ class Setup:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     dist: distributed.Dist = distributed.SINGLE
     scorer: torch.nn.Module | None = None  # the training pass, TrainingPass(policy), wrapped when world > 1
-    weights: FullWeights | AdapterWeights | sharding.ShardedWeights | None = None  # what checkpoints hold
+    weights: FullWeights | AdapterWeights | ShardedWeights | None = None  # what checkpoints hold
     full_weights: Callable[[], AbstractContextManager] = nullcontext  # collective: full weights for sampling
     memory_note: str = ""  # the start-up estimate of peak memory by phase, printed by rank 0
     last_eval: dict = field(default_factory=dict)  # the newest held-out metrics, for checkpoints' model cards
@@ -146,6 +155,7 @@ def build(cfg: Config, run_dir: Path) -> Setup:
     rewards = resolve_rewards(cfg.rewards, default_rewards, dataset_columns(train_rows))  # TRL-callable?
     if not rewards:
         raise ConfigError("rewards: no reward function; set rewards: [...] or use a built-in data.task")
+    verifier_name(rewards, cfg.verifier)  # a verifier that names no reward fails before any model loads
     path = resolve_model_path(cfg.model.name_or_path)
     if Path(path).is_dir():  # everything that is missing, in one line, before any loader reports only its part
         check_model_dir(Path(path))
@@ -183,15 +193,15 @@ def build(cfg: Config, run_dir: Path) -> Setup:
             f"{cfg.rollout.max_new_tokens}, so the soft overlong penalty never applies; set "
             f"algo.overlong_max_len={cfg.rollout.max_new_tokens} (and algo.overlong_buffer_len) to use it")
     runner = RewardRunner(rewards, timeout=cfg.reward_timeout, fallback=cfg.reward_fallback,
-                          isolate=cfg.reward_isolation, memory_mb=cfg.reward_memory_mb)
+                          isolate=cfg.reward_isolation, memory_mb=cfg.reward_memory_mb, verifier=cfg.verifier)
     backend = build_backend(cfg.rollout.backend, policy, tokenizer)
     if cfg.rollout.backend == "auto" and dist.is_main and (reason := unsupported_reason(policy)):
         say(f"rollout: the fast backend cannot run this model ({reason}); using the hf backend")
     weights = FullWeights(policy) if peft_model is None else AdapterWeights(peft_model, tokenizer,
                                                                           cfg.output.save_merged)
     if cfg.train.fsdp:
-        weights = sharding.ShardedWeights(scorer, policy)
-    return Setup(cfg, run_dir, tokenizer, policy, reference, backend, runner,
+        weights = ShardedWeights(scorer, policy)
+    return Setup(cfg, spec, run_dir, tokenizer, policy, reference, backend, runner,
                  PromptSource(train_rows, cfg.data.seed), eval_rows, optimizer, scheduler, dist, scorer, weights,
                  full_weights, memory_note)
 
@@ -199,3 +209,10 @@ def build(cfg: Config, run_dir: Path) -> Setup:
 def prompt_texts(s: Setup, rows: list[dict]) -> list[str]:
     return [format_prompt(s.tokenizer, row["prompt"], s.cfg.data.system_prompt, s.cfg.data.chat_template_kwargs)
             for row in rows]
+
+
+def reward_state(s: Setup, finished: int) -> RewardState:
+    """The ``trainer_state`` reward functions get after ``finished`` training steps."""
+    source = s.source
+    return RewardState(global_step=finished, max_steps=s.cfg.train.steps,
+                       epoch=source.epoch + source.pos / len(source.rows), is_world_process_zero=s.dist.is_main)

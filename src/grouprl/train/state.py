@@ -31,7 +31,7 @@ FORMAT = 1
 JSON_FILE = "trainer_state.json"
 TENSOR_FILE = "trainer_state.safetensors"
 PICKLE_FILE = "trainer_state.pt"  # written by grouprl before FORMAT 1; never loaded
-ADAMW_FIELDS = {"step", "exp_avg", "exp_avg_sq"}  # grouprl's optimizer is always AdamW (train/optim.py)
+ADAMW_FIELDS = {"step", "exp_avg", "exp_avg_sq"}  # grouprl's optimizer is always AdamW (optim.py)
 _TOP_KEYS = {"format", "step", "data", "scheduler", "optimizer", "rng"}
 _TENSOR_KEY = re.compile(r"(optimizer|rng)\.(0|[1-9][0-9]*)\.([A-Za-z_][A-Za-z0-9_]*)")
 

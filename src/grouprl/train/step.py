@@ -13,46 +13,17 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 
 import torch
 
 from grouprl import rewards as rewards_lib
 from grouprl.algo import AlgoSpec, Counts, GroupView, group_advantages, policy_loss
 from grouprl.algo.filters import FILTERS
-from grouprl.model.kv import cache_unsupported_reason
-from grouprl.model.logprobs import sequence_logprobs, shared_prompt_logprobs
-from grouprl.train.distributed import SINGLE, Dist
-from grouprl.types import Rollout, SamplingParams
-
-
-@dataclass
-class Scored:
-    """A rollout with its rewards; rows are whole groups of ``G``."""
-
-    rows: list[dict]  # [B] prompt rows (dataset columns)
-    rollout: Rollout
-    completions: list[str]  # [N]
-    rewards: torch.Tensor  # [N] float64, weighted sum
-    parts: dict[str, torch.Tensor]  # name -> [N], NaN where not applicable
-    accuracy: torch.Tensor  # [N] float64, the first reward function's value (the verifier)
-    errors: dict[str, int]
-    timeouts: dict[str, int]
-    report: rewards_lib.Report = field(default_factory=rewards_lib.Report)  # fallbacks, faults, logged values
-    advantages: torch.Tensor | None = None  # [N], set by the update stage (for completions.jsonl)
-    group_ids: torch.Tensor | None = None  # [B] long, each group's index in the one-process order (None: 0..B-1)
-    seconds: dict[str, float] = field(default_factory=dict)  # "generate", "reward": time spent in each
-
-
-def encode_prompts(tokenizer, texts: list[str]) -> list[list[int]]:
-    return [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
-
-
-def decode_completions(tokenizer, rollout: Rollout) -> tuple[list[str], list[list[int]]]:
-    """Each completion's text (no special tokens) and its token ids, unpadded (as TRL passes them)."""
-    ids = rollout.completion_ids.masked_fill(rollout.completion_mask == 0, tokenizer.pad_token_id)
-    lengths = rollout.completion_mask.sum(-1).tolist()
-    return tokenizer.batch_decode(ids, skip_special_tokens=True), [row[:n] for row, n in zip(ids.tolist(), lengths)]
+from grouprl.distributed import SINGLE, Dist
+from grouprl.model.passes import DUMMY
+from grouprl.rollout.text import decode_completions, encode_prompts
+from grouprl.types import Rollout, SamplingParams, Scored, UpdateInputs
 
 
 def rollout_and_score(backend, tokenizer, rewards: rewards_lib.RewardRunner, rows: list[dict], prompt_texts: list[str], G: int,
@@ -65,66 +36,10 @@ def rollout_and_score(backend, tokenizer, rewards: rewards_lib.RewardRunner, row
     completions, completion_ids = decode_completions(tokenizer, rollout)
     prompts, as_passed, columns = rewards_lib.reward_inputs(rows, completions, G)
     scores = rewards.score(prompts, as_passed, completion_ids, columns, state=state)
-    first = next(iter(scores.parts.values()))
+    verdict = scores.parts[rewards.verifier]
     seconds = {"generate": t1 - t0, "reward": time.perf_counter() - t1}
-    return Scored(rows, rollout, completions, scores.total, scores.parts, torch.nan_to_num(first, nan=0.0),
+    return Scored(rows, rollout, completions, scores.total, scores.parts, torch.nan_to_num(verdict, nan=0.0),
                   scores.errors, scores.timeouts, scores.report, seconds=seconds)
-
-
-def concat(batches: list[Scored], pad_id: int) -> Scored:
-    """Join scored rollouts of possibly different widths (completion width T, prompt width P)."""
-    if len(batches) == 1:
-        return batches[0]
-    P = max(b.rollout.prompt_ids.shape[1] for b in batches)
-    T = max(b.rollout.completion_ids.shape[1] for b in batches)
-
-    def left(x, width, value=0):  # prompts are left-padded
-        return torch.nn.functional.pad(x, (width - x.shape[1], 0), value=value)
-
-    def right(x, width, value=0):
-        return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
-
-    rs = [b.rollout for b in batches]
-    rollout = Rollout(
-        prompt_ids=torch.cat([left(r.prompt_ids, P, pad_id) for r in rs]),
-        prompt_mask=torch.cat([left(r.prompt_mask, P) for r in rs]),
-        completion_ids=torch.cat([right(r.completion_ids, T, pad_id) for r in rs]),
-        completion_mask=torch.cat([right(r.completion_mask, T) for r in rs]),
-        truncated=torch.cat([r.truncated for r in rs]),
-        sampler_logprobs=torch.cat([right(r.sampler_logprobs, T) for r in rs]),
-    )
-    return Scored(
-        rows=[row for b in batches for row in b.rows],
-        rollout=rollout,
-        completions=[c for b in batches for c in b.completions],
-        rewards=torch.cat([b.rewards for b in batches]),
-        parts={k: torch.cat([b.parts[k] for b in batches]) for k in batches[0].parts},
-        accuracy=torch.cat([b.accuracy for b in batches]),
-        errors={k: sum(b.errors[k] for b in batches) for k in batches[0].errors},
-        timeouts={k: sum(b.timeouts[k] for b in batches) for k in batches[0].timeouts},
-        report=rewards_lib.Report.concat([b.report for b in batches]),
-        seconds={k: sum(b.seconds.get(k, 0.0) for b in batches) for k in batches[0].seconds},
-    )
-
-
-def select_groups(batch: Scored, groups: list[int], G: int) -> Scored:
-    """Keep whole groups, in the given order."""
-    rows_idx = torch.tensor([g * G + j for g in groups for j in range(G)], dtype=torch.long)
-    r = batch.rollout
-    T = int(r.completion_mask[rows_idx].sum(-1).max()) if len(rows_idx) else 0
-    return Scored(
-        rows=[batch.rows[g] for g in groups],
-        rollout=Rollout(r.prompt_ids[rows_idx], r.prompt_mask[rows_idx], r.completion_ids[rows_idx, :T],
-                        r.completion_mask[rows_idx, :T], r.truncated[rows_idx], r.sampler_logprobs[rows_idx, :T]),
-        completions=[batch.completions[i] for i in rows_idx.tolist()],
-        rewards=batch.rewards[rows_idx],
-        parts={k: v[rows_idx] for k, v in batch.parts.items()},
-        accuracy=batch.accuracy[rows_idx],
-        errors=batch.errors,
-        timeouts=batch.timeouts,
-        report=batch.report.select(rows_idx.tolist()),
-        seconds=batch.seconds,
-    )
 
 
 def informative_groups(batch: Scored, G: int) -> list[int]:
@@ -134,103 +49,12 @@ def informative_groups(batch: Scored, G: int) -> list[int]:
     return torch.nonzero(FILTERS.get("nonzero_variance")(view)[:, 0]).flatten().tolist()
 
 
-def _cut(prompt_mask: torch.Tensor, completion_mask: torch.Tensor) -> tuple[int, int]:
-    """``(P0, T1)``: prompt columns ``< P0`` and completion columns ``>= T1`` are padding in every row."""
-    P0 = int((prompt_mask.sum(0) == 0).long().cumprod(0).sum())
-    T1 = int((completion_mask.sum(0) > 0).nonzero().max()) + 1 if completion_mask.any() else 1
-    return P0, T1
-
-
-def model_inputs(rollout: Rollout, rows: torch.Tensor | slice = slice(None)):
-    """``(input_ids [n, P'+T'], attention_mask [n, P'+T'], T')`` for a teacher-forced pass over some rows,
-    without the columns that are padding in every one of them."""
-    P0, T1 = _cut(rollout.prompt_mask[rows], rollout.completion_mask[rows])
-    ids = torch.cat([rollout.prompt_ids[rows][:, P0:], rollout.completion_ids[rows][:, :T1]], dim=1)
-    mask = torch.cat([rollout.prompt_mask[rows][:, P0:], rollout.completion_mask[rows][:, :T1]], dim=1)
-    return ids, mask, T1
-
-
-def widen(x: torch.Tensor | None, T: int) -> torch.Tensor | None:
-    """``[n, T']`` → ``[n, T]``, zeros on the right (the cut columns are padding)."""
-    return None if x is None else torch.nn.functional.pad(x, (0, T - x.shape[1]))
-
-
-def can_share_prompts(model) -> bool:
-    """Whether ``rollout_logprobs`` may run each group's prompt once (see ``shared_prompt_logprobs``)."""
-    name = "is_activation_checkpointing" if hasattr(type(model), "is_activation_checkpointing") else \
-        "is_gradient_checkpointing"  # transformers >= 5 renamed it
-    checkpointed = getattr(model, name, False) or getattr(model, "layers_checkpointed", False)  # model/memory.py
-    return cache_unsupported_reason(model) is None and not checkpointed
-
-
-def rollout_logprobs(model, rollout: Rollout, rows: torch.Tensor, G: int, *, temperature: float, chunk_size: int,
-                     with_entropy: bool = False, share_prompts: bool = True):
-    """Teacher-forced log-probs (and entropies) ``[n, T]`` of the completions in ``rows`` ``[n]`` under ``model``.
-
-    Rows of one group share their prompt; with ``share_prompts`` the prompt runs once per group present in
-    ``rows`` instead of once per row (same result up to float rounding, ``G``-fold less prompt work).
-    Columns that are padding in every row are cut before the pass (and zeros put back after), so a
-    micro-batch costs the same, and rounds the same, whatever batch it was drawn from.
-    """
-    T = rollout.completion_ids.shape[1]
-    if not share_prompts:
-        ids, mask, T1 = model_inputs(rollout, rows)
-        logp, entropy = sequence_logprobs(model, ids, mask, T1, temperature=temperature, chunk_size=chunk_size,
-                                          with_entropy=with_entropy)
-        return widen(logp, T), widen(entropy, T)
-    _, repeats = torch.unique_consecutive(rows // G, return_counts=True)  # [b] rows per group present
-    firsts = rows[torch.cumsum(repeats, 0) - repeats]  # [b] one row per group: its prompt
-    repeats = repeats.to(rollout.prompt_ids.device)  # repeat_interleave wants it beside the tensors it repeats
-    P0, T1 = _cut(rollout.prompt_mask[firsts], rollout.completion_mask[rows])
-    logp, entropy = shared_prompt_logprobs(model, rollout.prompt_ids[firsts][:, P0:],
-                                           rollout.prompt_mask[firsts][:, P0:], repeats,
-                                           rollout.completion_ids[rows][:, :T1], rollout.completion_mask[rows][:, :T1],
-                                           temperature=temperature, chunk_size=chunk_size, with_entropy=with_entropy)
-    return widen(logp, T), widen(entropy, T)
-
-
-class TrainingPass(torch.nn.Module):
-    """The policy's ``rollout_logprobs`` as a module, so that a wrapper hooking ``forward`` (DDP, FSDP2) sees
-    the training pass: ``forward(rollout, rows [n], G) -> (logp [n, T], entropy [n, T])``."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.share_prompts = can_share_prompts(model)
-
-    def forward(self, rollout: Rollout, rows: torch.Tensor, G: int, *, temperature: float, chunk_size: int):
-        return rollout_logprobs(self.model, rollout, rows, G, temperature=temperature, chunk_size=chunk_size,
-                                with_entropy=True, share_prompts=self.share_prompts)
-
-
-_ONE = torch.ones(1, 1, dtype=torch.long)
-DUMMY = Rollout(_ONE * 0, _ONE, _ONE * 0, _ONE, torch.zeros(1, dtype=torch.bool), torch.zeros(1, 1))
-"""One row of one prompt token and one completion token (id 0): a pass that touches every parameter."""
-
-
-@torch.no_grad()
-def frozen_logprobs(model, rollout: Rollout, G: int, temperature: float, micro_batch_size: int, chunk_size: int):
-    """Stage 6: log-probs of every completion token under a model that is not being trained (π_old, π_ref)."""
-    # a rank may hold no rows (dynamic sampling); no grad here, so checkpointed layers never recompute and the
-    # prompt cache can be shared whatever model.gradient_checkpointing says
-    out = [torch.zeros(0, rollout.completion_ids.shape[1], device=rollout.completion_ids.device)]
-    share = cache_unsupported_reason(model) is None
-    for rows in torch.split(torch.arange(rollout.completion_ids.shape[0]), micro_batch_size):
-        if not len(rows):
-            continue
-        logp, _ = rollout_logprobs(model, rollout, rows, G, temperature=temperature, chunk_size=chunk_size,
-                                   share_prompts=share)
-        out.append(logp)
-    return torch.cat(out)
-
-
-@dataclass
-class UpdateInputs:
-    rollout: Rollout
-    advantages: torch.Tensor  # [N]
-    loss_mask: torch.Tensor  # [N, T]
-    old_logp: torch.Tensor | None  # [N, T]; None: on-policy (the detached current log-probs)
-    ref_logp: torch.Tensor | None  # [N, T]
+def needs_old_logp(num_iterations: int, mini_batches: int, spec: AlgoSpec, has_reference: bool) -> tuple[bool, bool]:
+    """``(off_policy, need_old)``: whether the update is off-policy (μ > 1 or several mini-batches: π_old is the
+    sampling policy, frozen), and whether π_old's log-probs need a pass of their own: off-policy, or for a KL
+    penalty in the reward (k1 of old vs ref). On-policy, π_old is the detached current log-probs."""
+    off_policy = num_iterations > 1 or mini_batches > 1
+    return off_policy, spec.needs_old_logp(off_policy) and (off_policy or has_reference)
 
 
 def clip_gradients(model: torch.nn.Module, max_norm: float) -> torch.Tensor:

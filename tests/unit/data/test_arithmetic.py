@@ -5,9 +5,11 @@ import re
 
 import pytest
 
-from grouprl.data.tasks import TASKS, arithmetic, get_task
-from grouprl.data.tasks.arithmetic import ArithmeticTask, correct_answer, integer_format
+from grouprl.data.tasks import TASKS, get_task
+from grouprl.data.tasks.arithmetic import ArithmeticTask
 from grouprl.errors import ConfigError
+from grouprl.rewards import arithmetic
+from grouprl.rewards.arithmetic import correct_answer, integer_format
 
 
 def _evaluate(prompt: str) -> int:

@@ -3,7 +3,7 @@
 import pytest
 
 from grouprl.data.tasks import get_task
-from grouprl.data.tasks.countdown import ExpressionError, countdown_reward, evaluate
+from grouprl.rewards.countdown import ExpressionError, countdown_reward, evaluate
 
 
 def test_generated_problems_are_solvable_and_splits_disjoint():

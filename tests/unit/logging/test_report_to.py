@@ -7,7 +7,7 @@ import pytest
 
 from grouprl.config import ConfigError, load_config
 from grouprl.logging.sinks import JsonlSink, TensorBoardSink, TrackioSink
-from grouprl.train.loop import _sinks
+from grouprl.logging.sinks import open_sinks as _sinks
 
 
 def kinds(cfg, tmp_path):

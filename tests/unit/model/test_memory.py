@@ -112,8 +112,8 @@ def test_a_run_with_gradient_checkpointing_matches_one_without(tmp_path, monkeyp
     from transformers import AutoConfig
 
     from grouprl.cli.main import main
+    from grouprl.model import passes as stages
     from grouprl.model.assets import DEFAULT_MODEL_DIR
-    from grouprl.train import step as stages
 
     args = ["train.steps=2", "train.prompts_per_step=4", "rollout.num_generations=4", "data.num_eval=0",
             "data.num_train=16", "output.progress=false", "train.lr=1e-4"]

@@ -10,7 +10,7 @@ import torch
 
 from grouprl.model.load import load_model
 from grouprl.model.logprobs import sequence_logprobs, shared_prompt_logprobs
-from grouprl.train.step import can_share_prompts, rollout_logprobs
+from grouprl.model.passes import can_share_prompts, rollout_logprobs
 from grouprl.types import Rollout
 from tolerance import assert_close, in_float64, logprob_rounding
 

@@ -11,6 +11,7 @@ from grouprl.cli.main import main
 from grouprl.config import load_config
 from grouprl.model.assets import DEFAULT_MODEL_DIR
 from grouprl.model.load import load_model
+from grouprl.model.passes import frozen_logprobs
 from grouprl.train import step as stages
 from grouprl.train.loop import one_step
 from grouprl.train.setup import build, prompt_texts
@@ -56,8 +57,8 @@ def test_reference_is_the_base_model_with_adapters_off(setup):
     rollout = _rollout(setup)
     base_model = load_model(DEFAULT_MODEL_DIR)
     ref = setup.reference.logprobs(rollout, 4, 1.0, 8, 64)
-    base = stages.frozen_logprobs(base_model, rollout, 4, 1.0, 8, 64)
-    policy = stages.frozen_logprobs(setup.policy, rollout, 4, 1.0, 8, 64)
+    base = frozen_logprobs(base_model, rollout, 4, 1.0, 8, 64)
+    policy = frozen_logprobs(setup.policy, rollout, 4, 1.0, 8, 64)
     ids = torch.cat([rollout.prompt_ids, rollout.completion_ids], 1)
     mask = torch.cat([rollout.prompt_mask, rollout.completion_mask], 1)
     rounding = logprob_rounding(base_model, ids, mask)

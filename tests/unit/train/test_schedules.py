@@ -6,7 +6,7 @@ import torch
 from transformers.optimization import get_scheduler
 
 from grouprl.config import ConfigError, load_config
-from grouprl.train.optim import build_scheduler, lr_factor, scheduler_names
+from grouprl.optim import build_scheduler, lr_factor, scheduler_names
 
 KWARGS = {"cosine_with_min_lr": {"min_lr_rate": 0.1}, "cosine_warmup_with_min_lr": {"min_lr_rate": 0.1},
           "warmup_stable_decay": {"num_decay_steps": 4}, "cosine_with_restarts": {"num_cycles": 2},

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from grouprl.data.prompts import PromptSource
 from grouprl.errors import ResumeError
-from grouprl.train.optim import build_optimizer, build_scheduler
+from grouprl.optim import build_optimizer, build_scheduler
 from grouprl.train.policy import FullWeights, matching
 from grouprl.train.resume import run_like
 from grouprl.train.state import (

@@ -17,6 +17,7 @@ from grouprl.data.tasks.arithmetic import ArithmeticTask
 from grouprl.data.tasks.code import CodeTask
 from grouprl.data.tasks.countdown import CountdownTask
 from grouprl.errors import ConfigError
+from grouprl.registry import Registry
 
 Split = Literal["train", "eval"]
 RewardFn = Callable[..., list[float | None]]
@@ -39,23 +40,22 @@ class Task(Protocol):
     def generate(self, split: Split, n: int, seed: int) -> list[dict[str, Any]]: ...
 
 
-TASKS: dict[str, Callable[..., Task]] = {
-    ArithmeticTask.name: ArithmeticTask,
-    CountdownTask.name: CountdownTask,
-    CodeTask.name: CodeTask,
-}
+TASKS: Registry[Callable[..., Task]] = Registry("task")
+"""The built-in tasks by name; each entry is the task's class, called with its difficulty knobs."""
+for _task in (ArithmeticTask, CountdownTask, CodeTask):
+    TASKS.register(_task.name)(_task)
 
 
 def get_task(name: str, **knobs: Any) -> Task:
     """Build the registered task ``name`` with its difficulty ``knobs`` (constructor keyword arguments)."""
     if name not in TASKS:
-        raise ConfigError(f"data.task: unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}.")
-    known = inspect.signature(TASKS[name]).parameters
+        raise ConfigError(f"data.task: unknown task {name!r}; known tasks: {', '.join(TASKS.names())}.")
+    known = inspect.signature(TASKS.get(name)).parameters
     unknown = sorted(set(knobs) - set(known))
     if unknown:
         raise ConfigError(f"data.task_kwargs: the {name} task has no knob {', '.join(unknown)}; its knobs are "
                           f"{', '.join(known)}")
-    return TASKS[name](**knobs)
+    return TASKS.get(name)(**knobs)
 
 
 __all__ = ["TASKS", "RewardFn", "Split", "Task", "get_task"]

@@ -5,7 +5,8 @@ one layer at a time. Sampling is different: the rollout backends and evaluation 
 token by token, a different number of times on each rank, which per-layer all-gathers cannot follow. So
 ``full_weights()`` gathers every unit once (a collective: every rank enters it), keeps them gathered for the
 whole rollout, and shards them again after. Checkpoints gather a full state dict and rank 0 writes one HF
-directory, as without FSDP; resume loads it on every rank and shards it again.
+directory, as without FSDP (``train/policy.py`` ``ShardedWeights``); resume loads it on every rank and shards it
+again.
 
 Departures: LoRA is not combined with FSDP here (use one or the other), and the reference copy for a KL term
 stays a full replica on every rank.
@@ -14,15 +15,12 @@ stays a full replica on every rank.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 
 from grouprl.errors import ConfigError
 from grouprl.model.memory import decoder_layers
-from grouprl.train.policy import matching
-from grouprl.train.state import load_tensors
-from grouprl.train.step import DUMMY
+from grouprl.model.passes import DUMMY
 
 
 def check(fsdp: bool, world: int, lora: bool) -> None:
@@ -70,57 +68,3 @@ def full_weights(units: list):
         for i, unit in enumerate(units):
             unit.reshard()
             unit.set_reshard_after_forward(i > 0, recurse=False)  # FSDP keeps the root gathered after forward
-
-
-class ShardedWeights:
-    """The policy's weights and optimizer state under FSDP2, saved and loaded as full (unsharded) state."""
-
-    def __init__(self, scorer: torch.nn.Module, policy: torch.nn.Module) -> None:
-        self.scorer, self.policy = scorer, policy
-        self._gathered: dict | None = None
-
-    def _options(self, **kwargs):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions
-
-        return StateDictOptions(full_state_dict=True, **kwargs)
-
-    def gather(self) -> None:
-        """Collective: the full state dict, on rank 0's CPU (empty elsewhere)."""
-        from torch.distributed.checkpoint.state_dict import get_model_state_dict
-
-        full = get_model_state_dict(self.scorer, options=self._options(cpu_offload=True))
-        self._gathered = {k.removeprefix("model."): v for k, v in full.items()}
-
-    def save_pretrained(self, path: Path, **kwargs) -> None:
-        self.policy.save_pretrained(path, state_dict=self._gathered, **kwargs)
-
-    def optimizer_state(self, optimizer) -> dict:
-        """Collective: AdamW's full state, keyed by parameter name (rank 0; empty elsewhere)."""
-        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-
-        return get_optimizer_state_dict(self.scorer, optimizer, options=self._options(cpu_offload=True))
-
-    def optimizer_params(self, optimizer) -> list[list[tuple[str, torch.Size]]]:
-        """Per param group, ``(name, full shape)`` of each parameter: keys as in ``optimizer_state``'s."""
-        names = {id(p): name for name, p in self.scorer.named_parameters()}
-        return [[(names[id(p)], p.shape) for p in group["params"]] for group in optimizer.param_groups]
-
-    def load_optimizer(self, optimizer, state: dict) -> None:
-        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
-
-        set_optimizer_state_dict(self.scorer, optimizer, optim_state_dict=state, options=self._options())
-
-    def read(self, checkpoint: Path) -> dict:
-        """The full weights (every rank reads them), checked against the model's full shapes."""
-        tied = self.policy.config.tie_word_embeddings
-        weights = load_tensors(checkpoint / "model.safetensors")
-        expected = {k: v for k, v in self.policy.state_dict().items() if not (tied and "lm_head" in k)}
-        found = {k: v for k, v in weights.items() if not (tied and "lm_head" in k)}
-        return matching(checkpoint / "model.safetensors", found, expected, "resume with the same model.name_or_path")
-
-    def apply(self, weights: dict) -> None:
-        """Each rank keeps its shard of the full weights."""
-        from torch.distributed.checkpoint.state_dict import set_model_state_dict
-
-        set_model_state_dict(self.scorer, {f"model.{k}": v for k, v in weights.items()},
-                             options=self._options(strict=False))
