@@ -96,6 +96,8 @@ def test_failing_hanging_and_nan_rewards_are_survived(tmp_path):
     assert all(r["reward/hangs/timeouts"] == 16 for r in rows)
     assert all(r["reward/nan/errors"] == 16 for r in rows)
     assert all(r["loss/policy"] is not None for r in rows)
+    # a mean is over the function's own values: a fallback is not one (all-failing functions have none)
+    assert all(r["reward/hangs/mean"] is None and r["reward/nan/mean"] is None for r in rows)
 
 
 def test_reward_faults_are_counted_and_the_run_finishes(tmp_path):
@@ -112,6 +114,7 @@ def test_reward_faults_are_counted_and_the_run_finishes(tmp_path):
     assert len(rows) == 2
     for row in rows:
         assert all(row[f"reward/{name}/errors"] == 4 for name in bad), row  # 2 prompts x 2 generations
+        assert all(row[f"reward/{name}/mean"] is None for name in bad), row  # fallbacks are not values
         assert row["reward/length/errors"] == 0
     for completion in read_jsonl(run_dir / "completions.jsonl"):
         assert completion["reward/length"] == len(completion["completion"])

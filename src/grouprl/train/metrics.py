@@ -20,7 +20,8 @@ def step_metrics(batch: Scored, sampling_stats: dict, d: Dist) -> dict:
     sums = {"n": float(len(lengths)), "accuracy": batch.accuracy.sum().item(), "len": lengths.sum().item(),
             "truncated": r.truncated.double().sum().item()}
     for name, values in batch.parts.items():
-        finite = values[~torch.isnan(values)]
+        failed = batch.report.failed.get(name, torch.zeros(len(values), dtype=torch.bool))
+        finite = values[~torch.isnan(values) & ~failed]  # None (NaN) and fallbacks are not the function's values
         sums.update({f"{name}/sum": finite.sum().item(), f"{name}/n": float(len(finite)),
                      f"{name}/errors": float(batch.errors.get(name, 0)),
                      f"{name}/timeouts": float(batch.timeouts.get(name, 0))})
