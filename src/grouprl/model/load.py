@@ -126,11 +126,11 @@ def _from_pretrained(auto, name: str, what: str, **kwargs):
     A local directory was checked by ``check_model_dir`` first, so an error from loading it is left as it is:
     it is not a mistake the user can fix from the message.
     """
-    if os.path.isdir(name):
-        return auto.from_pretrained(name, **kwargs)
     try:
         return auto.from_pretrained(name, **kwargs)
     except OSError as err:
+        if os.path.isdir(name):
+            raise
         raise ModelError(f"Cannot load the {what} '{name}' from the hub ({str(err).strip().splitlines()[0]}); "
                          "pass a local directory written by save_pretrained, or check the id and the "
                          "network") from None

@@ -96,8 +96,7 @@ def update(s: Setup, batch: Scored) -> tuple[Scored, dict]:
         return cfg.train.micro_batch_size or micro_batch_rows(n, width, per_token, cfg.train.activation_budget_mib)
 
     mbs = micro_rows(batch.rollout.completion_ids.shape[0])
-    off_policy, need_old = stages.needs_old_logp(cfg.train.num_iterations, cfg.train.mini_batches, spec,
-                                                 s.reference is not None)
+    off_policy, need_old = stages.needs_old_logp(cfg.train.num_iterations, cfg.train.mini_batches, spec)
     t0 = time.perf_counter()
     with s.full_weights():
         old = frozen_logprobs(s.policy, batch.rollout, G, temp, mbs, chunk) if need_old else None

@@ -49,12 +49,12 @@ def informative_groups(batch: Scored, G: int) -> list[int]:
     return torch.nonzero(FILTERS.get("nonzero_variance")(view)[:, 0]).flatten().tolist()
 
 
-def needs_old_logp(num_iterations: int, mini_batches: int, spec: AlgoSpec, has_reference: bool) -> tuple[bool, bool]:
+def needs_old_logp(num_iterations: int, mini_batches: int, spec: AlgoSpec) -> tuple[bool, bool]:
     """``(off_policy, need_old)``: whether the update is off-policy (μ > 1 or several mini-batches: π_old is the
-    sampling policy, frozen), and whether π_old's log-probs need a pass of their own: off-policy, or for a KL
-    penalty in the reward (k1 of old vs ref). On-policy, π_old is the detached current log-probs."""
+    sampling policy, frozen), and whether π_old's log-probs need a pass of their own (the spec says: off-policy,
+    or for a KL penalty in the reward). On-policy, π_old is the detached current log-probs."""
     off_policy = num_iterations > 1 or mini_batches > 1
-    return off_policy, spec.needs_old_logp(off_policy) and (off_policy or has_reference)
+    return off_policy, spec.needs_old_logp(off_policy)
 
 
 def clip_gradients(model: torch.nn.Module, max_norm: float) -> torch.Tensor:
