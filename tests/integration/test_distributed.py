@@ -175,8 +175,34 @@ def test_killing_one_rank_ends_the_job_naming_it(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode != 0
-    assert "grouprl train: error: rank 0: collective" in out  # the survivor's one line, naming itself
+    # the survivor's one line, naming itself: its collective failed first, or torchrun's SIGTERM came first
+    assert ("grouprl train: error: rank 0: collective" in out
+            or "grouprl train: error: rank 0: stopped by SIGTERM from the launcher" in out), out[-3000:]
     assert "rank      : 1" in out and "SIGKILL" in out  # torchrun's summary names the rank that died
+
+
+def test_sigterm_to_a_ranks_process_group_stops_the_job_at_a_checkpoint(tmp_path):
+    """torchrun stops its workers, and schedulers cancel jobs, with SIGTERM to each worker's process group,
+    which holds that rank's reward worker too: the reward worker outlives it, the ranks agree to stop after
+    the same step, that step is checkpointed, and the job exits 0."""
+    run_dir = tmp_path / "run"
+    proc = _torchrun("--nproc_per_node", "2", "--standalone",
+                     args=[*ARGS, "train.steps=500", f"output.run_dir={run_dir}"])
+    deadline = time.time() + 120
+    while not (run_dir / "metrics.jsonl").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the run ended before the signal"
+    os.killpg(_rank_pid(proc.pid, 0), signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=200)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    line = next(x for x in out.splitlines() if x.startswith("stopped by signal after step "))
+    step = int(line.split()[5].rstrip(";"))
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == [f"step-{step}"]
+    assert len(_rows(run_dir)) == step
 
 
 def test_world_size_that_cannot_hold_the_batch_exits_2(tmp_path, capsys, monkeypatch):

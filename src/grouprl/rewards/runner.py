@@ -81,7 +81,10 @@ def _serve(conn, parent_end, fns: list[Callable], memory_mb: int) -> None:
     # The fork copied the trainer's end of the pipe; close it, or the pipe never reports EOF when the
     # trainer dies and this worker would wait forever.
     parent_end.close()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
+    # Stop signals are the trainer's to handle: Ctrl-C, torchrun and job schedulers signal the whole process
+    # group, and the trainer needs this worker to finish its step and checkpoint before it closes it.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     if "torch" in sys.modules:  # a forked child must not enter the parent's OpenMP pool (a reward model)
         sys.modules["torch"].set_num_threads(1)
     from grouprl.rewards import BadReturn, call_reward, describe  # noqa: PLC0415 - in the child, after fork

@@ -167,10 +167,11 @@ def train(cfg: Config, run_dir: Path, resume: str | None = None) -> dict:
     """Run steps up to ``cfg.train.steps``, resuming from a checkpoint when asked; returns the held-out
     evaluation before and after (``{"finished": True}`` when a resumed run had nothing left to do). The run
     directory is held (``train/rundir.py``) from before the first write to the end: one writer at a time."""
-    with hold_run_dir(run_dir):
+    # SIGINT/SIGTERM from here on (torchrun, a scheduler, Ctrl-C) stop the run at the next step boundary.
+    with hold_run_dir(run_dir), StopSignal() as stop:
         s = build(cfg, run_dir)
         try:
-            return _train(s, cfg, run_dir, resume)
+            return _train(s, cfg, run_dir, resume, stop)
         except Exception as err:
             if s.dist.active and is_collective_error(err) and not isinstance(err, CollectiveFailure):
                 raise failure(s.dist, "(DDP gradient all-reduce)", err) from err
@@ -180,7 +181,7 @@ def train(cfg: Config, run_dir: Path, resume: str | None = None) -> dict:
             shutdown(s.dist)
 
 
-def _train(s: Setup, cfg: Config, run_dir: Path, resume: str | None) -> dict:
+def _train(s: Setup, cfg: Config, run_dir: Path, resume: str | None, stop: StopSignal) -> dict:
     main = s.dist.is_main
     resumed = resume_from(s, resume)  # first: a resume that cannot be done is the one line printed
     say0(s, s.memory_note)
@@ -201,7 +202,7 @@ def _train(s: Setup, cfg: Config, run_dir: Path, resume: str | None) -> dict:
         before = eval_all(s, 0) if start == 0 else {}
         if before:
             say(f"held-out before training: {json.dumps(before)}")
-        if _steps(s, cfg, start, sinks):
+        if _steps(s, cfg, start, sinks, stop):
             return {"before": before, "after": {}, "interrupted": True}
         after = eval_all(s, cfg.train.steps)
         if after:
@@ -215,13 +216,15 @@ def _train(s: Setup, cfg: Config, run_dir: Path, resume: str | None) -> dict:
             sink.close()
 
 
-def _steps(s: Setup, cfg: Config, start: int, sinks: list) -> bool:
+def _steps(s: Setup, cfg: Config, start: int, sinks: list, stop: StopSignal) -> bool:
     """Steps ``start+1 .. cfg.train.steps`` with eval and checkpoints; True when stopped by a signal."""
     main = s.dist.is_main
-    stop = StopSignal()
     skipped_in_a_row = 0
-    with stop, ConsoleProgress(cfg.train.steps, cfg.output.progress and main) as progress:
+    with ConsoleProgress(cfg.train.steps, cfg.output.progress and main) as progress:
         progress.update(start, {})
+        if s.dist.any(stop.requested):  # signalled while loading or evaluating: no step to finish
+            say0(s, f"stopped by signal before step {start + 1}; nothing new to save")
+            return True
         for step in range(start + 1, cfg.train.steps + 1):
             metrics = one_step(s, step, sinks)
             progress.update(step, metrics)
