@@ -95,8 +95,9 @@ def run(name: str, steps: int, warmup: int = 2, overrides: tuple[str, ...] = ())
         model_dir = make_model_dir(name, Path(tmp))
         cfg = load_config(None, [f"model.name_or_path={model_dir}", "algorithm=grpo", "algo.beta=0.04",
                                  "train.prompts_per_step=8", "rollout.num_generations=8",
-                                 f"rollout.max_new_tokens={CONFIGS[name]['max_new_tokens']}", "data.num_eval=0",
-                                 "data.num_train=512", "train.num_iterations=1", *overrides])
+                                 f"rollout.max_new_tokens={CONFIGS[name]['max_new_tokens']}",
+                                 "data.num_eval=0", "data.num_train=512", "train.num_iterations=1",
+                                 *overrides])
         setup = build(cfg, Path(tmp) / "run")
         params = sum(p.numel() for p in setup.policy.parameters())
         gemm = gemm_gflops()
@@ -111,15 +112,19 @@ def run(name: str, steps: int, warmup: int = 2, overrides: tuple[str, ...] = ())
             r = batch.rollout
             generated = int(r.completion_mask.sum())
             scored = int(r.prompt_mask.sum()) + generated  # one teacher-forced pass per frozen model
-            passes = (setup.reference is not None) + (cfg.train.num_iterations > 1 or cfg.train.mini_batches > 1)
-            flops.append(2 * params * (generated + passes * scored) + 6 * params * scored * cfg.train.num_iterations)
+            passes = ((setup.reference is not None)
+                      + (cfg.train.num_iterations > 1 or cfg.train.mini_batches > 1))
+            flops.append(2 * params * (generated + passes * scored)
+                         + 6 * params * scored * cfg.train.num_iterations)
             times.append(elapsed)
             tokens.append(generated)
             phases.append({"generate": batch.seconds["generate"], "reward": batch.seconds["reward"],
-                           "reference": metrics["time/reference"], "old_logprobs": metrics["time/old_logprobs"],
-                           "update": metrics["time/update"]})
-            phases[-1]["other"] = elapsed - sum(phases[-1].values())  # prompts, tokenising, advantages, metrics
-        gemm = max(gemm, gemm_gflops())  # the machine drifts: the better of the rates before and after the steps
+                           "reference": metrics["time/reference"],
+                           "old_logprobs": metrics["time/old_logprobs"], "update": metrics["time/update"]})
+            # prompts, tokenising, advantages, metrics
+            phases[-1]["other"] = elapsed - sum(phases[-1].values())
+        # the machine drifts: the better of the rates before and after the steps
+        gemm = max(gemm, gemm_gflops())
     median = statistics.median(times)
     return BenchResult(
         config=name, sec_per_step=median,
@@ -162,8 +167,8 @@ def run_trl(name: str, steps: int, warmup: int = 2) -> dict:
             shuffle_dataset=False, dataloader_num_workers=0, seed=0,
         )
         timer = StepTimer()
-        trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir), reward_funcs=[correct_answer],
-                              args=config, train_dataset=data,
+        trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir),
+                              reward_funcs=[correct_answer], args=config, train_dataset=data,
                               processing_class=AutoTokenizer.from_pretrained(model_dir, padding_side="left"),
                               callbacks=[timer])
         trainer.train()
@@ -199,7 +204,8 @@ def main(args) -> int:
     if args.trl_only:
         print(json.dumps(run_trl(args.config, args.steps, args.warmup)))
         return 0
-    d = side_by_side(args) if args.vs_trl else run(args.config, args.steps, args.warmup, tuple(args.overrides)).as_dict()
+    d = (side_by_side(args) if args.vs_trl
+         else run(args.config, args.steps, args.warmup, tuple(args.overrides)).as_dict())
     if not args.json:
         print(f"config {d['config']}: {d['params'] / 1e6:.2f} M params, {d['steps']} steps after warm-up")
         print(f"  sec/step (median)  {d['sec_per_step']:.3f}   phases: "
@@ -208,7 +214,8 @@ def main(args) -> int:
               f"{100 * d['fraction_of_gemm']:.0f}% of GEMM {d['gemm_gflops']:.1f} GFLOP/s   peak RSS "
               f"{d['peak_rss_mib']:.0f} MiB")
         if "trl_sec_per_step" in d:
-            print(f"  TRL GRPOTrainer {d['trl_sec_per_step']:.3f} s/step, peak RSS {d['trl_peak_rss_mib']:.0f} MiB: "
+            print(f"  TRL GRPOTrainer {d['trl_sec_per_step']:.3f} s/step, "
+                  f"peak RSS {d['trl_peak_rss_mib']:.0f} MiB: "
                   f"grouprl is {d['speedup_vs_trl']:.2f}x faster")
     print(json.dumps(d))
     return 0

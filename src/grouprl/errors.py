@@ -1,10 +1,10 @@
 """The project's error types for mistakes in what the user gave grouprl.
 
 Every one of them is a ``UserError``: the command line reports it as one line (what, where, how to fix) and
-exits with status 2. Anything else that escapes, a ``ValueError`` from deep inside a library included, is a bug
-and is shown as a traceback (exit status 1). So code that detects a user mistake raises one of these, never a
-bare ``ValueError`` or ``OSError``. Each also derives from ``ValueError`` (``RuntimeError`` for a diverged run),
-so library callers that catch those keep working.
+exits with status 2. Anything else that escapes, a ``ValueError`` from deep inside a library included, is a
+bug and is shown as a traceback (exit status 1). So code that detects a user mistake raises one of these,
+never a bare ``ValueError`` or ``OSError``. Each also derives from ``ValueError`` (``RuntimeError`` for a
+diverged run), so library callers that catch those keep working.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ class RewardFailed(RewardError):
 
 
 class ModelError(UserError, ValueError):
-    """A model or tokenizer source that cannot be loaded: the message says what is missing and what was found."""
+    """A model or tokenizer source that cannot be loaded: the message says what is missing and what was
+    found."""
 
 
 class ResumeError(UserError, ValueError):
@@ -55,5 +56,5 @@ def read_utf8(path, error: type[UserError]) -> str:
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
-        raise error(f"{path} line {line} column {column}: byte 0x{data[err.start]:02x} is not UTF-8; save the file "
-                    "as UTF-8") from None
+        raise error(f"{path} line {line} column {column}: byte 0x{data[err.start]:02x} is not UTF-8; "
+                    "save the file as UTF-8") from None

@@ -1,4 +1,5 @@
-"""AdamW, and a learning rate that warms up linearly and then follows any ``transformers.get_scheduler`` curve."""
+"""AdamW, and a learning rate that warms up linearly and then follows any ``transformers.get_scheduler``
+curve."""
 
 from __future__ import annotations
 
@@ -23,25 +24,30 @@ _LOCAL: dict[str, Callable[[float], float]] = {
 }
 
 
-def build_optimizer(params, *, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.AdamW:
+def build_optimizer(params, *, lr: float, weight_decay: float,
+                    betas: tuple[float, float]) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; the fused kernel (one pass per tensor, ~4x faster on CPU than the
-    for-each one at 25 M parameters) where every parameter is a plain CPU/CUDA float tensor (not FSDP's DTensor)."""
+    for-each one at 25 M parameters) where every parameter is a plain CPU/CUDA float tensor (not FSDP's
+    DTensor)."""
     params = [p for p in params if p.requires_grad]
     fused = bool(params) and all(
-        p.device.type in ("cpu", "cuda") and p.is_floating_point() and not hasattr(p, "device_mesh") for p in params
+        p.device.type in ("cpu", "cuda") and p.is_floating_point() and not hasattr(p, "device_mesh")
+        for p in params
     )
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas, fused=fused or None)
 
 
 def scheduler_names() -> list[str]:
-    """Every curve ``train.lr_scheduler`` accepts: transformers' ``SchedulerType`` values but the metric-driven."""
+    """Every curve ``train.lr_scheduler`` accepts: transformers' ``SchedulerType`` values but the
+    metric-driven."""
     from transformers.trainer_utils import SchedulerType
 
     return [kind.value for kind in SchedulerType if kind.value not in METRIC_DRIVEN]
 
 
 def _curve(kind: str, warmup_steps: int, total_steps: int, kwargs: dict) -> Callable[[int], float]:
-    """``transformers.get_scheduler(kind, ...)``'s multiplier at step s, built with the same warm-up and total."""
+    """``transformers.get_scheduler(kind, ...)``'s multiplier at step s, built with the same warm-up and
+    total."""
     if kind in _LOCAL and not kwargs:
         shape, span = _LOCAL[kind], max(1, total_steps - warmup_steps)
         return lambda s: shape(min(1.0, (s - warmup_steps) / span))
@@ -50,10 +56,12 @@ def _curve(kind: str, warmup_steps: int, total_steps: int, kwargs: dict) -> Call
     if kind not in scheduler_names():
         close = difflib.get_close_matches(kind, scheduler_names(), 1)
         raise ConfigError(f"train.lr_scheduler={kind!r} is not a fixed learning-rate curve; "
-                          + (f"did you mean {close[0]}? " if close else "") + f"use one of {', '.join(scheduler_names())}")
+                          + (f"did you mean {close[0]}? " if close else "")
+                          + f"use one of {', '.join(scheduler_names())}")
     probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     try:
-        curve = get_scheduler(kind, probe, num_warmup_steps=warmup_steps, num_training_steps=max(total_steps, 1),
+        curve = get_scheduler(kind, probe, num_warmup_steps=warmup_steps,
+                              num_training_steps=max(total_steps, 1),
                               scheduler_specific_kwargs=dict(kwargs)).lr_lambdas[0]
         curve(warmup_steps)
     except (TypeError, ValueError) as err:
@@ -62,12 +70,14 @@ def _curve(kind: str, warmup_steps: int, total_steps: int, kwargs: dict) -> Call
     return curve
 
 
-def lr_factor(kind: str, *, warmup_steps: int, total_steps: int, kwargs: dict | None = None) -> Callable[[int], float]:
+def lr_factor(kind: str, *, warmup_steps: int, total_steps: int,
+              kwargs: dict | None = None) -> Callable[[int], float]:
     """Multiplier of the peak lr at optimizer step ``s`` (from 0).
 
     Steps before ``warmup_steps`` ramp up as ``(s + 1) / (warmup_steps + 1)``, so the first update already
-    moves the weights; from there on it is the curve of ``transformers.get_scheduler(kind, ...)``, so ``linear``
-    and ``cosine`` reach 0 at ``total_steps``. A name or argument that transformers refuses is a ``ConfigError``.
+    moves the weights; from there on it is the curve of ``transformers.get_scheduler(kind, ...)``, so
+    ``linear`` and ``cosine`` reach 0 at ``total_steps``. A name or argument that transformers refuses is a
+    ``ConfigError``.
     """
     curve = _curve(kind, warmup_steps, total_steps, kwargs or {})
 

@@ -22,8 +22,8 @@ class SamplingParams:
     seed: int | None = None
     group_offset: int = 0
     """Global index of this call's first prompt. A backend that seeds each group on its own (``fast``) draws
-    group ``g``'s randomness from ``(seed, group_offset + g)``, so the samples do not depend on how the batch is
-    split over calls or ranks."""
+    group ``g``'s randomness from ``(seed, group_offset + g)``, so the samples do not depend on how the batch
+    is split over calls or ranks."""
 
 
 @dataclass
@@ -45,8 +45,8 @@ class Rollout:
 
 @dataclass
 class Report:
-    """What the reward calls of a batch did besides scoring: which samples got the fallback, the first fault of
-    each function, and what the functions logged."""
+    """What the reward calls of a batch did besides scoring: which samples got the fallback, the first fault
+    of each function, and what the functions logged."""
 
     n: int = 0  # samples held here (the per-sample fields below have this length)
     scored: int = 0  # samples scored, counting any that were later dropped (dynamic sampling)
@@ -98,7 +98,8 @@ class Scored:
     timeouts: dict[str, int]
     report: Report  # fallbacks, faults, logged values
     advantages: torch.Tensor | None = None  # [N], set by the update stage (for completions.jsonl)
-    group_ids: torch.Tensor | None = None  # [B] long, each group's index in the one-process order (None: 0..B-1)
+    # [B] long, each group's index in the one-process order (None: 0..B-1)
+    group_ids: torch.Tensor | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # "generate", "reward": time spent in each
 
 
@@ -158,7 +159,8 @@ def select_groups(batch: Scored, groups: list[int], G: int) -> Scored:
     return Scored(
         rows=[batch.rows[g] for g in groups],
         rollout=Rollout(r.prompt_ids[rows_idx], r.prompt_mask[rows_idx], r.completion_ids[rows_idx, :T],
-                        r.completion_mask[rows_idx, :T], r.truncated[rows_idx], r.sampler_logprobs[rows_idx, :T]),
+                        r.completion_mask[rows_idx, :T], r.truncated[rows_idx],
+                        r.sampler_logprobs[rows_idx, :T]),
         completions=[batch.completions[i] for i in rows_idx.tolist()],
         rewards=batch.rewards[rows_idx],
         parts={k: v[rows_idx] for k, v in batch.parts.items()},

@@ -38,7 +38,8 @@ from grouprl.train.sft import sft
 
 TASK = "arithmetic"
 TASK_KNOBS = {"digits": 2, "operands": 2, "ops": ["+"]}  # 2-digit addition: answers "0" .. "198"
-MODEL = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 344, "max_position_embeddings": 64}
+MODEL = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 344,
+         "max_position_embeddings": 64}
 TIE_EMBEDDINGS = False
 MAX_NEW_TOKENS = 8  # answers have at most 3 digits + EOS; room to show a model that does not stop
 
@@ -49,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distractor-rate", type=float, default=0.7,
                         help="share of SFT answers replaced by the no-carry answer")
     parser.add_argument("--lr", type=float, default=3e-3, help="peak SFT learning rate (cosine decay to 0)")
-    parser.add_argument("--warmup", type=int, default=50, help="linear warm-up steps of the SFT learning rate")
+    parser.add_argument("--warmup", type=int, default=50,
+                        help="linear warm-up steps of the SFT learning rate")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--n-train", type=int, default=5000, help="distinct training prompts for SFT")
     parser.add_argument("--n-eval", type=int, default=256, help="held-out prompts for the measurements")
@@ -85,7 +87,8 @@ def write_readme(path: Path, meta: dict) -> None:
 A {meta["model"]["parameters"] / 1e6:.2f}M-parameter Llama-architecture causal LM with a character-level
 tokenizer ({meta["model"]["vocab_size"]} ids), trained from scratch by supervised fine-tuning on the built-in
 `{TASK}` task ({meta["task"]["knobs"]}: prompts like `37+48=`, answer `85` then EOS) from noisy
-demonstrations: {100 * meta["sft"]["distractor_rate"]:.0f} % of the SFT answers are the "forgot the carry" answer
+demonstrations: {100 * meta["sft"]["distractor_rate"]:.0f} % of the SFT answers are the \
+"forgot the carry" answer
 (`37+48=` → `75`), the rest are right. The model learns both procedures and always answers in the format, but
 greedily it mostly drops the carry, so it is right on only part of the held-out prompts while one of {k}
 samples at temperature 1.0 usually is: RL with the verifier has a behaviour to select, and `grouprl train`
@@ -123,7 +126,8 @@ def run_sft(args: argparse.Namespace) -> int:
     task = get_task(TASK, **TASK_KNOBS)
     train_rows = task.generate("train", args.n_train, seed=args.seed)
     coin = random.Random(args.seed)
-    demos = [{**row, "answer": task.no_carry_answer(row["prompt"])} if coin.random() < args.distractor_rate else row
+    demos = [{**row, "answer": task.no_carry_answer(row["prompt"])}
+             if coin.random() < args.distractor_rate else row
              for row in train_rows]
     eval_rows = task.generate("eval", args.n_eval, seed=args.seed + 1)
 
@@ -143,15 +147,18 @@ def run_sft(args: argparse.Namespace) -> int:
     tokenizer.save_pretrained(args.output)
     meta = {
         "task": {"name": TASK, "knobs": TASK_KNOBS},
-        "model": {**MODEL, "tie_word_embeddings": TIE_EMBEDDINGS, "vocab_size": len(tokenizer), "parameters": sum(p.numel() for p in model.parameters())},
-        "sft": {"distractor_rate": args.distractor_rate, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup": args.warmup,
-                "n_train": args.n_train, "seed": args.seed, "final_loss": sum(losses[-20:]) / len(losses[-20:])},
-        "eval": {"n": args.n_eval, "seed": args.seed + 1, "k": args.k, "temperature": 1.0, "sample_seed": args.seed},
+        "model": {**MODEL, "tie_word_embeddings": TIE_EMBEDDINGS, "vocab_size": len(tokenizer),
+                  "parameters": sum(p.numel() for p in model.parameters())},
+        "sft": {"distractor_rate": args.distractor_rate, "steps": args.steps, "batch_size": args.batch_size,
+                "lr": args.lr, "warmup": args.warmup, "n_train": args.n_train, "seed": args.seed,
+                "final_loss": sum(losses[-20:]) / len(losses[-20:])},
+        "eval": {"n": args.n_eval, "seed": args.seed + 1, "k": args.k, "temperature": 1.0,
+                 "sample_seed": args.seed},
         "measured": measured,
         "build_seconds": time.time() - start,
-        "command": (f"grouprl sft --output src/grouprl/assets/default --steps {args.steps} --distractor-rate "
-                    f"{args.distractor_rate} --lr {args.lr} --warmup {args.warmup} --batch-size {args.batch_size} "
-                    f"--n-train {args.n_train} --seed {args.seed}"),
+        "command": (f"grouprl sft --output src/grouprl/assets/default --steps {args.steps} "
+                    f"--distractor-rate {args.distractor_rate} --lr {args.lr} --warmup {args.warmup} "
+                    f"--batch-size {args.batch_size} --n-train {args.n_train} --seed {args.seed}"),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     }  # fmt: skip
     (args.output / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -46,7 +46,8 @@ def _datasets(source: str, kind: str, config: str | None = None, split: str = "t
     try:
         import datasets
     except ImportError:
-        raise DataError(f"{source}: reading {kind} needs the datasets library: pip install 'grouprl[datasets]'") from None
+        raise DataError(f"{source}: reading {kind} needs the datasets library: "
+                        "pip install 'grouprl[datasets]'") from None
     try:
         if kind == "parquet":
             data = datasets.Dataset.from_parquet(source)
@@ -55,10 +56,12 @@ def _datasets(source: str, kind: str, config: str | None = None, split: str = "t
         else:
             data = datasets.load_dataset(source, name=config, split=split, data_files=data_files)
     except Exception as err:  # noqa: BLE001 - any failure of the library is a data error for the user
-        raise DataError(f"{source}: could not read {kind} ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+        raise DataError(f"{source}: could not read {kind} "
+                        f"({type(err).__name__}: {str(err).splitlines()[0]})") from None
     if isinstance(data, datasets.DatasetDict):
         if split not in data:
-            raise DataError(f"{source}: a DatasetDict without a '{split}' split (has {', '.join(data)}); set data.split")
+            raise DataError(f"{source}: a DatasetDict without a '{split}' split (has {', '.join(data)}); "
+                            "set data.split")
         data = data[split]
     return [(f"row {i}", row) for i, row in enumerate(data)]
 
@@ -74,8 +77,8 @@ def load_rows(path: str, prompt_column: str, *, config: str | None = None, split
     ``datasets``: ``config`` and ``split`` choose a hub dataset's configuration and split (``split`` also a
     saved ``DatasetDict``'s), ``data_files`` is passed to ``datasets.load_dataset``.
 
-    Every row must have ``prompt_column`` (or a chat ``messages`` list); it is copied to ``row["prompt"]``, and
-    every other column is passed to the reward functions.
+    Every row must have ``prompt_column`` (or a chat ``messages`` list); it is copied to ``row["prompt"]``,
+    and every other column is passed to the reward functions.
     """
     file = Path(path)
     suffix = file.suffix.lower()
@@ -90,8 +93,8 @@ def load_rows(path: str, prompt_column: str, *, config: str | None = None, split
         elif suffix in readers:
             raw = readers[suffix](file)
         else:
-            raise DataError(f"dataset {file}: unknown format {suffix!r}; use .jsonl, .json, .csv, .parquet or a "
-                            "datasets directory")
+            raise DataError(f"dataset {file}: unknown format {suffix!r}; use .jsonl, .json, .csv, .parquet "
+                            "or a datasets directory")
     elif "/" in path and not path.startswith((".", "/", "~")) and path.count("/") == 1:
         raw = _datasets(path, "a hub dataset", config, split)
     else:
@@ -130,8 +133,8 @@ def _prompt_problem(prompt) -> str | None:
                 return (f"has message {i} = {str(message)[:60]!r}; each message must be "
                         "{\"role\": str, \"content\": str}")
         return None
-    kind = {bool: "true/false", int: "a number", float: "a number", dict: "a mapping", type(None): "null"}.get(
-        type(prompt), f"a {type(prompt).__name__}")
+    kind = {bool: "true/false", int: "a number", float: "a number", dict: "a mapping",
+            type(None): "null"}.get(type(prompt), f"a {type(prompt).__name__}")
     return (f"is {kind} ({repr(prompt)[:40]}); a prompt must be a string or a list of "
             "{\"role\", \"content\"} messages")
 

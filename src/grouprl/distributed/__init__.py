@@ -27,7 +27,8 @@ class CollectiveFailure(RuntimeError):
 
 def env_world() -> tuple[int, int, int]:
     """``(rank, world_size, local_rank)`` as ``torchrun`` sets them; ``(0, 1, 0)`` outside ``torchrun``."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)))
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,8 @@ class Dist:
         return bool(self.all_reduce(torch.tensor([int(flag)]), "max").item())
 
     def gather_rows(self, x: torch.Tensor) -> torch.Tensor:
-        """Concatenate every rank's ``x`` ``[n_r, ...]`` along dim 0 in rank order; ``n_r`` may differ by rank."""
+        """Concatenate every rank's ``x`` ``[n_r, ...]`` along dim 0 in rank order; ``n_r`` may differ by
+        rank."""
         if not self.active:
             return x.clone()
         sizes = self.all_reduce(torch.nn.functional.one_hot(torch.tensor(self.rank), self.world) * x.shape[0])
@@ -115,8 +117,8 @@ def failure(d: Dist, what: str, err: BaseException) -> CollectiveFailure:
     """The one line a surviving rank prints when a collective fails."""
     first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
     return CollectiveFailure(f"rank {d.rank}: collective {what} failed or timed out (limit "
-                             f"train.collective_timeout={d.timeout:g}s): a peer rank died or hung; see that rank's "
-                             f"own error above (torchrun names it). Cause: {first}")
+                             f"train.collective_timeout={d.timeout:g}s): a peer rank died or hung; "
+                             f"see that rank's own error above (torchrun names it). Cause: {first}")
 
 
 def is_collective_error(err: BaseException) -> bool:

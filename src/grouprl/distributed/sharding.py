@@ -5,8 +5,8 @@ one layer at a time. Sampling is different: the rollout backends and evaluation 
 token by token, a different number of times on each rank, which per-layer all-gathers cannot follow. So
 ``full_weights()`` gathers every unit once (a collective: every rank enters it), keeps them gathered for the
 whole rollout, and shards them again after. Checkpoints gather a full state dict and rank 0 writes one HF
-directory, as without FSDP (``train/policy.py`` ``ShardedWeights``); resume loads it on every rank and shards it
-again.
+directory, as without FSDP (``train/policy.py`` ``ShardedWeights``); resume loads it on every rank and shards
+it again.
 
 Departures: LoRA is not combined with FSDP here (use one or the other), and the reference copy for a KL term
 stays a full replica on every rank.
@@ -28,16 +28,16 @@ def check(fsdp: bool, world: int, lora: bool) -> None:
     if not fsdp:
         return
     if world < 2:
-        raise ConfigError(f"train.fsdp=true shards over processes, but this run has WORLD_SIZE={world}; launch it with "
-                         "torchrun --nproc_per_node N (N >= 2), or drop train.fsdp")
+        raise ConfigError(f"train.fsdp=true shards over processes, but this run has WORLD_SIZE={world}; "
+                          "launch it with torchrun --nproc_per_node N (N >= 2), or drop train.fsdp")
     if lora:
-        raise ConfigError("train.fsdp=true and model.lora.r > 0 are not supported together; LoRA's frozen base is "
-                         "already small in optimizer state: drop train.fsdp, or train without LoRA")
+        raise ConfigError("train.fsdp=true and model.lora.r > 0 are not supported together; LoRA's frozen "
+                          "base is already small in optimizer state: drop train.fsdp, or train without LoRA")
     try:
         from torch.distributed.fsdp import fully_shard  # noqa: F401
     except ImportError:
-        raise ConfigError(f"train.fsdp=true needs FSDP2 (torch.distributed.fsdp.fully_shard, torch >= 2.6); this torch "
-                         f"is {torch.__version__}: upgrade torch, or drop train.fsdp") from None
+        raise ConfigError("train.fsdp=true needs FSDP2 (torch.distributed.fsdp.fully_shard, torch >= 2.6); "
+                          f"this torch is {torch.__version__}: upgrade torch, or drop train.fsdp") from None
 
 
 def shard(scorer: torch.nn.Module, policy: torch.nn.Module) -> list:
@@ -51,7 +51,8 @@ def shard(scorer: torch.nn.Module, policy: torch.nn.Module) -> list:
     with torch.no_grad():
         scorer(DUMMY, torch.zeros(1, dtype=torch.long), 1, temperature=1.0, chunk_size=1)
     units = [m for m in scorer.modules() if isinstance(m, FSDPModule)]
-    for unit in units:  # the root stays gathered after a forward; the optimizer must see the sharded parameters
+    # the root stays gathered after a forward; the optimizer must see the sharded parameters
+    for unit in units:
         unit.reshard()
     return units
 

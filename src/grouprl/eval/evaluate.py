@@ -42,15 +42,18 @@ def evaluate(backend, tokenizer, rewards, rows: list[dict], prompt_texts: list[s
     for start in range(0, len(rows), batch_size):
         part = slice(start, start + batch_size)
         greedy.append(_accepted(backend, tokenizer, rewards, rows[part], prompt_texts[part], 1,
-                                SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0), state, logged))
+                                SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0), state,
+                                logged))
         if k > 0:
-            sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed + start)
-            sampled.append(_accepted(backend, tokenizer, rewards, rows[part], prompt_texts[part], k, sampling, state,
-                                     logged))
+            sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
+                                      seed=seed + start)
+            sampled.append(_accepted(backend, tokenizer, rewards, rows[part], prompt_texts[part], k, sampling,
+                                     state, logged))
     out = {"eval/pass@1": torch.cat(greedy).float().mean().item(), "eval/num_prompts": float(len(rows))}
     if k > 0:
         samples = torch.cat(sampled).float()
         out[f"eval/pass@{k}"] = samples.max(dim=1).values.mean().item()
         out[f"eval/mean@{k}"] = samples.mean().item()
-    out.update({f"eval/reward_log/{name}": sum(values) / len(values) for name, values in logged.items() if values})
+    out.update({f"eval/reward_log/{name}": sum(values) / len(values)
+                for name, values in logged.items() if values})
     return out

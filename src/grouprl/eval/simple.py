@@ -31,9 +31,9 @@ def generate_completions(
 ) -> tuple[list[list[str]], list[list[bool]]]:
     """Generate ``num_samples`` completions per prompt; ``temperature == 0`` is greedy.
 
-    Returns ``(texts, finished)``, both ``[len(prompts)][num_samples]``: the decoded completion without special
-    tokens, and whether it ended with EOS (False: truncated at ``max_new_tokens``). Sampling is seeded from
-    ``seed`` inside a forked RNG, so the caller's global torch RNG state is left untouched.
+    Returns ``(texts, finished)``, both ``[len(prompts)][num_samples]``: the decoded completion without
+    special tokens, and whether it ended with EOS (False: truncated at ``max_new_tokens``). Sampling is seeded
+    from ``seed`` inside a forked RNG, so the caller's global torch RNG state is left untouched.
     """
     was_training = model.training
     model.eval()
@@ -64,7 +64,8 @@ def generate_completions(
     return texts, finished
 
 
-def score_samples(samples: list[list[str]], rows: Sequence[dict[str, Any]], reward_fn: RewardFn) -> list[list[bool]]:
+def score_samples(samples: list[list[str]], rows: Sequence[dict[str, Any]],
+                  reward_fn: RewardFn) -> list[list[bool]]:
     """``[len(rows)][k]``: whether each sample scores 1.0 under ``reward_fn`` with its row's columns."""
     out = []
     for row, row_samples in zip(rows, samples, strict=True):
@@ -75,7 +76,8 @@ def score_samples(samples: list[list[str]], rows: Sequence[dict[str, Any]], rewa
 
 
 def greedy_accuracy(
-    model, tokenizer, rows: Sequence[dict[str, Any]], batch_size: int = 64, *, reward_fn: RewardFn = correct_answer
+    model, tokenizer, rows: Sequence[dict[str, Any]], batch_size: int = 64, *,
+    reward_fn: RewardFn = correct_answer,
 ) -> float:
     """Fraction of ``rows`` whose greedy completion is correct."""
     texts, _ = generate_completions(model, tokenizer, [r["prompt"] for r in rows], batch_size=batch_size)
@@ -95,15 +97,18 @@ def sampled_pass_at_k(
 ) -> float:
     """Fraction of ``rows`` with at least one correct completion among ``k`` samples at ``temperature``."""
     texts, _ = generate_completions(
-        model, tokenizer, [r["prompt"] for r in rows], num_samples=k, temperature=temperature, batch_size=batch_size, seed=seed
+        model, tokenizer, [r["prompt"] for r in rows], num_samples=k, temperature=temperature,
+        batch_size=batch_size, seed=seed,
     )
     return sum(any(c) for c in score_samples(texts, rows, reward_fn)) / len(rows)
 
 
-def majority_accuracy(samples: list[list[str]], rows: Sequence[dict[str, Any]], reward_fn: RewardFn = correct_answer) -> float:
+def majority_accuracy(samples: list[list[str]], rows: Sequence[dict[str, Any]],
+                      reward_fn: RewardFn = correct_answer) -> float:
     """Fraction of ``rows`` whose most frequent sample (stripped; ties go to the first seen) is correct.
 
-    >>> majority_accuracy([["4", "5", "4"], ["7", "6"]], [{"prompt": "2+2=", "answer": "4"}, {"prompt": "3+3=", "answer": "6"}])
+    >>> majority_accuracy([["4", "5", "4"], ["7", "6"]],
+    ...                   [{"prompt": "2+2=", "answer": "4"}, {"prompt": "3+3=", "answer": "6"}])
     0.5
     """
     votes = [[Counter(s.strip() for s in row_samples).most_common(1)[0][0]] for row_samples in samples]

@@ -21,6 +21,7 @@ def write_completions(path: Path, step: int, batch: Scored, limit: int, G: int) 
         row = {"step": step, "prompt": batch.rows[i // G]["prompt"], "completion": batch.completions[i],
                "reward": batch.rewards[i].item(), "advantage": float(batch.advantages[i])}
         row.update({f"reward/{k}": None if k in failed else v[i].item() for k, v in batch.parts.items()})
-        row["reward_errors"] = failed  # the functions whose value here is the fallback (written as null above)
+        # the functions whose value here is the fallback (written as null above)
+        row["reward_errors"] = failed
         row.update({f"extra/{column}": values[i] for column, values in report.extra.items()})
         sink.write(row)

@@ -52,7 +52,8 @@ def write_plots(run_dir: Path) -> list[Path]:
                 ax.plot(steps, values, alpha=0.3, linewidth=1)
                 ax.plot(steps, _smooth(list(values), 10), label=key, linewidth=2)
         if name == "accuracy" and evals:
-            ax.plot([e["step"] for e in evals], [e["eval/pass@1"] for e in evals], "o-", label="held-out pass@1")
+            ax.plot([e["step"] for e in evals], [e["eval/pass@1"] for e in evals], "o-",
+                    label="held-out pass@1")
         ax.set_xlabel("step")
         ax.set_title(name)
         ax.legend(fontsize=8)
@@ -72,7 +73,8 @@ def write_report(run_dir: Path) -> Path:
     evals = read_jsonl(run_dir / "eval.jsonl")
     lines = [f"# Run report: {run_dir.name}", ""]
     if evals:
-        lines += ["## Held-out evaluation", "", "| step | " + " | ".join(k for k in evals[0] if k != "step") + " |",
+        lines += ["## Held-out evaluation", "",
+                  "| step | " + " | ".join(k for k in evals[0] if k != "step") + " |",
                   "|---" * len(evals[0]) + "|"]
         lines += ["| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in e.values()) + " |"
                   for e in evals]

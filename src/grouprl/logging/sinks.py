@@ -39,7 +39,8 @@ class TensorBoardSink:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # pragma: no cover - depends on the optional extra
-            raise ConfigError("output.tensorboard=true needs tensorboard: pip install 'grouprl[tensorboard]'") from None
+            raise ConfigError("output.tensorboard=true needs tensorboard: "
+                              "pip install 'grouprl[tensorboard]'") from None
         self.writer = SummaryWriter(str(path))
 
     def write(self, row: dict) -> None:
@@ -63,7 +64,8 @@ class WandbSink:
             import wandb
         except ImportError:
             raise ConfigError("output.wandb_mode needs wandb: pip install 'grouprl[wandb]'") from None
-        self.run = wandb.init(project="grouprl", name=run_dir.name, dir=str(run_dir), mode=mode, config=config)
+        self.run = wandb.init(project="grouprl", name=run_dir.name, dir=str(run_dir), mode=mode,
+                              config=config)
 
     def write(self, row: dict) -> None:
         values = {k: _jsonable(v) for k, v in row.items() if k != "step"}
@@ -87,7 +89,8 @@ class TrackioSink:
 
     def write(self, row: dict) -> None:
         values = {k: _jsonable(v) for k, v in row.items() if k != "step"}
-        self.trackio.log({k: v for k, v in values.items() if isinstance(v, (int, float))}, step=int(row["step"]))
+        self.trackio.log({k: v for k, v in values.items() if isinstance(v, (int, float))},
+                         step=int(row["step"]))
 
     def close(self) -> None:
         self.trackio.finish()

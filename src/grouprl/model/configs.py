@@ -1,4 +1,5 @@
-"""Configs for tiny causal LMs built from scratch (tests, the embedded default), matching the char tokenizer."""
+"""Configs for tiny causal LMs built from scratch (tests, the embedded default), matching the char
+tokenizer."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def tiny_qwen2_config(
     intermediate_size: int = 128,
     max_position_embeddings: int = 256,
 ) -> Qwen2Config:
-    """A small Qwen2 config (grouped-query attention, tied embeddings) with the char tokenizer's special ids."""
+    """A small Qwen2 config (grouped-query attention, tied embeddings) with the char tokenizer's special
+    ids."""
     return Qwen2Config(
         vocab_size=vocab_size,
         hidden_size=hidden_size,

@@ -17,8 +17,8 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 
 
 def with_cache(module: torch.nn.Module, cache: Cache) -> dict[str, Cache]:
-    """The keyword that hands ``cache`` to ``module.forward``: ``cache`` where transformers has renamed it (its
-    ``past_key_values`` is deprecated there, to be removed in 5.40), else ``past_key_values``."""
+    """The keyword that hands ``cache`` to ``module.forward``: ``cache`` where transformers has renamed it
+    (its ``past_key_values`` is deprecated there, to be removed in 5.40), else ``past_key_values``."""
     return {_cache_keyword(type(module)): cache}
 
 
@@ -45,7 +45,8 @@ def cache_unsupported_reason(model: PreTrainedModel) -> str | None:
 
 
 class Slots(CacheLayerMixin):
-    """One layer's keys and values in preallocated ``[n, heads, capacity, head_dim]`` buffers, filled in place."""
+    """One layer's keys and values in preallocated ``[n, heads, capacity, head_dim]`` buffers, filled in
+    place."""
 
     is_sliding = False
     is_compileable = False
@@ -81,7 +82,8 @@ class Slots(CacheLayerMixin):
 
 
 def preallocated_copies(prefill: DynamicCache, repeats: int, capacity: int) -> Cache:
-    """A cache of ``Slots`` holding each prefilled row ``repeats`` times, with room for ``capacity`` positions."""
+    """A cache of ``Slots`` holding each prefilled row ``repeats`` times, with room for ``capacity``
+    positions."""
     layers = []
     for layer in prefill.layers:
         rows, heads, length, _ = layer.keys.shape
@@ -94,7 +96,8 @@ def preallocated_copies(prefill: DynamicCache, repeats: int, capacity: int) -> C
 
 
 def repeat_rows(cache: DynamicCache, repeats: torch.Tensor) -> DynamicCache:
-    """Repeat row ``i`` of every layer ``repeats[i]`` times, in place and differentiably (``DynamicCache``)."""
+    """Repeat row ``i`` of every layer ``repeats[i]`` times, in place and differentiably
+    (``DynamicCache``)."""
     for layer in cache.layers:
         layer.keys = layer.keys.repeat_interleave(repeats, 0)
         layer.values = layer.values.repeat_interleave(repeats, 0)

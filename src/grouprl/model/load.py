@@ -1,7 +1,7 @@
 """Load any Hugging Face causal LM and its tokenizer from a local directory or a hub id, and format prompts.
 
-Weights are read from safetensors only (no pickle). A name that is clearly a filesystem path but does not exist
-fails here with a one-sentence error instead of a hub lookup that cannot succeed.
+Weights are read from safetensors only (no pickle). A name that is clearly a filesystem path but does not
+exist fails here with a one-sentence error instead of a hub lookup that cannot succeed.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ DTYPES: dict[str, torch.dtype | str] = {
     "auto": "auto",
 }
 
-# "name" or "owner/name": letters, digits, "-", "_", "." (the hub's repo id rule), not starting with "." or "-".
+# "name" or "owner/name": letters, digits, "-", "_", "." (the hub's repo id rule), not starting with "." or
+# "-".
 _HUB_ID = re.compile(r"^(?:[\w][\w.-]*/)?[\w][\w.-]*$")
 
 
@@ -33,8 +34,9 @@ def check_source(name_or_path: str | os.PathLike, what: str) -> str:
     if os.path.exists(name) or (_HUB_ID.match(name) and not name.startswith(("~", "."))):
         return name
     raise ModelError(
-        f"Cannot load the {what}: '{name}' is not an existing directory (resolved to {Path(name).expanduser().resolve()}) "
-        "and is not a hub id like 'owner/name'; pass the directory written by save_pretrained or a valid hub id."
+        f"Cannot load the {what}: '{name}' is not an existing directory "
+        f"(resolved to {Path(name).expanduser().resolve()}) and is not a hub id like 'owner/name'; "
+        "pass the directory written by save_pretrained or a valid hub id."
     )
 
 
@@ -42,7 +44,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.mo
 
 
 def check_safetensors(file: Path) -> None:
-    """Read ``file``'s header: a truncated or foreign file is a ``ModelError`` naming it (no tensor is loaded)."""
+    """Read ``file``'s header: a truncated or foreign file is a ``ModelError`` naming it (no tensor is
+    loaded)."""
     try:
         with safe_open(file, framework="pt") as handle:
             handle.keys()
@@ -52,7 +55,8 @@ def check_safetensors(file: Path) -> None:
 
 
 def check_model_dir(path: Path, need: tuple[str, ...] = ("config", "tokenizer", "weights")) -> None:
-    """A local model directory must hold what is ``need``ed: a config, a tokenizer, safetensors weights that open.
+    """A local model directory must hold what is ``need``ed: a config, a tokenizer, safetensors weights that
+    open.
 
     The error names what is missing and lists what the directory does hold, so a half-copied or pickle-only
     checkpoint is one clear line instead of a library traceback.
@@ -67,11 +71,12 @@ def check_model_dir(path: Path, need: tuple[str, ...] = ("config", "tokenizer", 
         missing.append(f"tokenizer ({' or '.join(TOKENIZER_FILES[:2])})")
     if "weights" in need and not shards:
         pickle_only = any(name.endswith((".bin", ".pt", ".pth", ".ckpt")) for name in found)
-        missing.append("safetensors weights" + (" (only pickle weights, which grouprl never loads: re-save with "
-                                                "save_pretrained(..., safe_serialization=True))" if pickle_only else ""))
+        missing.append("safetensors weights"
+                       + (" (only pickle weights, which grouprl never loads: re-save with "
+                          "save_pretrained(..., safe_serialization=True))" if pickle_only else ""))
     if missing:
-        raise ModelError(f"model directory {path} has no {', no '.join(missing)}; it holds: {listing}. Pass a "
-                         "directory written by save_pretrained (model and tokenizer)")
+        raise ModelError(f"model directory {path} has no {', no '.join(missing)}; it holds: {listing}. "
+                         "Pass a directory written by save_pretrained (model and tokenizer)")
     for shard in shards if "weights" in need else ():
         check_safetensors(shard)
 
@@ -107,8 +112,8 @@ def load_model(
 ) -> PreTrainedModel:
     """Load a causal LM in eval mode.
 
-    ``dtype`` is one of ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"`` (the checkpoint's own dtype).
-    ``use_safetensors=True`` refuses pickle checkpoints (``pytorch_model.bin``).
+    ``dtype`` is one of ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"`` (the checkpoint's own
+    dtype). ``use_safetensors=True`` refuses pickle checkpoints (``pytorch_model.bin``).
     """
     if dtype not in DTYPES:
         raise ValueError(f"Unknown dtype '{dtype}'; choose one of {sorted(DTYPES)}.")
@@ -121,7 +126,8 @@ def load_model(
 
 
 def _from_pretrained(auto, name: str, what: str, **kwargs):
-    """``auto.from_pretrained``; a hub id that cannot be fetched (no network, no such repo) is a ``ModelError``.
+    """``auto.from_pretrained``; a hub id that cannot be fetched (no network, no such repo) is a
+    ``ModelError``.
 
     A local directory was checked by ``check_model_dir`` first, so an error from loading it is left as it is:
     it is not a mistake the user can fix from the message.
@@ -131,9 +137,9 @@ def _from_pretrained(auto, name: str, what: str, **kwargs):
     except OSError as err:
         if os.path.isdir(name):
             raise
-        raise ModelError(f"Cannot load the {what} '{name}' from the hub ({str(err).strip().splitlines()[0]}); "
-                         "pass a local directory written by save_pretrained, or check the id and the "
-                         "network") from None
+        raise ModelError(f"Cannot load the {what} '{name}' from the hub "
+                         f"({str(err).strip().splitlines()[0]}); pass a local directory written by "
+                         "save_pretrained, or check the id and the network") from None
 
 
 def format_prompt(
@@ -142,8 +148,8 @@ def format_prompt(
 ) -> str:
     """Turn a prompt into the text the model continues.
 
-    With a chat template: a string becomes one user message, ``system_prompt`` (if given and the messages have no
-    system message) goes first, and the template is applied with the generation prompt appended (and
+    With a chat template: a string becomes one user message, ``system_prompt`` (if given and the messages have
+    no system message) goes first, and the template is applied with the generation prompt appended (and
     ``chat_template_kwargs`` passed to it). Without one: a string is returned as is, after
     ``system_prompt + "\\n"`` if given; a message list is an error.
     """

@@ -4,10 +4,11 @@ A GRPO step needs ``log pi(y_t | x, y_<t)`` for every completion token, under ``
 distribution the rollout sampled from). The naive way, ``log_softmax(model(x).logits)``, materialises an
 ``[N, L, V]`` float32 tensor; with a 150k vocabulary that is the largest allocation of the step. Instead the
 backbone runs once for hidden states, and the LM head, log-softmax and gather run on chunks of the ``N*T``
-completion positions only. In grad mode each chunk is checkpointed, so backward stores hidden states, not logits.
+completion positions only. In grad mode each chunk is checkpointed, so backward stores hidden states, not
+logits.
 
-Departure from ``model(...).logits``: the head is re-applied by hand (``get_output_embeddings``), followed by the
-logit post-processing that HF models declare in their config (Cohere's ``logit_scale``, Granite's
+Departure from ``model(...).logits``: the head is re-applied by hand (``get_output_embeddings``), followed by
+the logit post-processing that HF models declare in their config (Cohere's ``logit_scale``, Granite's
 ``logits_scaling``, Gemma's ``final_logit_softcapping``); a model with other custom post-processing would not
 match its own ``forward``.
 """
@@ -54,7 +55,8 @@ def _chunk_logprobs(
     temperature: float,
     with_entropy: bool,
 ) -> torch.Tensor:
-    """Log-prob of ``targets`` ``[M]`` given ``hidden`` ``[M, H]``; returns ``[M]`` or ``[2, M]`` (logp, entropy)."""
+    """Log-prob of ``targets`` ``[M]`` given ``hidden`` ``[M, H]``; returns ``[M]`` or ``[2, M]`` (logp,
+    entropy)."""
     logits = _head_logits(model, hidden) / temperature  # [M, V]
     lse = torch.logsumexp(logits, dim=-1)  # [M]
     logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse  # [M]
@@ -78,16 +80,19 @@ def sequence_logprobs(
     """Log-probabilities of the last ``T = completion_len`` tokens of each row under ``logits / temperature``.
 
     Args:
-        input_ids: ``[N, L]`` prompt (left-padded) followed by completion (right-padded), ``L = P + T``, ``P >= 1``.
+        input_ids: ``[N, L]`` prompt (left-padded) followed by completion (right-padded), ``L = P + T``,
+            ``P >= 1``.
         attention_mask: ``[N, L]`` 1 on real tokens; its last ``T`` columns are the completion mask.
         completion_len: ``T``.
         temperature: > 0; use 1.0 for greedy rollouts.
-        chunk_size: completion positions per LM-head chunk; peak extra memory is about ``chunk_size * V`` floats.
+        chunk_size: completion positions per LM-head chunk; peak extra memory is about ``chunk_size * V``
+            floats.
         with_entropy: also return the entropy of the temperature-scaled next-token distribution.
 
     Returns:
-        ``logp`` ``[N, T]`` and ``entropy`` ``[N, T]`` (or ``None``), in float32 (float64 for a float64 model),
-        set to 0 where the completion mask is 0. Differentiable w.r.t. the model's parameters in grad mode.
+        ``logp`` ``[N, T]`` and ``entropy`` ``[N, T]`` (or ``None``), in float32 (float64 for a float64
+        model), set to 0 where the completion mask is 0. Differentiable w.r.t. the model's parameters in grad
+        mode.
     """
     n, seq_len = input_ids.shape
     if not 0 < completion_len < seq_len:
@@ -97,7 +102,8 @@ def sequence_logprobs(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
 
-    # The last token predicts nothing we score, so the backbone sees L-1 tokens; causality keeps the rest exact.
+    # The last token predicts nothing we score, so the backbone sees L-1 tokens; causality keeps the rest
+    # exact.
     context = slice(0, seq_len - 1)
     hidden = model.base_model(
         input_ids=input_ids[:, context],
@@ -113,8 +119,8 @@ def sequence_logprobs(
 
 def _score(model, hidden: torch.Tensor, targets: torch.Tensor, pad: torch.Tensor, temperature: float,
            chunk_size: int, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """LM head, log-softmax and gather on ``hidden`` ``[N, T, H]`` in chunks of positions; ``targets``, ``pad``
-    ``[N, T]``. Returns ``logp`` ``[N, T]`` and ``entropy`` ``[N, T]`` or None, 0 where ``pad``."""
+    """LM head, log-softmax and gather on ``hidden`` ``[N, T, H]`` in chunks of positions; ``targets``,
+    ``pad`` ``[N, T]``. Returns ``logp`` ``[N, T]`` and ``entropy`` ``[N, T]`` or None, 0 where ``pad``."""
     n, completion_len = targets.shape
     head = partial(_chunk_logprobs, model, temperature=temperature, with_entropy=with_entropy)
     if torch.is_grad_enabled():  # backward recomputes each chunk's logits
@@ -140,13 +146,13 @@ def shared_prompt_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``sequence_logprobs`` for rows that share prompts, running each prompt once instead of once per row.
 
-    Prompt ``i`` (``prompt_ids[i]``, left-padded ``[b, P]``) is the prompt of the next ``repeats[i]`` completion
-    rows (``completion_ids`` ``[n, T]``, ``n = repeats.sum()``). The prompts run once with a key/value cache;
-    the cache and the last prompt hidden state are repeated ``repeats`` times (differentiably: backward sums
-    the copies' gradients) and the completions run on top. The result equals ``sequence_logprobs`` on the
-    concatenated rows up to float rounding; with ``G`` completions per prompt the prompt's share of the
-    work drops ``G``-fold. Needs a model for which ``model.kv.cache_unsupported_reason`` is None and no
-    gradient checkpointing (a recomputed layer would append to the cache twice).
+    Prompt ``i`` (``prompt_ids[i]``, left-padded ``[b, P]``) is the prompt of the next ``repeats[i]``
+    completion rows (``completion_ids`` ``[n, T]``, ``n = repeats.sum()``). The prompts run once with a
+    key/value cache; the cache and the last prompt hidden state are repeated ``repeats`` times
+    (differentiably: backward sums the copies' gradients) and the completions run on top. The result equals
+    ``sequence_logprobs`` on the concatenated rows up to float rounding; with ``G`` completions per prompt the
+    prompt's share of the work drops ``G``-fold. Needs a model for which ``model.kv.cache_unsupported_reason``
+    is None and no gradient checkpointing (a recomputed layer would append to the cache twice).
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 (use 1.0 for greedy rollouts), got {temperature}.")
@@ -154,7 +160,8 @@ def shared_prompt_logprobs(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
     n, completion_len = completion_ids.shape
     if int(repeats.sum()) != n or len(repeats) != len(prompt_ids):
-        raise ValueError(f"repeats must give one count per prompt summing to the {n} completion rows, got {repeats.tolist()}.")
+        raise ValueError(f"repeats must give one count per prompt summing to the {n} completion rows, "
+                         f"got {repeats.tolist()}.")
     positions = position_ids_from_mask(prompt_mask)  # [b, P]
     cache = DynamicCache(config=model.config)
     decoder = model.base_model

@@ -1,8 +1,8 @@
 """Low-rank adapters through PEFT: wrap a causal LM so that only the adapters train.
 
 The trainer computes with ``get_base_model()`` (the transformers model with the LoRA layers injected in
-place), so ``sequence_logprobs`` and the rollout backends see an ordinary HF model; the ``PeftModel`` around it
-is kept for what only it can do: switching the adapters off (the reference policy), saving the adapter, and
+place), so ``sequence_logprobs`` and the rollout backends see an ordinary HF model; the ``PeftModel`` around
+it is kept for what only it can do: switching the adapters off (the reference policy), saving the adapter, and
 merging it.
 """
 
@@ -17,7 +17,8 @@ from grouprl.errors import ConfigError
 
 def linear_names(model: torch.nn.Module) -> list[str]:
     """The distinct last components of the names of ``model``'s ``nn.Linear`` layers, sorted."""
-    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                   if isinstance(m, torch.nn.Linear)})
 
 
 def apply_lora(model: torch.nn.Module, *, r: int, alpha: float, dropout: float, target_modules: list[str]):
@@ -29,12 +30,14 @@ def apply_lora(model: torch.nn.Module, *, r: int, alpha: float, dropout: float, 
     present = linear_names(model)
     missing = [name for name in target_modules if name not in present]
     if missing:
-        raise ConfigError(f"model.lora.target_modules: {', '.join(missing)} not in the model; its linear layers are "
-                         f"{', '.join(present)}; set model.lora.target_modules to some of those")
+        raise ConfigError(f"model.lora.target_modules: {', '.join(missing)} not in the model; "
+                          f"its linear layers are {', '.join(present)}; "
+                          "set model.lora.target_modules to some of those")
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
-        raise ConfigError("model.lora.r > 0 needs PEFT: pip install 'grouprl[peft]' (or pip install peft)") from None
+        raise ConfigError("model.lora.r > 0 needs PEFT: pip install 'grouprl[peft]' "
+                          "(or pip install peft)") from None
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
                         bias="none", task_type="CAUSAL_LM")
     with warnings.catch_warnings():  # PEFT calls a transformers property that transformers 5 deprecates

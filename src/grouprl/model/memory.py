@@ -15,7 +15,8 @@ from torch.utils.checkpoint import checkpoint
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The repeated blocks of an HF causal LM: the children of its first ``ModuleList`` with more than one entry."""
+    """The repeated blocks of an HF causal LM: the children of its first ``ModuleList`` with more than one
+    entry."""
     for module in model.modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) > 1:
             return list(module)
@@ -27,7 +28,8 @@ def enable_gradient_checkpointing(model: torch.nn.Module) -> int:
     layers = decoder_layers(model)
     for layer in layers:
         layer.forward = _checkpointed(layer.forward)
-    model.layers_checkpointed = True  # a recomputed layer would write a KV cache twice: no shared-prompt passes
+    # a recomputed layer would write a KV cache twice: no shared-prompt passes
+    model.layers_checkpointed = True
     return len(layers)
 
 
@@ -48,11 +50,12 @@ def _mib(n_bytes: float) -> float:
 def activation_bytes_per_token(model: torch.nn.Module, gradient_checkpointing: bool = False) -> float:
     """Bytes one token keeps for backward across the decoder, in float32: per layer about ``10 × hidden``
     (norms, attention input/output, residuals) + ``2 × kv_dim`` (keys, values) + ``4 × intermediate`` (the
-    MLP's gate, up, activation and product) values; with checkpointing only each layer's input (``2 × hidden``)
-    plus one layer recomputed. (Saved-tensor hooks on a 4-layer Llama measured 18.1 kB/token at intermediate
-    2 × hidden and 32.4 kB at 5.5 × hidden; this gives 20.5 and 34.8.)"""
+    MLP's gate, up, activation and product) values; with checkpointing only each layer's input
+    (``2 × hidden``) plus one layer recomputed. (Saved-tensor hooks on a 4-layer Llama measured 18.1 kB/token
+    at intermediate 2 × hidden and 32.4 kB at 5.5 × hidden; this gives 20.5 and 34.8.)"""
     model_config = getattr(model, "config", None)
-    cfg = model_config.get_text_config(decoder=True) if hasattr(model_config, "get_text_config") else model_config
+    cfg = (model_config.get_text_config(decoder=True) if hasattr(model_config, "get_text_config")
+           else model_config)
     hidden = getattr(cfg, "hidden_size", 0) or 0
     layers = getattr(cfg, "num_hidden_layers", 0) or 0
     intermediate = getattr(cfg, "intermediate_size", 0) or 4 * hidden
@@ -64,8 +67,8 @@ def activation_bytes_per_token(model: torch.nn.Module, gradient_checkpointing: b
 
 
 def micro_batch_rows(num_rows: int, width: int, bytes_per_token: float, budget_mib: float) -> int:
-    """Rows per micro-batch so that ``rows × width`` tokens keep at most ``budget_mib`` for backward, balanced:
-    the ``num_rows`` rows split into the fewest micro-batches that fit, of nearly equal size."""
+    """Rows per micro-batch so that ``rows × width`` tokens keep at most ``budget_mib`` for backward,
+    balanced: the ``num_rows`` rows split into the fewest micro-batches that fit, of nearly equal size."""
     if num_rows <= 0:
         return 1  # a rank that holds no rows this step (dynamic sampling) still runs one (dummy) pass
     fit = max(1, int(budget_mib * 2**20 // max(width * bytes_per_token, 1.0)))
@@ -80,8 +83,8 @@ def estimate(model: torch.nn.Module, *, separate_reference: bool, micro_batch_si
     weights: every parameter (gathered whole for the rollout, also under FSDP); gradients and optimizer: the
     trainable ones (AdamW keeps two moments of each), divided by ``shards`` under FSDP;
     reference: a second copy of the weights when the reference is a separate model; activations: what one
-    micro-batch's backward needs, about ``14 × hidden`` values per token per layer kept for backward (attention
-    and MLP inputs/outputs; 2 × hidden with checkpointing, plus one layer recomputed), plus the
+    micro-batch's backward needs, about ``14 × hidden`` values per token per layer kept for backward
+    (attention and MLP inputs/outputs; 2 × hidden with checkpointing, plus one layer recomputed), plus the
     ``[chunk, vocab]`` float32 log-prob buffer a few times over (logits, softmax, gradient).
     """
     params = list(model.parameters())
@@ -92,7 +95,8 @@ def estimate(model: torch.nn.Module, *, separate_reference: bool, micro_batch_si
     tokens = micro_batch_size * seq_len
     kept = activation_bytes_per_token(model, gradient_checkpointing) * tokens
     logits = 3 * min(chunk_size, tokens) * vocab * 4
-    out = {"weights": _mib(weights), "gradients": _mib(trainable / shards), "optimizer": _mib(2 * trainable / shards),
+    out = {"weights": _mib(weights), "gradients": _mib(trainable / shards),
+           "optimizer": _mib(2 * trainable / shards),
            "reference": _mib(weights) if separate_reference else 0.0, "activations": _mib(kept + logits)}
     out["total"] = sum(out.values())
     return out

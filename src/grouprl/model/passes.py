@@ -39,13 +39,15 @@ def can_share_prompts(model) -> bool:
     """Whether ``rollout_logprobs`` may run each group's prompt once (see ``shared_prompt_logprobs``)."""
     name = "is_activation_checkpointing" if hasattr(type(model), "is_activation_checkpointing") else \
         "is_gradient_checkpointing"  # transformers >= 5 renamed it
-    checkpointed = getattr(model, name, False) or getattr(model, "layers_checkpointed", False)  # model/memory.py
+    checkpointed = (getattr(model, name, False)
+                    or getattr(model, "layers_checkpointed", False))  # model/memory.py
     return cache_unsupported_reason(model) is None and not checkpointed
 
 
-def rollout_logprobs(model, rollout: Rollout, rows: torch.Tensor, G: int, *, temperature: float, chunk_size: int,
-                     with_entropy: bool = False, share_prompts: bool = True):
-    """Teacher-forced log-probs (and entropies) ``[n, T]`` of the completions in ``rows`` ``[n]`` under ``model``.
+def rollout_logprobs(model, rollout: Rollout, rows: torch.Tensor, G: int, *, temperature: float,
+                     chunk_size: int, with_entropy: bool = False, share_prompts: bool = True):
+    """Teacher-forced log-probs (and entropies) ``[n, T]`` of the completions in ``rows`` ``[n]`` under
+    ``model``.
 
     Rows of one group share their prompt; with ``share_prompts`` the prompt runs once per group present in
     ``rows`` instead of once per row (same result up to float rounding, ``G``-fold less prompt work).
@@ -55,17 +57,19 @@ def rollout_logprobs(model, rollout: Rollout, rows: torch.Tensor, G: int, *, tem
     T = rollout.completion_ids.shape[1]
     if not share_prompts:
         ids, mask, T1 = model_inputs(rollout, rows)
-        logp, entropy = sequence_logprobs(model, ids, mask, T1, temperature=temperature, chunk_size=chunk_size,
-                                          with_entropy=with_entropy)
+        logp, entropy = sequence_logprobs(model, ids, mask, T1, temperature=temperature,
+                                          chunk_size=chunk_size, with_entropy=with_entropy)
         return widen(logp, T), widen(entropy, T)
     _, repeats = torch.unique_consecutive(rows // G, return_counts=True)  # [b] rows per group present
     firsts = rows[torch.cumsum(repeats, 0) - repeats]  # [b] one row per group: its prompt
-    repeats = repeats.to(rollout.prompt_ids.device)  # repeat_interleave wants it beside the tensors it repeats
+    # repeat_interleave wants it beside the tensors it repeats
+    repeats = repeats.to(rollout.prompt_ids.device)
     P0, T1 = _cut(rollout.prompt_mask[firsts], rollout.completion_mask[rows])
     logp, entropy = shared_prompt_logprobs(model, rollout.prompt_ids[firsts][:, P0:],
                                            rollout.prompt_mask[firsts][:, P0:], repeats,
-                                           rollout.completion_ids[rows][:, :T1], rollout.completion_mask[rows][:, :T1],
-                                           temperature=temperature, chunk_size=chunk_size, with_entropy=with_entropy)
+                                           rollout.completion_ids[rows][:, :T1],
+                                           rollout.completion_mask[rows][:, :T1], temperature=temperature,
+                                           chunk_size=chunk_size, with_entropy=with_entropy)
     return widen(logp, T), widen(entropy, T)
 
 
@@ -89,7 +93,8 @@ DUMMY = Rollout(_ONE * 0, _ONE, _ONE * 0, _ONE, torch.zeros(1, dtype=torch.bool)
 
 
 @torch.no_grad()
-def frozen_logprobs(model, rollout: Rollout, G: int, temperature: float, micro_batch_size: int, chunk_size: int):
+def frozen_logprobs(model, rollout: Rollout, G: int, temperature: float, micro_batch_size: int,
+                    chunk_size: int):
     """Stage 6: log-probs of every completion token under a model that is not being trained (π_old, π_ref)."""
     # a rank may hold no rows (dynamic sampling); no grad here, so checkpointed layers never recompute and the
     # prompt cache can be shared whatever model.gradient_checkpointing says

@@ -53,8 +53,9 @@ from grouprl.types import Report
 
 def _builtins() -> Registry[Callable]:
     table: Registry[Callable] = Registry("reward")
-    functions = {"correct_answer": correct_answer, "integer_format": integer_format, "countdown": countdown_reward,
-                 **ANSWER_REWARDS, **CODE_REWARDS, **LENGTH_REWARDS, **TAG_REWARDS, **OPEN_R1_REWARDS}
+    functions = {"correct_answer": correct_answer, "integer_format": integer_format,
+                 "countdown": countdown_reward, **ANSWER_REWARDS, **CODE_REWARDS, **LENGTH_REWARDS,
+                 **TAG_REWARDS, **OPEN_R1_REWARDS}
     for name, fn in functions.items():
         table.register(name)(fn)
     for name, factory in OPEN_R1_FACTORIES.items():
@@ -81,8 +82,8 @@ TRL_KEYWORDS = ("prompts", "completions", "completion_ids", "trainer_state", "lo
 NOT_COLUMNS = ("prompt", "completion", "completion_ids")
 """Dataset columns TRL does not pass on (the prompt arrives as ``prompts``)."""
 
-_CALL = ("TRL calls a reward function as fn(prompts=..., completions=..., completion_ids=..., trainer_state=..., "
-         "log_extra=..., log_metric=..., **dataset_columns)")
+_CALL = ("TRL calls a reward function as fn(prompts=..., completions=..., completion_ids=..., "
+         "trainer_state=..., log_extra=..., log_metric=..., **dataset_columns)")
 
 
 @dataclass
@@ -126,7 +127,8 @@ def load_reward_fn(spec: str, factory_kwargs: dict | None = None) -> Callable:
     if spec in REWARDS:
         if factory_kwargs is not None:
             raise RewardError(f"reward {spec!r} is a function, not a factory: drop factory_kwargs (per-call "
-                              f"parameters go in kwargs); the built-in factories are {', '.join(BUILTIN_FACTORIES)}")
+                              "parameters go in kwargs); the built-in factories are "
+                              f"{', '.join(BUILTIN_FACTORIES)}")
         return REWARDS.get(spec)
     fn = _import(spec)
     return fn if factory_kwargs is None else _make(spec, fn, factory_kwargs)
@@ -135,8 +137,8 @@ def load_reward_fn(spec: str, factory_kwargs: dict | None = None) -> Callable:
 def _import(spec: str) -> Callable:
     """``package.module:function`` or ``path/to/file.py:function``, imported."""
     if ":" not in spec:
-        raise RewardError(f"unknown reward {spec!r}; built-in: {_builtin_names()}; or give module:function or "
-                          "path/to/file.py:function")
+        raise RewardError(f"unknown reward {spec!r}; built-in: {_builtin_names()}; "
+                          "or give module:function or path/to/file.py:function")
     target, _, attr = spec.rpartition(":")
     try:
         if target.endswith(".py"):
@@ -153,7 +155,8 @@ def _import(spec: str) -> Callable:
     except RewardError:
         raise
     except Exception as err:  # an import error in user code is reported, not raised raw
-        raise RewardError(f"reward {spec!r}: importing {target} failed: {type(err).__name__}: {err}") from None
+        raise RewardError(f"reward {spec!r}: importing {target} failed: "
+                          f"{type(err).__name__}: {err}") from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise RewardError(f"reward {spec!r}: {target} has no callable {attr!r}")
@@ -204,8 +207,8 @@ def _resolve(entry, index: int) -> Reward:
         return _reward_model(entry, index)
     unknown = [key for key in entry if key not in ENTRY_KEYS]
     if unknown:
-        raise RewardError(f"rewards: entry {entry!r} has unknown key(s) {', '.join(map(str, unknown))}; an entry "
-                          f"takes {', '.join(ENTRY_KEYS)}")
+        raise RewardError(f"rewards: entry {entry!r} has unknown key(s) {', '.join(map(str, unknown))}; "
+                          f"an entry takes {', '.join(ENTRY_KEYS)}")
     kwargs = _mapping(entry, "kwargs", spec)
     factory_kwargs = _mapping(entry, "factory_kwargs", spec) if "factory_kwargs" in entry else None
     fn = load_reward_fn(spec, factory_kwargs)
@@ -217,14 +220,14 @@ def _resolve(entry, index: int) -> Reward:
 
 
 def verifier_name(rewards: list[Reward], name: str | None) -> str:
-    """The reward that defines ``accuracy`` (the config's ``verifier``): ``name`` if one of ``rewards`` has it,
-    else (``None``) the first reward, which is the task's verifier when the rewards are the task's own."""
+    """The reward that defines ``accuracy`` (the config's ``verifier``): ``name`` if one of ``rewards`` has
+    it, else (``None``) the first reward, which is the task's verifier when the rewards are the task's own."""
     names = [reward.name for reward in rewards]
     if name is None:
         return names[0] if names else ""
     if name not in names:
-        raise RewardError(f"verifier: no reward is named {name!r}; the rewards are {', '.join(names)} (a repeated "
-                          "name gets _2, _3 ...)")
+        raise RewardError(f"verifier: no reward is named {name!r}; the rewards are {', '.join(names)} "
+                          "(a repeated name gets _2, _3 ...)")
     return name
 
 
@@ -250,8 +253,8 @@ def _column_map(entry: dict, spec: str) -> dict[str, str]:
     mapping = _mapping(entry, "columns", spec)
     for column, keyword in mapping.items():
         if not (isinstance(column, str) and isinstance(keyword, str) and keyword.isidentifier()):
-            raise RewardError(f"rewards: columns of {spec!r} must map a dataset column to a keyword name, e.g. "
-                              f"{{answer: solution}}; got {column!r}: {keyword!r}")
+            raise RewardError(f"rewards: columns of {spec!r} must map a dataset column to a keyword name, "
+                              f"e.g. {{answer: solution}}; got {column!r}: {keyword!r}")
     return dict(mapping)
 
 
@@ -262,7 +265,8 @@ def dataset_columns(rows: list[dict]) -> set[str]:
 
 
 def check_signature(reward: Reward, columns: set[str] | None) -> None:
-    """Whether TRL's call can bind to the function's parameters; one line naming it and what TRL passes if not.
+    """Whether TRL's call can bind to the function's parameters; one line naming it and what TRL passes if
+    not.
 
     Checked: no required positional-only parameter; without ``**kwargs``, a parameter for every keyword the
     call passes; and, when the dataset's ``columns`` are known, that every required parameter is one of those
@@ -272,8 +276,8 @@ def check_signature(reward: Reward, columns: set[str] | None) -> None:
     if columns is not None:
         absent = sorted(set(reward.columns) - columns)
         if absent:
-            raise RewardError(f"rewards: {reward.name}'s columns maps {absent[0]!r}, which the dataset does not "
-                              f"have (its columns: {', '.join(sorted(columns)) or 'none'})")
+            raise RewardError(f"rewards: {reward.name}'s columns maps {absent[0]!r}, which the dataset "
+                              f"does not have (its columns: {', '.join(sorted(columns)) or 'none'})")
     try:
         params = list(inspect.signature(reward.fn).parameters.values())
     except (TypeError, ValueError):  # a builtin or an extension callable: nothing to inspect
@@ -281,29 +285,31 @@ def check_signature(reward: Reward, columns: set[str] | None) -> None:
     passed = set(TRL_KEYWORDS) | set(reward.arguments(dict.fromkeys(columns or ())))
     positional = [p.name for p in params if p.kind is p.POSITIONAL_ONLY and p.default is p.empty]
     if positional:
-        raise RewardError(f"reward {reward.name}: parameter {positional[0]!r} is positional-only, but {_CALL}, "
-                          "all by keyword")
+        raise RewardError(f"reward {reward.name}: parameter {positional[0]!r} is positional-only, "
+                          f"but {_CALL}, all by keyword")
     if columns is not None:
         missing = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
                    and p.default is p.empty and p.name not in passed]
         if missing:
-            raise RewardError(f"reward {reward.name} requires {missing[0]!r}, which is neither an argument TRL "
-                              f"passes nor a dataset column (columns: {', '.join(sorted(columns)) or 'none'}); "
-                              f"{_CALL}; give {missing[0]} a default, or map a column to it with "
+            raise RewardError(f"reward {reward.name} requires {missing[0]!r}, which is neither an argument "
+                              "TRL passes nor a dataset column "
+                              f"(columns: {', '.join(sorted(columns)) or 'none'}); {_CALL}; "
+                              f"give {missing[0]} a default, or map a column to it with "
                               f"columns: {{COLUMN: {missing[0]}}}")
     if not any(p.kind is p.VAR_KEYWORD for p in params):
         accepted = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
         refused = [k for k in [*TRL_KEYWORDS, *sorted(passed - set(TRL_KEYWORDS))] if k not in accepted]
         if refused:
-            raise RewardError(f"reward {reward.name} does not accept {', '.join(refused)}; {_CALL}: add **kwargs "
-                              "to its parameters")
+            raise RewardError(f"reward {reward.name} does not accept {', '.join(refused)}; {_CALL}: "
+                              "add **kwargs to its parameters")
 
 
 def _weight(entry: dict, index: int) -> float:
     """``rewards[index].weight`` as a float: a number, not a string or a bool."""
     weight = entry.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
-        raise RewardError(f"rewards[{index}].weight of {entry.get('name')!r} must be a finite number, got {weight!r}; "
+        raise RewardError(f"rewards[{index}].weight of {entry.get('name')!r} must be a finite number, "
+                          f"got {weight!r}; "
                           "e.g. {name: correct_answer, weight: 1.0}")
     return float(weight)
 
@@ -431,7 +437,8 @@ class RewardRunner:
 
         self.rewards, self.fallback = rewards, fallback
         self.verifier = verifier_name(rewards, verifier)
-        """The name of the reward whose value is ``accuracy`` and decides evaluation (see ``verifier_name``)."""
+        """The name of the reward whose value is ``accuracy`` and decides evaluation (see
+        ``verifier_name``)."""
         self.worker = (RewardWorker([r.fn for r in rewards], timeout, memory_mb)
                        if isolate and fork_available() else None)
 
@@ -459,8 +466,8 @@ class RewardRunner:
         for index, reward in enumerate(self.rewards):
             if verifier_only and reward.name != self.verifier:
                 continue
-            status, payload = self._run(index, (prompts, completions, completion_ids, reward.arguments(columns),
-                                                state))
+            status, payload = self._run(index, (prompts, completions, completion_ids,
+                                                reward.arguments(columns), state))
             what = None
             if status == "ok":
                 failed = torch.tensor([v is not None and not math.isfinite(v) for v in payload.values],
@@ -472,7 +479,8 @@ class RewardRunner:
                 values = [self.fallback if bad else v for v, bad in zip(payload.values, failed.tolist())]
                 out.report.add_logs(payload.metrics, payload.extra)
             else:
-                what = {"timeout": "timed out (reward_timeout)", "bad": payload}.get(status, f"failed ({payload})")
+                what = {"timeout": "timed out (reward_timeout)", "bad": payload}.get(status,
+                                                                                     f"failed ({payload})")
                 _warn_once(reward.name, status, what, completions[0] if completions else "")
                 failed, values = torch.ones(N, dtype=torch.bool), [self.fallback] * N
             out.parts[reward.name] = torch.tensor([math.nan if v is None else v for v in values],
@@ -496,5 +504,6 @@ def _warn_once(name: str, kind: str, what: str, sample) -> None:
     if (name, kind) not in _WARNED:
         _WARNED.add((name, kind))
         text = completion_text(sample)
-        print(f"warning: reward {name} {what} (sample completion: {_SAMPLE.repr(sample if text is None else text)}); "
+        print(f"warning: reward {name} {what} "
+              f"(sample completion: {_SAMPLE.repr(sample if text is None else text)}); "
               "using the fallback value", file=sys.stderr)

@@ -111,7 +111,8 @@ def _as_number(text: str) -> float | None:
 
 
 class _SampleTimeout(BaseException):
-    """A BaseException, like math-verify's own TimeoutException, so its ``except Exception`` cannot swallow it."""
+    """A BaseException, like math-verify's own TimeoutException, so its ``except Exception`` cannot swallow
+    it."""
 
 
 @contextmanager
@@ -136,8 +137,9 @@ def _deadline(seconds: float) -> Iterator[None]:
 
 
 _NOTICES = ("Timeout is disabled as", "equations=True in NormalizationConfig is deprecated")
-"""What math-verify and latex2sympy log that does not apply here: that math-verify's timeouts are off (``_deadline``
-is ours), and, on every normalisation, that ``equations=True`` is deprecated (open-r1 sets it; it still applies)."""
+"""What math-verify and latex2sympy log that does not apply here: that math-verify's timeouts are off
+(``_deadline`` is ours), and, on every normalisation, that ``equations=True`` is deprecated (open-r1 sets it;
+it still applies)."""
 
 
 def _not_a_notice(record: logging.LogRecord) -> bool:
@@ -151,7 +153,8 @@ def quiet_math_verify() -> None:
 
 
 def _math_verify(prediction: str, reference: str) -> bool:
-    """math-verify's verdict on two bare answers, with its signal-based timeouts off (see module docstring)."""
+    """math-verify's verdict on two bare answers, with its signal-based timeouts off (see module
+    docstring)."""
     from math_verify import parse, verify  # imported lazily: it pulls in sympy and its LaTeX parser
 
     quiet_math_verify()
@@ -213,7 +216,8 @@ def numeric_match(prompts, completions, completion_ids=None, *, answer, rel_tol:
 
     For GSM8K-style integer answers; no symbolic parsing, so ``\\frac{1}{2}`` does not match ``0.5``.
 
-    >>> numeric_match([""] * 3, ["#### 1,000", "Answer: 72.0", r"\\boxed{\\frac{1}{2}}"], answer=[1000, "72", "0.5"])
+    >>> numeric_match([""] * 3, ["#### 1,000", "Answer: 72.0", r"\\boxed{\\frac{1}{2}}"],
+    ...               answer=[1000, "72", "0.5"])
     [1.0, 1.0, 0.0]
     """
     out = []

@@ -16,9 +16,9 @@ grader, reading answers). The defences are plain POSIX/Linux mechanisms from the
 Every run gets: a fresh temporary directory as cwd and ``HOME`` (removed afterwards, also on timeout);
 a clean environment (only ``PATH``, ``HOME``, ``LANG`` — no secrets inherited); stdin = ``/dev/null``;
 stdout/stderr captured to anonymous files (only the first 64 KiB is kept — the trainer's memory cannot be
-flooded), or discarded by ``code_tests_reward``; its own session/process group, SIGKILLed as a whole on the wall-clock timeout and after every
-run; rlimits: CPU ≈ timeout, address space = ``memory_mb``, file size = ``max_file_mb``, processes =
-``max_processes``, no core dumps, 64 file descriptors.
+flooded), or discarded by ``code_tests_reward``; its own session/process group, SIGKILLed as a whole on the
+wall-clock timeout and after every run; rlimits: CPU ≈ timeout, address space = ``memory_mb``, file size =
+``max_file_mb``, processes = ``max_processes``, no core dumps, 64 file descriptors.
 
 When the trainer runs as **root** (typical in containers), additionally:
 
@@ -143,7 +143,8 @@ class SandboxResult:
 # process setup
 
 def _preexec(limits: list[tuple[int, int, int]], unshare_flags: int, uid: int | None) -> None:
-    """Runs in the forked child before exec. Only pre-resolved callables: no imports, no allocations of note."""
+    """Runs in the forked child before exec. Only pre-resolved callables: no imports, no allocations of
+    note."""
     if unshare_flags and _unshare(unshare_flags) != 0:
         raise OSError(ctypes.get_errno(), "unshare failed")
     for res, soft, hard in limits:
@@ -155,7 +156,8 @@ def _preexec(limits: list[tuple[int, int, int]], unshare_flags: int, uid: int | 
     os.umask(0o077)
 
 
-def _limits(timeout: float, memory_mb: int, max_file_mb: int, max_processes: int) -> list[tuple[int, int, int]]:
+def _limits(timeout: float, memory_mb: int, max_file_mb: int,
+            max_processes: int) -> list[tuple[int, int, int]]:
     cpu = max(1, math.ceil(timeout)) + 1
     mem = memory_mb * 1024 * 1024
     fsize = max_file_mb * 1024 * 1024
@@ -186,7 +188,8 @@ def _try_spawn(python: str, unshare_flags: int, uid: int | None, cwd: str) -> bo
 
 @functools.lru_cache(maxsize=1)
 def sandbox_capabilities() -> dict:
-    """Probe once what isolation this host allows: ``{"python", "root", "network_isolation", "unshare_flags"}``.
+    """Probe once what isolation this host allows:
+    ``{"python", "root", "network_isolation", "unshare_flags"}``.
 
     As root the interpreter must be runnable by an unprivileged uid (a venv under ``/root`` is not), so
     candidates are tried in order: ``sys.executable``, the base interpreter, ``/usr/bin/python3``.
@@ -312,8 +315,10 @@ class _Box:
             self.__exit__()
             raise
 
-    def start(self, argv_tail: list[str], *, stdout, stderr, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
-        """``python -I -S -B <argv_tail>`` in the box; of the caller's descriptors only ``pass_fds`` go along."""
+    def start(self, argv_tail: list[str], *, stdout, stderr,
+              pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
+        """``python -I -S -B <argv_tail>`` in the box; of the caller's descriptors only ``pass_fds`` go
+        along."""
         self.proc = subprocess.Popen(
             [self.caps["python"], "-I", "-S", "-B", *argv_tail], cwd=self.workdir, env=_env(self.workdir),
             stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, close_fds=True, pass_fds=pass_fds,
@@ -355,7 +360,8 @@ def run_sandboxed(source: str, *, timeout: float = 5.0, memory_mb: int = 512, ma
                 timed_out = True
         return SandboxResult(ok=(proc.returncode == 0 and not timed_out), returncode=proc.returncode,
                              stdout=_read_head(out), stderr=_read_head(err), timed_out=timed_out,
-                             network_isolated=box.caps["network_isolation"], privileges_dropped=box.uid is not None)
+                             network_isolated=box.caps["network_isolation"],
+                             privileges_dropped=box.uid is not None)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -647,7 +653,8 @@ def code_tests_reward(prompts, completions, completion_ids=None, *, tests, timeo
     the module docstring; a timeout keeps the credit of the tests already passed); completions run in
     parallel, ``max_workers`` at a time (default: CPU count).
 
-    >>> code_tests_reward(["p", "p"], ["```python\\ndef add(a, b):\\n    return a + b\\n```", "def add(a, b): return 0"],
+    >>> code_tests_reward(["p", "p"],
+    ...                   ["```python\\ndef add(a, b):\\n    return a + b\\n```", "def add(a, b): return 0"],
     ...                   tests=[["assert add(1, 2) == 3", "assert add(0, 0) == 0"]] * 2)
     [1.0, 0.5]
     """

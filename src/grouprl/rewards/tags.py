@@ -30,18 +30,21 @@ def think_answer_format(prompts, completions, completion_ids=None, **columns) ->
     [1.0, 0.0, 0.0, 0.0]
     """
     texts = [completion_text(c) for c in completions]
-    return [float(t is not None and all(t.count(tag) == 1 for tag in TAGS) and _LAYOUT.fullmatch(t) is not None)
+    return [float(t is not None and all(t.count(tag) == 1 for tag in TAGS)
+                  and _LAYOUT.fullmatch(t) is not None)
             for t in texts]
 
 
 def tag_count_loose(prompts, completions, completion_ids=None, **columns) -> list[float]:
-    """Partial credit: 0.25 for each of ``<think>``, ``</think>``, ``<answer>``, ``</answer>`` present exactly once.
+    """Partial credit: 0.25 for each of ``<think>``, ``</think>``, ``<answer>``, ``</answer>`` present \
+exactly once.
 
     Order, newlines and surrounding text are not checked (that is ``think_answer_format``'s job); this gives a
-    gradient toward the layout before the full format is ever sampled. (open-r1's ``tag_count`` counts the tags
-    only with their exact newlines.)
+    gradient toward the layout before the full format is ever sampled. (open-r1's ``tag_count`` counts the
+    tags only with their exact newlines.)
 
-    >>> tag_count_loose([""] * 3, ["<think>a</think><answer>b</answer>", "<think>a</think> b", "<think><think>"])
+    >>> tag_count_loose([""] * 3,
+    ...                 ["<think>a</think><answer>b</answer>", "<think>a</think> b", "<think><think>"])
     [1.0, 0.5, 0.0]
     """
     texts = [completion_text(c) for c in completions]

@@ -19,7 +19,8 @@ _LAZY = {"FastRollout": "grouprl.rollout.fast", "unsupported_reason": "grouprl.r
 
 
 def __getattr__(name: str):
-    """The backends' classes on first use (PEP 562), so that naming ``BACKENDS`` does not load transformers."""
+    """The backends' classes on first use (PEP 562), so that naming ``BACKENDS`` does not load
+    transformers."""
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(_LAZY[name]), name)
@@ -50,7 +51,8 @@ def _auto(model, tokenizer) -> RolloutBackend:
 
 
 def build_backend(name: str, model, tokenizer) -> RolloutBackend:
-    """The rollout backend ``name`` on ``model``; ``auto`` is ``fast`` where the model supports it, else ``hf``."""
+    """The rollout backend ``name`` on ``model``; ``auto`` is ``fast`` where the model supports it, else
+    ``hf``."""
     return BACKENDS.get(name)(model, tokenizer)
 
 

@@ -1,4 +1,5 @@
-"""The rollout backend protocol: the trainer calls only these two methods and never knows which backend runs."""
+"""The rollout backend protocol: the trainer calls only these two methods and never knows which backend
+runs."""
 
 from __future__ import annotations
 

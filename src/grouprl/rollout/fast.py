@@ -1,11 +1,13 @@
-"""The fast rollout backend: the policy's own ``forward``, a preallocated KV cache and a shared prompt prefill.
+"""The fast rollout backend: the policy's own ``forward``, a preallocated KV cache and a shared prompt
+prefill.
 
 What it does differently from ``model.generate`` (the reference backend in ``hf.py``):
 
 * **One prefill per prompt, not per completion.** The ``B`` prompts run once; their keys and values are
   copied ``G`` times into the cache. ``generate`` would run all ``B*G`` identical prompts.
 * **A preallocated cache.** Each layer's keys and values live in one ``[N, heads, P+T, head_dim]`` buffer
-  written in place (``model.kv.Slots``); ``DynamicCache`` re-allocates and copies the whole cache at every token.
+  written in place (``model.kv.Slots``); ``DynamicCache`` re-allocates and copies the whole cache at every
+  token.
 * **Finished rows leave the batch.** A row that produced EOS is masked at once and dropped from the cache
   (one compaction) when a quarter of the batch has finished.
 * **No logits kept.** The sampler returns the token and its log-probability at each step.
@@ -34,18 +36,22 @@ COMPACT_FRACTION = 0.25
 
 
 unsupported_reason = cache_unsupported_reason
-"""Why the fast backend cannot run a model (None: it can): it needs the prompt key/value cache of ``model.kv``."""
+"""Why the fast backend cannot run a model (None: it can): it needs the prompt key/value cache of
+``model.kv``."""
 
 
 class FastRollout:
-    """Batched prefill + decode with a preallocated KV cache on the policy module itself (weights always current)."""
+    """Batched prefill + decode with a preallocated KV cache on the policy module itself (weights always
+    current)."""
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
         reason = unsupported_reason(model)
         if reason is not None:
-            raise ConfigError(f"rollout.backend=fast cannot run {type(model).__name__}: {reason}; use rollout.backend=hf")
+            raise ConfigError(f"rollout.backend=fast cannot run {type(model).__name__}: {reason}; "
+                              "use rollout.backend=hf")
         if tokenizer.pad_token_id is None:
-            raise ValueError("The tokenizer has no pad token; load it with grouprl.model.load_tokenizer (uses EOS).")
+            raise ValueError("The tokenizer has no pad token; load it with grouprl.model.load_tokenizer "
+                             "(uses EOS).")
         self.model = model
         self.pad_id: int = tokenizer.pad_token_id
         self.eos_ids = torch.tensor(_eos_ids(model, tokenizer))
@@ -56,7 +62,8 @@ class FastRollout:
             self.model.load_state_dict(policy.state_dict())
 
     @torch.no_grad()
-    def generate(self, prompt_ids: list[list[int]], num_generations: int, sampling: SamplingParams) -> Rollout:
+    def generate(self, prompt_ids: list[list[int]], num_generations: int,
+                 sampling: SamplingParams) -> Rollout:
         """Sample ``G`` completions per prompt; rows ``g*G .. g*G+G-1`` belong to prompt ``g``."""
         _validate(prompt_ids, num_generations, sampling)
         G, T = num_generations, sampling.max_new_tokens
@@ -84,7 +91,8 @@ class FastRollout:
             rows = torch.arange(N, device=device)  # the batch rows the cache holds, in cache order
             alive = torch.ones(N, dtype=torch.bool, device=device)  # per cache row: not finished yet
             attention = torch.cat([prompt_mask.repeat_interleave(G, 0),
-                                   torch.ones(N, T, dtype=prompt_mask.dtype, device=device)], dim=1)  # [N, P+T]
+                                   torch.ones(N, T, dtype=prompt_mask.dtype, device=device)],
+                                  dim=1)  # [N, P+T]
             next_position = positions[:, -1:].repeat_interleave(G, 0) + 1  # [N, 1]
             width = T
             for t in range(T):
@@ -103,10 +111,12 @@ class FastRollout:
                     keep = alive.nonzero().squeeze(-1)
                     for layer in cache.layers:
                         layer.keep_rows(keep)
-                    rows, new, next_position, attention = rows[keep], new[keep], next_position[keep], attention[keep]
+                    rows, new, next_position, attention = (rows[keep], new[keep], next_position[keep],
+                                                           attention[keep])
                     alive = alive[keep]
                 out = self.model(input_ids=new.unsqueeze(-1), attention_mask=attention[:, : P + t + 1],
-                                 position_ids=next_position + t, use_cache=True, **with_cache(self.model, cache))
+                                 position_ids=next_position + t, use_cache=True,
+                                 **with_cache(self.model, cache))
                 logits = out.logits[:, -1]
 
         completion_ids = tokens[:, :width]

@@ -45,13 +45,15 @@ def completion_mask_from_eos(
 
 
 def _token_logprobs(step_logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Log-prob of ``tokens`` ``[N]`` under ``softmax(step_logits / temperature)``, ``step_logits`` ``[N, V]``."""
+    """Log-prob of ``tokens`` ``[N]`` under ``softmax(step_logits / temperature)``, ``step_logits``
+    ``[N, V]``."""
     logits = step_logits.to(torch.promote_types(step_logits.dtype, torch.float32)) / temperature
     return logits.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
 def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """Every id that ends a completion: the model's generation EOS ids (may be several) plus the tokenizer's."""
+    """Every id that ends a completion: the model's generation EOS ids (may be several) plus the
+    tokenizer's."""
     configured = model.generation_config.eos_token_id
     ids = configured if isinstance(configured, list) else [configured]
     ids = [i for i in [*ids, tokenizer.eos_token_id] if i is not None]
@@ -64,7 +66,8 @@ def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list
 
 @contextmanager
 def _sampling_state(model: PreTrainedModel, seed: int | None) -> Iterator[None]:
-    """Eval mode, a neutral generation config and (if ``seed`` is set) a seeded, forked RNG; all restored after."""
+    """Eval mode, a neutral generation config and (if ``seed`` is set) a seeded, forked RNG; all restored
+    after."""
     was_training, saved_config = model.training, model.generation_config
     device = model.device
     fork = torch.random.fork_rng(
@@ -90,7 +93,8 @@ def _validate(prompt_ids: list[list[int]], num_generations: int, sampling: Sampl
         )
     if num_generations < 1 or sampling.max_new_tokens < 1:
         raise ValueError(
-            f"num_generations and max_new_tokens must be >= 1, got {num_generations} and {sampling.max_new_tokens}."
+            f"num_generations and max_new_tokens must be >= 1, got {num_generations} and "
+            f"{sampling.max_new_tokens}."
         )
     if sampling.temperature < 0 or not 0 < sampling.top_p <= 1 or sampling.top_k < 0:
         raise ValueError(
@@ -100,7 +104,8 @@ def _validate(prompt_ids: list[list[int]], num_generations: int, sampling: Sampl
 
 
 class HFRollout:
-    """Rollout with ``model.generate``; the model is the policy module itself, so weights are always current."""
+    """Rollout with ``model.generate``; the model is the policy module itself, so weights are always
+    current."""
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
         if tokenizer.pad_token_id is None:

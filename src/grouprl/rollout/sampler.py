@@ -23,9 +23,11 @@ def group_seed(seed: int, group: int) -> int:
     return (seed * _MIX + group * 0xBF58476D1CE4E5B9 + 1) % (1 << 63)
 
 
-def group_uniforms(seed: int, first_group: int, num_groups: int, group_size: int, length: int) -> torch.Tensor:
-    """Uniforms in ``[0, 1)`` for ``num_groups`` groups of ``group_size`` rows, ``[num_groups*group_size, length]``
-    float64; group ``g`` (global index ``first_group + g``) comes from its own generator."""
+def group_uniforms(seed: int, first_group: int, num_groups: int, group_size: int,
+                   length: int) -> torch.Tensor:
+    """Uniforms in ``[0, 1)`` for ``num_groups`` groups of ``group_size`` rows,
+    ``[num_groups*group_size, length]`` float64; group ``g`` (global index ``first_group + g``) comes from its
+    own generator."""
     generator = torch.Generator()
     out = torch.empty(num_groups * group_size, length, dtype=torch.float64)
     for g in range(num_groups):
@@ -67,8 +69,9 @@ def sample_tokens(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample one token per row by the inverse CDF at ``uniforms`` ``[n]``; greedy when ``temperature == 0``.
 
-    Returns ``tokens`` ``[n]`` long and their log-probs ``[n]`` under ``softmax(logits / temperature)`` without
-    the top-k/top-p renormalisation (for greedy: under ``softmax(logits)``), the quantity the trainer recomputes.
+    Returns ``tokens`` ``[n]`` long and their log-probs ``[n]`` under ``softmax(logits / temperature)``
+    without the top-k/top-p renormalisation (for greedy: under ``softmax(logits)``), the quantity the trainer
+    recomputes.
     """
     if temperature == 0:
         tokens = logits.argmax(-1)

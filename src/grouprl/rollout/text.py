@@ -13,4 +13,5 @@ def decode_completions(tokenizer, rollout: Rollout) -> tuple[list[str], list[lis
     """Each completion's text (no special tokens) and its token ids, unpadded (as TRL passes them)."""
     ids = rollout.completion_ids.masked_fill(rollout.completion_mask == 0, tokenizer.pad_token_id)
     lengths = rollout.completion_mask.sum(-1).tolist()
-    return tokenizer.batch_decode(ids, skip_special_tokens=True), [row[:n] for row, n in zip(ids.tolist(), lengths)]
+    return (tokenizer.batch_decode(ids, skip_special_tokens=True),
+            [row[:n] for row, n in zip(ids.tolist(), lengths)])

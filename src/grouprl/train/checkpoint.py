@@ -29,7 +29,8 @@ def _fsync_tree(path: Path) -> None:
 
 def save_checkpoint(run_dir: Path, step: int, model, tokenizer, trainer_state: dict, keep_last: int,
                     card: str | None = None) -> Path:
-    """Write checkpoint ``step`` (with ``card`` as its ``README.md``) atomically; keep the newest ``keep_last``."""
+    """Write checkpoint ``step`` (with ``card`` as its ``README.md``) atomically; keep the newest
+    ``keep_last``."""
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(".t*-step-*"):  # leftovers of a process that died mid-write or mid-delete
@@ -50,7 +51,8 @@ def save_checkpoint(run_dir: Path, step: int, model, tokenizer, trainer_state: d
 
 
 def _delete(checkpoint: Path) -> None:
-    """Rename out of the ``step-N`` namespace first, so a kill mid-delete never leaves a partial ``step-N``."""
+    """Rename out of the ``step-N`` namespace first, so a kill mid-delete never leaves a partial
+    ``step-N``."""
     trash = checkpoint.with_name(f".trash-{checkpoint.name}")
     os.replace(checkpoint, trash)
     shutil.rmtree(trash, ignore_errors=True)
@@ -68,8 +70,9 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 def trainer_state(s: Setup, step: int) -> dict:
     """Collective: every rank's RNG state is gathered (rank r restores its own on resume), and under FSDP the
     optimizer state."""
-    return {"step": step, "optimizer": s.weights.optimizer_state(s.optimizer), "scheduler": s.scheduler.state_dict(),
-            "data": s.source.state_dict(), "rng": s.dist.gather_objects(rng_state())}
+    return {"step": step, "optimizer": s.weights.optimizer_state(s.optimizer),
+            "scheduler": s.scheduler.state_dict(), "data": s.source.state_dict(),
+            "rng": s.dist.gather_objects(rng_state())}
 
 
 def checkpoint(s: Setup, step: int) -> None:

@@ -12,8 +12,8 @@ def run_eval(s: Setup, step: int) -> dict:
         return {}
     out = evaluate(s.backend, s.tokenizer, s.rewards, s.eval_rows, prompt_texts(s, s.eval_rows),
                    max_new_tokens=s.cfg.rollout.max_new_tokens, k=s.cfg.eval.num_samples,
-                   temperature=s.cfg.eval.temperature, batch_size=s.cfg.eval.batch_size, seed=s.cfg.train.seed,
-                   state=reward_state(s, step))
+                   temperature=s.cfg.eval.temperature, batch_size=s.cfg.eval.batch_size,
+                   seed=s.cfg.train.seed, state=reward_state(s, step))
     JsonlSink(s.run_dir / "eval.jsonl").write({"step": step, **out})
     s.last_eval = {"step": step, **out}
     return out

@@ -21,7 +21,8 @@ def step_metrics(batch: Scored, sampling_stats: dict, d: Dist) -> dict:
             "truncated": r.truncated.double().sum().item()}
     for name, values in batch.parts.items():
         failed = batch.report.failed.get(name, torch.zeros(len(values), dtype=torch.bool))
-        finite = values[~torch.isnan(values) & ~failed]  # None (NaN) and fallbacks are not the function's values
+        # None (NaN) and fallbacks are not the function's values
+        finite = values[~torch.isnan(values) & ~failed]
         sums.update({f"{name}/sum": finite.sum().item(), f"{name}/n": float(len(finite)),
                      f"{name}/errors": float(batch.errors.get(name, 0)),
                      f"{name}/timeouts": float(batch.timeouts.get(name, 0))})
@@ -29,8 +30,9 @@ def step_metrics(batch: Scored, sampling_stats: dict, d: Dist) -> dict:
     peaks = d.all_reduce(torch.tensor([lengths.max().item() if len(lengths) else 0.0,
                                        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]), "max")
     out = {"accuracy": sums["accuracy"] / sums["n"], "completion/len_mean": sums["len"] / sums["n"],
-           "batch/sequences": sums["n"], "memory/peak_rss_mib": peaks[1].item(), "completion/len_max": peaks[0].item(),
-           "completion/truncated_frac": sums["truncated"] / sums["n"], "tokens": sums["len"], **sampling_stats}
+           "batch/sequences": sums["n"], "memory/peak_rss_mib": peaks[1].item(),
+           "completion/len_max": peaks[0].item(), "completion/truncated_frac": sums["truncated"] / sums["n"],
+           "tokens": sums["len"], **sampling_stats}
     for name in batch.parts:
         n = sums[f"{name}/n"]
         out[f"reward/{name}/mean"] = sums[f"{name}/sum"] / n if n else math.nan
@@ -61,10 +63,11 @@ def check_rewards(batch: Scored, step: int, d: Dist) -> None:
     counts = d.sum_floats({"scored": float(report.scored),
                                 **{f"failed/{name}": float(batch.errors[name] + batch.timeouts[name])
                                    for name in batch.errors}})
-    dead = [name for name in batch.errors if counts["scored"] and counts[f"failed/{name}"] == counts["scored"]]
+    dead = [name for name in batch.errors
+            if counts["scored"] and counts[f"failed/{name}"] == counts["scored"]]
     if dead:
         name = dead[0]
         raise RewardFailed(f"reward {name} got reward_fallback on every sample of step {step} "
                            f"({int(counts['scored'])} samples); its first fault: "
-                           f"{report.first_error.get(name, 'on another rank')}; the step was not trained. Fix the "
-                           "function, or set reward_fail_fast=false to train on with the fallback")
+                           f"{report.first_error.get(name, 'on another rank')}; the step was not trained. "
+                           "Fix the function, or set reward_fail_fast=false to train on with the fallback")

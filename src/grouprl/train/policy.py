@@ -37,7 +37,8 @@ class FrozenReference:
 
 
 class AdapterOffReference:
-    """The base model under the policy's LoRA adapters: the policy's own modules with the adapters disabled."""
+    """The base model under the policy's LoRA adapters: the policy's own modules with the adapters
+    disabled."""
 
     def __init__(self, peft_model) -> None:
         self.peft_model = peft_model
@@ -45,8 +46,8 @@ class AdapterOffReference:
     def logprobs(self, rollout: Rollout, G: int, temperature: float, micro_batch_size: int,
                  chunk_size: int) -> torch.Tensor:
         with self.peft_model.disable_adapter():
-            return frozen_logprobs(self.peft_model.get_base_model(), rollout, G, temperature, micro_batch_size,
-                                   chunk_size)  # [N, T]
+            return frozen_logprobs(self.peft_model.get_base_model(), rollout, G, temperature,
+                                   micro_batch_size, chunk_size)  # [N, T]
 
 
 def matching(path: Path, found: dict, expected: dict, fix: str, may_miss: set = frozenset()) -> dict:
@@ -55,8 +56,8 @@ def matching(path: Path, found: dict, expected: dict, fix: str, may_miss: set = 
     ``fix``."""
     missing, unexpected = sorted(set(expected) - set(found) - may_miss), sorted(set(found) - set(expected))
     if missing or unexpected:
-        raise ResumeError(f"{path} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}; "
-                          f"{fix}")
+        raise ResumeError(f"{path} does not match the model: missing {missing[:3]}, "
+                          f"unexpected {unexpected[:3]}; {fix}")
     for name, tensor in found.items():
         want = expected[name]
         if tensor.shape != want.shape or tensor.dtype != want.dtype:
@@ -95,8 +96,8 @@ class FullWeights(_LocalState):
     def read(self, checkpoint: Path) -> dict:
         expected = self.model.state_dict()
         tied = {k for k in expected if "lm_head" in k} if self.model.config.tie_word_embeddings else set()
-        return matching(checkpoint / "model.safetensors", load_tensors(checkpoint / "model.safetensors"), expected,
-                        "resume with the same model.name_or_path", tied)
+        return matching(checkpoint / "model.safetensors", load_tensors(checkpoint / "model.safetensors"),
+                        expected, "resume with the same model.name_or_path", tied)
 
     def apply(self, weights: dict) -> None:
         self.model.load_state_dict(weights, strict=False)
@@ -121,8 +122,9 @@ class AdapterWeights(_LocalState):
 
         file = checkpoint / "adapter_model.safetensors"
         if not file.is_file() and (checkpoint / "model.safetensors").is_file():
-            raise ResumeError(f"checkpoint {checkpoint} has no adapter_model.safetensors: it was not written by a LoRA "
-                              "run; resume with the same model.lora settings it was trained with")
+            raise ResumeError(f"checkpoint {checkpoint} has no adapter_model.safetensors: it was not "
+                              "written by a LoRA run; resume with the same model.lora settings it was "
+                              "trained with")
         return matching(file, load_tensors(file), get_peft_model_state_dict(self.peft_model),
                         "resume with the same model.lora settings")
 
@@ -176,7 +178,8 @@ class ShardedWeights:
         weights = load_tensors(checkpoint / "model.safetensors")
         expected = {k: v for k, v in self.policy.state_dict().items() if not (tied and "lm_head" in k)}
         found = {k: v for k, v in weights.items() if not (tied and "lm_head" in k)}
-        return matching(checkpoint / "model.safetensors", found, expected, "resume with the same model.name_or_path")
+        return matching(checkpoint / "model.safetensors", found, expected,
+                        "resume with the same model.name_or_path")
 
     def apply(self, weights: dict) -> None:
         """Each rank keeps its shard of the full weights."""

@@ -35,14 +35,15 @@ def resume_candidates(run_dir: Path, resume: str | None) -> list[Path]:
         return list_checkpoints(run_dir)[::-1]
     path = Path(resume)
     if not ((path / JSON_FILE).is_file() or (path / PICKLE_FILE).is_file()):
-        raise ResumeError(f"--resume {path}: not a checkpoint directory (no {JSON_FILE}); use --resume auto or a "
-                          "checkpoints/step-N directory")
+        raise ResumeError(f"--resume {path}: not a checkpoint directory (no {JSON_FILE}); "
+                          "use --resume auto or a checkpoints/step-N directory")
     return [path]
 
 
 def resume_from(setup, resume: str | None) -> tuple[Path, int] | None:
     """Restore the newest candidate checkpoint that loads; returns it and the step it ends, or ``None`` when
-    there is none to try. Every rank reads and checks it; they skip one together if any rank cannot load it."""
+    there is none to try. Every rank reads and checks it; they skip one together if any rank cannot load
+    it."""
     candidates = resume_candidates(setup.run_dir, resume)
     skipped: list[tuple[Path, str]] = []
     for checkpoint in candidates:
@@ -61,8 +62,8 @@ def resume_from(setup, resume: str | None) -> tuple[Path, int] | None:
         raise ResumeError(skipped[0][1])
     if skipped:
         reasons = "; ".join(f"{path.name}: {why}" for path, why in skipped)
-        raise ResumeError(f"--resume auto: no checkpoint of {setup.run_dir} loads ({reasons}); start afresh in "
-                          "another output.run_dir")
+        raise ResumeError(f"--resume auto: no checkpoint of {setup.run_dir} loads ({reasons}); "
+                          "start afresh in another output.run_dir")
     return None
 
 
@@ -89,7 +90,8 @@ def apply_checkpoint(setup, weights: dict, state: dict) -> int:
     setup.scheduler.load_state_dict(state["scheduler"])
     setup.source.load_state_dict(state["data"])
     d, per_rank = setup.dist, state["rng"]
-    set_rng_state(per_rank[d.rank] if len(per_rank) == d.world else per_rank[0])  # another world size: rank 0's
+    set_rng_state(per_rank[d.rank] if len(per_rank) == d.world
+                  else per_rank[0])  # another world size: rank 0's
     step = state["step"]
     if d.is_main:
         truncate_after(setup.run_dir, step)
@@ -117,8 +119,8 @@ def truncate_after(run_dir: Path, step: int) -> None:
             except json.JSONDecodeError:
                 if number == len(lines):  # the crash's half-written row (a complete row ends with a newline)
                     continue
-                raise ResumeError(f"{path} line {number}: not valid JSON, and not a row cut short by a crash; "
-                                  "fix or delete that line, then --resume again") from None
+                raise ResumeError(f"{path} line {number}: not valid JSON, and not a row cut short by a "
+                                  "crash; fix or delete that line, then --resume again") from None
             if row.get("step", 0) <= step:
                 keep.append(line)
         tmp = path.with_suffix(".tmp")

@@ -54,7 +54,8 @@ def hold_run_dir(run_dir: Path) -> Iterator[None]:
 def _make_dir(run_dir: Path) -> bool:
     """Create ``run_dir`` if it does not exist; True when this call created it."""
     if run_dir.exists() and not run_dir.is_dir():
-        raise RunDirError(f"output.run_dir {run_dir}: is a file, not a directory; choose another output.run_dir")
+        raise RunDirError(f"output.run_dir {run_dir}: is a file, not a directory; "
+                          "choose another output.run_dir")
     try:
         run_dir.mkdir(parents=True)
         return True
@@ -73,8 +74,8 @@ def _lock(run_dir: Path) -> int:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
-        raise RunDirError(f"run directory {run_dir} is in use by pid {_holder(path)} (it holds {path}); wait for "
-                          "that run to end or stop it, then continue with --resume auto") from None
+        raise RunDirError(f"run directory {run_dir} is in use by pid {_holder(path)} (it holds {path}); "
+                          "wait for that run to end or stop it, then continue with --resume auto") from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd

@@ -1,8 +1,8 @@
 """Supervised warm-start: teacher-forced cross-entropy on the completion tokens of ``prompt + answer + EOS``.
 
 This is how a fresh model learns a task's answer format before RL improves its accuracy. Prompts are encoded
-as plain text without BOS, exactly as the rollout encodes them, and only the answer and the EOS after it are in
-the loss. A pure training function: no file I/O, no global RNG state (batches come from a local generator;
+as plain text without BOS, exactly as the rollout encodes them, and only the answer and the EOS after it are
+in the loss. A pure training function: no file I/O, no global RNG state (batches come from a local generator;
 model initialisation is the caller's business).
 """
 
@@ -23,7 +23,8 @@ def encode_rows(tokenizer, rows: Sequence[dict[str, Any]]) -> list[tuple[list[in
     encoded = []
     for row in rows:
         prompt = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
-        completion = tokenizer(row["answer"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        completion = (tokenizer(row["answer"], add_special_tokens=False)["input_ids"]
+                      + [tokenizer.eos_token_id])
         encoded.append((prompt + completion, [IGNORE] * len(prompt) + completion))
     return encoded
 
@@ -87,7 +88,8 @@ def sft(
     """Fine-tune ``model`` in place on ``rows`` (``prompt``, ``answer``) for ``steps`` AdamW steps.
 
     Args:
-        steps: optimiser steps; the learning rate warms up over ``warmup`` steps, then decays to 0 by a cosine.
+        steps: optimiser steps; the learning rate warms up over ``warmup`` steps, then decays to 0 by a
+            cosine.
         batch_size: rows per step, drawn without replacement within each pass over ``rows``.
         lr: peak learning rate.
         seed: seeds the batch order (a local ``torch.Generator``).

@@ -48,7 +48,8 @@ def set_rng_state(state: dict) -> None:
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a safetensors file; a missing, truncated or garbled file is a ``ResumeError`` naming it."""
+    """Every tensor of a safetensors file; a missing, truncated or garbled file is a ``ResumeError`` naming
+    it."""
     if not path.is_file():
         raise ResumeError(f"{path} is missing")
     try:
@@ -59,8 +60,8 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def write_trainer_state(directory: Path, state: dict) -> None:
-    """Write ``state`` (``step``; ``optimizer``, a state dict whose ``state`` is keyed like the ``params`` of its
-    ``param_groups``; ``scheduler``; ``data``; ``rng``, one ``rng_state()`` per rank) as the two files."""
+    """Write ``state`` (``step``; ``optimizer``, a state dict whose ``state`` is keyed like the ``params`` of
+    its ``param_groups``; ``scheduler``; ``data``; ``rng``, one ``rng_state()`` per rank) as the two files."""
     optimizer = state["optimizer"]
     keys = [key for group in optimizer["param_groups"] for key in group["params"]]
     tensors = {f"optimizer.{i}.{name}": value.detach().cpu().contiguous()
@@ -85,9 +86,9 @@ def read_trainer_state(directory: Path, like: dict) -> dict:
     path, tensor_path = directory / JSON_FILE, directory / TENSOR_FILE
     if not path.is_file():
         if (directory / PICKLE_FILE).is_file():
-            raise ResumeError(f"checkpoint {directory} has only {PICKLE_FILE}, the pickle format of older grouprl "
-                              "versions: it is not loaded, because unpickling a file can run any code; start the "
-                              "run afresh (another output.run_dir)")
+            raise ResumeError(f"checkpoint {directory} has only {PICKLE_FILE}, the pickle format of older "
+                              "grouprl versions: it is not loaded, because unpickling a file can run any "
+                              "code; start the run afresh (another output.run_dir)")
         raise ResumeError(f"{path} is missing")
     try:
         doc = json.loads(path.read_text())
@@ -101,7 +102,8 @@ def read_trainer_state(directory: Path, like: dict) -> dict:
     _check(isinstance(rngs, list) and len(rngs) > 0, path, "rng is not a list of per-rank states")
     for name in tensors:
         match = _TENSOR_KEY.fullmatch(name)
-        _check(match is not None and (match[1] == "optimizer" or (int(match[2]) < len(rngs) and match[3] == "torch")),
+        _check(match is not None
+               and (match[1] == "optimizer" or (int(match[2]) < len(rngs) and match[3] == "torch")),
                tensor_path, f"unexpected tensor {name!r}")
     out = {"step": doc["step"], "optimizer": _optimizer(doc["optimizer"], tensors, like["optimizer"], path,
                                                         tensor_path),
@@ -115,16 +117,18 @@ def read_trainer_state(directory: Path, like: dict) -> dict:
 
 
 def _optimizer(doc, tensors: dict, like: list[dict], path: Path, tensor_path: Path) -> dict:
-    """The optimizer's state dict: param groups from the JSON (checked against ``like``), tensors by parameter."""
+    """The optimizer's state dict: param groups from the JSON (checked against ``like``), tensors by
+    parameter."""
     groups = doc.get("param_groups") if isinstance(doc, dict) else None
-    _check(isinstance(groups, list) and len(groups) == len(like) and all(isinstance(g, dict) for g in groups), path,
-           f"optimizer.param_groups is not a list of {len(like)} group(s)")
+    _check(isinstance(groups, list) and len(groups) == len(like) and all(isinstance(g, dict) for g in groups),
+           path, f"optimizer.param_groups is not a list of {len(like)} group(s)")
     params, conformed = [], []
     for i, (group, template) in enumerate(zip(groups, like)):
         keys = [key for key, _ in template["params"]]
         if group.get("params") != keys:
-            raise ResumeError(f"{path}: optimizer.param_groups[{i}] holds other parameters than this run's {len(keys)}; "
-                              "resume with the same model.name_or_path, model.lora and train.fsdp settings")
+            raise ResumeError(f"{path}: optimizer.param_groups[{i}] holds other parameters than this run's "
+                              f"{len(keys)}; resume with the same model.name_or_path, model.lora and "
+                              "train.fsdp settings")
         try:
             hyper = conform({k: v for k, v in template.items() if k != "params"},
                             {k: v for k, v in group.items() if k != "params"}, f"optimizer.param_groups[{i}]")
@@ -141,9 +145,10 @@ def _optimizer(doc, tensors: dict, like: list[dict], path: Path, tensor_path: Pa
     for index, fields in state.items():
         shape = params[index][1]
         _check(set(fields) == ADAMW_FIELDS and all(t.is_floating_point() for t in fields.values())
-               and fields["step"].dim() == 0 and fields["exp_avg"].shape == fields["exp_avg_sq"].shape == shape,
-               tensor_path, f"optimizer.{index}.*: not AdamW's {', '.join(sorted(ADAMW_FIELDS))} for a parameter of "
-               f"shape {list(shape)}")
+               and fields["step"].dim() == 0
+               and fields["exp_avg"].shape == fields["exp_avg_sq"].shape == shape,
+               tensor_path, f"optimizer.{index}.*: not AdamW's {', '.join(sorted(ADAMW_FIELDS))} "
+               f"for a parameter of shape {list(shape)}")
     return {"state": {params[index][0]: fields for index, fields in state.items()}, "param_groups": conformed}
 
 
@@ -154,7 +159,8 @@ def _rng(doc, tensors: dict, rank: int, path: Path) -> dict:
     try:
         torch.Generator().set_state(torch_state)
     except (TypeError, RuntimeError) as err:
-        raise _damaged(tensor_path, f"rng.{rank}.torch is not a torch RNG state ({_first_line(err)})") from None
+        raise _damaged(tensor_path,
+                       f"rng.{rank}.torch is not a torch RNG state ({_first_line(err)})") from None
     try:
         version, internal, gauss = doc["python"]
         if not (gauss is None or type(gauss) is float):
@@ -167,14 +173,15 @@ def _rng(doc, tensors: dict, rank: int, path: Path) -> dict:
         numpy = (name, np.array(key_words, dtype=np.uint32), pos, has_gauss, cached)
         np.random.RandomState().set_state(numpy)
     except (KeyError, TypeError, ValueError, OverflowError) as err:
-        raise _damaged(path, f"rng[{rank}] is not an RNG state ({type(err).__name__}: {_first_line(err)})") from None
+        raise _damaged(path, f"rng[{rank}] is not an RNG state "
+                             f"({type(err).__name__}: {_first_line(err)})") from None
     return {"python": python, "numpy": numpy, "torch": torch_state}
 
 
 def conform(template, value, where: str):
-    """``value`` (parsed JSON) shaped like ``template`` (the live run's own state): the same keys, list lengths
-    and kinds of scalars; tuples where the template has tuples. A ``ValueError`` names the first place it is
-    not. A ``None`` in the template (an unset option) accepts any scalar."""
+    """``value`` (parsed JSON) shaped like ``template`` (the live run's own state): the same keys, list
+    lengths and kinds of scalars; tuples where the template has tuples. A ``ValueError`` names the first place
+    it is not. A ``None`` in the template (an unset option) accepts any scalar."""
     if isinstance(template, dict):
         if not isinstance(value, dict):
             raise ValueError(f"{where} is not an object")

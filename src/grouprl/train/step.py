@@ -26,8 +26,9 @@ from grouprl.rollout.text import decode_completions, encode_prompts
 from grouprl.types import Rollout, SamplingParams, Scored, UpdateInputs
 
 
-def rollout_and_score(backend, tokenizer, rewards: rewards_lib.RewardRunner, rows: list[dict], prompt_texts: list[str], G: int,
-                      sampling: SamplingParams, state: rewards_lib.RewardState | None = None) -> Scored:
+def rollout_and_score(backend, tokenizer, rewards: rewards_lib.RewardRunner, rows: list[dict],
+                      prompt_texts: list[str], G: int, sampling: SamplingParams,
+                      state: rewards_lib.RewardState | None = None) -> Scored:
     """Stages 2–3: sample G completions per prompt and score each with every reward function, called as TRL
     calls them (``rewards_lib.reward_inputs``); ``state`` is their ``trainer_state``."""
     t0 = time.perf_counter()
@@ -50,9 +51,9 @@ def informative_groups(batch: Scored, G: int) -> list[int]:
 
 
 def needs_old_logp(num_iterations: int, mini_batches: int, spec: AlgoSpec) -> tuple[bool, bool]:
-    """``(off_policy, need_old)``: whether the update is off-policy (μ > 1 or several mini-batches: π_old is the
-    sampling policy, frozen), and whether π_old's log-probs need a pass of their own (the spec says: off-policy,
-    or for a KL penalty in the reward). On-policy, π_old is the detached current log-probs."""
+    """``(off_policy, need_old)``: whether the update is off-policy (μ > 1 or several mini-batches: π_old is
+    the sampling policy, frozen), and whether π_old's log-probs need a pass of their own (the spec says:
+    off-policy, or for a KL penalty in the reward). On-policy, π_old is the detached current log-probs."""
     off_policy = num_iterations > 1 or mini_batches > 1
     return off_policy, spec.needs_old_logp(off_policy)
 
@@ -71,13 +72,13 @@ def global_counts(loss_mask: torch.Tensor, d: Dist) -> Counts:
     return Counts(total["num_seqs"], total["num_tokens"])
 
 
-def accumulate_gradients(scorer, inputs: UpdateInputs, rows: torch.Tensor, G: int, spec: AlgoSpec, counts: Counts, *,
-                         temperature: float, micro_batch_size: int, chunk_size: int, norm_length: int,
-                         d: Dist = SINGLE) -> dict[str, float]:
+def accumulate_gradients(scorer, inputs: UpdateInputs, rows: torch.Tensor, G: int, spec: AlgoSpec,
+                         counts: Counts, *, temperature: float, micro_batch_size: int, chunk_size: int,
+                         norm_length: int, d: Dist = SINGLE) -> dict[str, float]:
     """Stage 7 for one mini-batch: forward/backward per micro-batch with the mini-batch's global counts.
 
-    ``scorer`` is ``TrainingPass(policy)``, wrapped in DDP or FSDP2 when ``d.world > 1``. Every rank runs the same
-    number of backward passes (DDP reduces gradients in the last one): a rank with fewer micro-batches
+    ``scorer`` is ``TrainingPass(policy)``, wrapped in DDP or FSDP2 when ``d.world > 1``. Every rank runs the
+    same number of backward passes (DDP reduces gradients in the last one): a rank with fewer micro-batches
     pads with passes over a dummy row whose loss mask is empty, which add exactly zero.
 
     Returns the mini-batch's metrics, summed over micro-batches and ranks (so they are global values).
@@ -92,11 +93,13 @@ def accumulate_gradients(scorer, inputs: UpdateInputs, rows: torch.Tensor, G: in
     for i in range(n_passes):
         rollout, micro, group = (inputs.rollout, micros[i], G) if i < len(micros) else (dummy, None, 1)
         with no_sync() if i < n_passes - 1 else nullcontext():
-            logp, entropy = scorer(rollout, torch.zeros(1, dtype=torch.long, device=device) if micro is None else micro, group,
-                                   temperature=temperature, chunk_size=chunk_size)
+            logp, entropy = scorer(rollout, (torch.zeros(1, dtype=torch.long, device=device)
+                                             if micro is None else micro),
+                                   group, temperature=temperature, chunk_size=chunk_size)
             if micro is None:  # a dummy row: a pass over every parameter, nothing in the loss
                 zeros = torch.zeros_like(logp)
-                old, ref, mask, adv = logp.detach(), None if inputs.ref_logp is None else zeros, zeros, zeros[:, 0]
+                old, ref, mask, adv = (logp.detach(), None if inputs.ref_logp is None else zeros, zeros,
+                                       zeros[:, 0])
             else:
                 old = logp.detach() if inputs.old_logp is None else inputs.old_logp[micro]
                 ref = None if inputs.ref_logp is None else inputs.ref_logp[micro]
@@ -135,8 +138,10 @@ def advantages_stage(batch: Scored, G: int, spec: AlgoSpec, ref_logp: torch.Tens
                          kl_penalty, key], dim=1)  # [N, 6]
     every = d.gather_rows(local)
     every = every[torch.argsort(every[:, 5], stable=True)]  # [N_global, 6]
-    adv = group_advantages(every[:, 0], G, every[:, 1], spec, truncated=every[:, 2].bool(), accuracy=every[:, 3],
-                           kl_penalty=every[:, 4] if spec.beta > 0 and spec.kl_placement == "reward" else None)
+    adv = group_advantages(every[:, 0], G, every[:, 1], spec, truncated=every[:, 2].bool(),
+                           accuracy=every[:, 3],
+                           kl_penalty=(every[:, 4] if spec.beta > 0 and spec.kl_placement == "reward"
+                                       else None))
     mine = torch.searchsorted(every[:, 5].contiguous(), key)  # [N] positions of this rank's rows
     adv.advantages, adv.in_loss, adv.rewards = adv.advantages[mine], adv.in_loss[mine], adv.rewards[mine]
     loss_mask = r.completion_mask * adv.in_loss[:, None].to(r.completion_mask.device, r.completion_mask.dtype)

@@ -26,9 +26,9 @@ RewardFn = Callable[..., list[float | None]]
 class Task(Protocol):
     """A generator of prompt rows plus the reward functions that verify completions for them.
 
-    ``generate(split, n, seed)`` returns ``n`` distinct rows, each a dict with at least ``prompt`` and ``answer``
-    (both ``str``); the other keys are extra dataset columns passed to the reward functions. It is deterministic
-    in ``seed``, and the ``train`` and ``eval`` splits never share a prompt, whatever the seeds.
+    ``generate(split, n, seed)`` returns ``n`` distinct rows, each a dict with at least ``prompt`` and
+    ``answer`` (both ``str``); the other keys are extra dataset columns passed to the reward functions. It is
+    deterministic in ``seed``, and the ``train`` and ``eval`` splits never share a prompt, whatever the seeds.
 
     Each reward function follows the TRL protocol
     ``fn(prompts, completions, completion_ids=None, **columns) -> list[float | None]``.
@@ -53,8 +53,8 @@ def get_task(name: str, **knobs: Any) -> Task:
     known = inspect.signature(TASKS.get(name)).parameters
     unknown = sorted(set(knobs) - set(known))
     if unknown:
-        raise ConfigError(f"data.task_kwargs: the {name} task has no knob {', '.join(unknown)}; its knobs are "
-                          f"{', '.join(known)}")
+        raise ConfigError(f"data.task_kwargs: the {name} task has no knob {', '.join(unknown)}; "
+                          f"its knobs are {', '.join(known)}")
     return TASKS.get(name)(**knobs)
 
 

@@ -41,14 +41,16 @@ class ArithmeticTask:
     """Share of the prompt space held out for the ``eval`` split."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ops", tuple(self.ops))  # frozen dataclass: the one sanctioned way to normalise
+        # frozen dataclass: the one sanctioned way to normalise
+        object.__setattr__(self, "ops", tuple(self.ops))
         if self.digits < 1 or self.operands < 2:
             raise ConfigError(
                 f"digits={self.digits}, operands={self.operands}: need digits >= 1 and operands >= 2 "
                 "so that every prompt is a real operation; raise the value that is too small."
             )
         if not self.ops or not set(self.ops) <= set(_OPS):
-            raise ConfigError(f"ops={self.ops!r}: give a non-empty subset of {_OPS}, the operators the task knows.")
+            raise ConfigError(f"ops={self.ops!r}: give a non-empty subset of {_OPS}, "
+                              "the operators the task knows.")
         if not 0.0 < self.eval_fraction < 1.0:
             raise ConfigError(
                 f"eval_fraction={self.eval_fraction}: must be strictly between 0 and 1 so both splits have "
@@ -77,7 +79,8 @@ class ArithmeticTask:
         return str(int("".join(map(str, reversed(columns)))))
 
     def split_of(self, prompt: str) -> str:
-        """The split (``"train"`` or ``"eval"``) that ``prompt`` belongs to, from a stable hash of its text."""
+        """The split (``"train"`` or ``"eval"``) that ``prompt`` belongs to, from a stable hash of its
+        text."""
         return split_of(prompt, self.eval_fraction)
 
     def generate(self, split: str, n: int, seed: int) -> list[dict[str, Any]]:
@@ -87,8 +90,8 @@ class ArithmeticTask:
         """
         space = (10**self.digits) ** self.operands * len(self.ops) ** (self.operands - 1)
         if n > space:
-            raise ConfigError(f"asked for {n} distinct {split!r} prompts, but this task has only {space} prompts in "
-                             "all; ask for fewer rows or raise digits / operands.")
+            raise ConfigError(f"asked for {n} distinct {split!r} prompts, but this task has only {space} "
+                              "prompts in all; ask for fewer rows or raise digits / operands.")
         return distinct_rows(self._draw, task=self.name, split=split, n=n, seed=seed,
                              eval_fraction=self.eval_fraction)
 

@@ -18,8 +18,8 @@ from grouprl.rewards.code import code_tests_reward
 # (specification template, reference implementation template, input sampler). {a} and {b} are drawn ints.
 FAMILIES = [
     ("returns x multiplied by {a}, plus {b}", "return x * {a} + {b}", lambda r: r.randint(-50, 50)),
-    ("returns the sum of the decimal digits of the non-negative integer x", "return sum(int(c) for c in str(x))",
-     lambda r: r.randint(0, 10**6)),
+    ("returns the sum of the decimal digits of the non-negative integer x",
+     "return sum(int(c) for c in str(x))", lambda r: r.randint(0, 10**6)),
     ("returns True if x is divisible by {a}, else False", "return x % {a} == 0", lambda r: r.randint(0, 500)),
     ("returns the string x repeated {a} times", "return x * {a}",
      lambda r: "".join(r.choice("abcxyz") for _ in range(r.randint(1, 4)))),

@@ -33,6 +33,7 @@ def distinct_rows(draw: Callable[[random.Random], dict[str, Any] | None], *, tas
             seen.add(row["prompt"])
             rows.append(row)
     if len(rows) < n:
-        raise ConfigError(f"found only {len(rows)} distinct {split!r} prompts of the {n} asked for: the {task} "
-                         "task's space is too small for that; ask for fewer rows or make the task larger.")
+        raise ConfigError(f"found only {len(rows)} distinct {split!r} prompts of the {n} asked for: "
+                          f"the {task} task's space is too small for that; "
+                          "ask for fewer rows or make the task larger.")
     return rows
