@@ -38,6 +38,7 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, char_tokenizer: Pre
 
 @pytest.fixture(scope="session")
 def tiny_qwen2_dir(tmp_path_factory: pytest.TempPathFactory, char_tokenizer: PreTrainedTokenizerFast) -> Path:
-    """A ``save_pretrained`` directory: random tiny Qwen2 (hidden 64, 2 layers, GQA, tied head) plus the tokenizer."""
+    """A ``save_pretrained`` directory: random tiny Qwen2 (hidden 64, 2 layers, GQA, tied head) plus the
+    tokenizer."""
     config = tiny_qwen2_config(len(char_tokenizer))
     return _save_tiny_model(tmp_path_factory.mktemp("tiny_qwen2"), config, char_tokenizer)

@@ -19,8 +19,10 @@ def files(tmp_path):
     (tmp_path / "long.jsonl").write_text('{"prompt": "%s", "answer": "1"}\n' % ("1" * 400))
     (tmp_path / "reward_bad.py").write_text("import nonexistent_module_xyz\n")
     (tmp_path / "not_trl.py").write_text("def one_arg(x):\n    return [0.0]\n\n"
-                                         "def no_kwargs(prompts, completions):\n    return [0.0] * len(completions)\n\n"
-                                         "def make(n):\n    return lambda completions, **kw: [n] * len(completions)\n")
+                                         "def no_kwargs(prompts, completions):\n"
+                                         "    return [0.0] * len(completions)\n\n"
+                                         "def make(n):\n"
+                                         "    return lambda completions, **kw: [n] * len(completions)\n")
     (tmp_path / "latin1.jsonl").write_bytes(b'{"prompt": "1+1="}\n{"prompt": "caf\xe9 2+2="}\n')
     (tmp_path / "number.jsonl").write_text('{"prompt": "1+1="}\n{"prompt": 42}\n')
     (tmp_path / "bad_messages.jsonl").write_text('{"messages": [{"role": "user"}]}\n')
@@ -59,34 +61,42 @@ CASES = [
     (["data.num_train=999999"], "has only 10000 prompts in all"),
     (["train.lr=-1"], "train.lr must be > 0"),
     (["rollout.top_p=2"], "rollout.top_p must be in (0, 1]"),
-    (["train.lr_scheduler=step"], "train.lr_scheduler='step' is not a fixed learning-rate curve; use one of linear"),
+    (["train.lr_scheduler=step"], "train.lr_scheduler='step' is not a fixed learning-rate curve; "
+                                  "use one of linear"),
     (["algo.retain_k=1", "algorithm=gfpo"], "retain_k must be >= 2"),
     (["--resume", "{tmp}/not_a_checkpoint"], "not a checkpoint directory"),
-    (["rewards=[{name: correct_answer, wieght: 2}]"], "has unknown key(s) wieght; an entry takes name, weight, "
-                                                      "kwargs, factory_kwargs, columns"),
-    (["rewards=[{name: correct_answer, weight: abc}]"], "rewards[0].weight of 'correct_answer' must be a finite number"),
+    (["rewards=[{name: correct_answer, wieght: 2}]"],
+     "has unknown key(s) wieght; an entry takes name, weight, kwargs, factory_kwargs, columns"),
+    (["rewards=[{name: correct_answer, weight: abc}]"],
+     "rewards[0].weight of 'correct_answer' must be a finite number"),
     (["data.path={tmp}/latin1.jsonl"], "latin1.jsonl line 2 column 16: byte 0xe9 is not UTF-8"),
     (["--config", "{tmp}/latin1.yaml"], "latin1.yaml line 2 column 14: byte 0xe9 is not UTF-8"),
     (["data.path={tmp}/number.jsonl"], "number.jsonl line 2: the 'prompt' column is a number (42)"),
-    (["model.name_or_path={tmp}/config_only"], "config_only has no tokenizer (tokenizer.json or tokenizer.model), "
-                                               "no safetensors weights; it holds: config.json"),
-    (["model.name_or_path={tmp}/truncated"], "truncated/model.safetensors is not a complete safetensors file"),
-    (["data.path={tmp}/bad_messages.jsonl"], "bad_messages.jsonl line 1: the 'messages' column has message 0"),
+    (["model.name_or_path={tmp}/config_only"],
+     "config_only has no tokenizer (tokenizer.json or tokenizer.model), no safetensors weights; "
+     "it holds: config.json"),
+    (["model.name_or_path={tmp}/truncated"],
+     "truncated/model.safetensors is not a complete safetensors file"),
+    (["data.path={tmp}/bad_messages.jsonl"],
+     "bad_messages.jsonl line 1: the 'messages' column has message 0"),
     (["algorithm=reinforce_pp_baseline", "algo.adv_eps=1e-3"], "algo: adv_eps is read by group_zscore, "
      "group_mean_batch_std, subset_zscore, not by batch_whiten_tokens (the chosen advantage)"),
     (["data.task_kwargs={digit: 2}"], "data.task_kwargs: the arithmetic task has no knob digit"),
     # a reward TRL could not call is refused before any model loads (the model path does not even exist)
     (["rewards=[{tmp}/not_trl.py:one_arg]", "model.name_or_path=/does/not/exist"],
-     "reward one_arg requires 'x', which is neither an argument TRL passes nor a dataset column (columns: answer)"),
+     "reward one_arg requires 'x', which is neither an argument TRL passes nor a dataset column "
+     "(columns: answer)"),
     (["rewards=[{tmp}/not_trl.py:no_kwargs]", "model.name_or_path=/does/not/exist"],
-     "reward no_kwargs does not accept completion_ids, trainer_state, log_extra, log_metric, answer; TRL calls"),
+     "reward no_kwargs does not accept completion_ids, trainer_state, log_extra, log_metric, answer; "
+     "TRL calls"),
     (["rewards=[{name: {tmp}/not_trl.py:make, factory_kwargs: {m: 1}}]"],
      "its factory refused factory_kwargs={'m': 1}: TypeError"),
     (["rewards=[{name: correct_answer, columns: {solution: answer}}]"],
      "correct_answer's columns maps 'solution', which the dataset does not have (its columns: answer)"),
     (["rewards=[{name: accuracy, factory_kwargs: {}}]"], "reward 'accuracy' is a function, not a factory"),
-    (["data.path={tmp}/noanswer.jsonl"], "reward correct_answer requires 'answer', which is neither an argument TRL "
-                                         "passes nor a dataset column (columns: label)"),
+    (["data.path={tmp}/noanswer.jsonl"],
+     "reward correct_answer requires 'answer', which is neither an argument TRL passes nor a dataset column "
+     "(columns: label)"),
 ]
 
 

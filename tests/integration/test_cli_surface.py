@@ -54,5 +54,6 @@ def test_config_with_an_algorithm_and_overrides(capsys):
                  "data.system_prompt='Think...'", "rewards=[{name: correct_answer, weight: 2}]"]) == 0
     data = yaml.safe_load(capsys.readouterr().out)
     assert (data["algorithm"], data["train"]["steps"], data["train"]["lr"]) == ("dapo", 7, 1e-5)
-    assert data["data"]["system_prompt"] == "Think..." and data["rewards"] == [{"name": "correct_answer", "weight": 2}]
+    assert (data["data"]["system_prompt"] == "Think..."
+            and data["rewards"] == [{"name": "correct_answer", "weight": 2}])
     assert main(["config", "--algorithm", "nope"]) == 2

@@ -30,7 +30,8 @@ def _env() -> dict:
 
 def _torchrun(*launcher: str, args: list[str], **kwargs) -> subprocess.Popen:
     cmd = [TORCHRUN, *launcher, "-m", "grouprl", "train", *args]
-    return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+    return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            **kwargs)
 
 
 def _rows(run_dir: Path) -> list[dict]:
@@ -86,8 +87,8 @@ def test_two_process_lora_run_resumes_like_one_straight_process(tmp_path):
     assert main(["train", *args, "train.steps=4", f"output.run_dir={straight}"]) == 0
     out, _ = first.communicate(timeout=240)
     assert first.returncode == 0, out[-3000:]
-    second = _torchrun("--nproc_per_node", "2", "--standalone", args=["--resume", "auto", *args, "train.steps=4",
-                                                                      f"output.run_dir={resumed}"])
+    second = _torchrun("--nproc_per_node", "2", "--standalone",
+                       args=["--resume", "auto", *args, "train.steps=4", f"output.run_dir={resumed}"])
     out, _ = second.communicate(timeout=240)
     assert second.returncode == 0, out[-3000:]
     assert "resuming" in out and (resumed / "checkpoints" / "step-4" / "adapter_model.safetensors").is_file()
@@ -96,22 +97,25 @@ def test_two_process_lora_run_resumes_like_one_straight_process(tmp_path):
 
 def test_fsdp2_run_resumed_equals_one_process_and_saves_one_hf_directory(tmp_path):
     """FSDP2 (fully_shard) on 2 processes, stopped after step 2 and resumed: the rows of one process that ran
-    4 steps straight, and a checkpoint that is one plain HF directory with the same tensors (to AdamW noise)."""
+    4 steps straight, and a checkpoint that is one plain HF directory with the same tensors (to AdamW
+    noise)."""
     args = [*ARGS, "train.lr=1e-4", "train.micro_batch_size=4", "output.save_every=2", "algorithm=grpo"]
     straight, sharded = tmp_path / "straight", tmp_path / "sharded"
-    first = _torchrun("--nproc_per_node", "2", "--standalone", args=[*args, "train.fsdp=true", "train.steps=2",
-                                                                     f"output.run_dir={sharded}"])
+    first = _torchrun("--nproc_per_node", "2", "--standalone",
+                      args=[*args, "train.fsdp=true", "train.steps=2", f"output.run_dir={sharded}"])
     assert main(["train", *args, "train.steps=4", f"output.run_dir={straight}"]) == 0
     out, _ = first.communicate(timeout=240)
     assert first.returncode == 0, out[-3000:]
-    second = _torchrun("--nproc_per_node", "2", "--standalone", args=["--resume", "auto", *args, "train.fsdp=true",
-                                                                      "train.steps=4", f"output.run_dir={sharded}"])
+    second = _torchrun("--nproc_per_node", "2", "--standalone",
+                       args=["--resume", "auto", *args, "train.fsdp=true", "train.steps=4",
+                             f"output.run_dir={sharded}"])
     out, _ = second.communicate(timeout=240)
     assert second.returncode == 0, out[-3000:]
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    ours, theirs = (load_file(d / "checkpoints" / "step-4" / "model.safetensors") for d in (sharded, straight))
+    ours, theirs = (load_file(d / "checkpoints" / "step-4" / "model.safetensors")
+                    for d in (sharded, straight))
     assert set(ours) == set(theirs) and all(ours[k].shape == theirs[k].shape for k in ours)
     rows = _rows(straight)
     # FSDP also sums the clipping norm's squares shard by shard, in another order: one more reduction on the
@@ -119,13 +123,15 @@ def test_fsdp2_run_resumed_equals_one_process_and_saves_one_hf_directory(tmp_pat
     norm = max(t.numel() for t in ours.values()) + len(ours)
     _assert_rows_close(rows, _rows(sharded), MICRO_BATCHES_AND_RANKS + norm)
     gap = adamw_weight_gap([r["lr"] for r in rows])  # 4.7e-4; a weight whose gradient is at rounding level
-    assert max((ours[k] - theirs[k]).abs().max().item() for k in ours) <= gap  # can step the other way: 1.7e-4
+    # can step the other way: 1.7e-4
+    assert max((ours[k] - theirs[k]).abs().max().item() for k in ours) <= gap
     AutoModelForCausalLM.from_pretrained(sharded / "checkpoints" / "step-4")
 
 
 @pytest.mark.parametrize("args,message", [
     (["train.fsdp=true"], "train.fsdp=true shards over processes, but this run has WORLD_SIZE=1"),
-    (["train.fsdp=true", "model.lora.r=4"], "train.fsdp=true and model.lora.r > 0 are not supported together"),
+    (["train.fsdp=true", "model.lora.r=4"],
+     "train.fsdp=true and model.lora.r > 0 are not supported together"),
 ])
 def test_fsdp_on_a_setup_that_cannot_run_it_exits_2(tmp_path, capsys, monkeypatch, args, message):
     if "model.lora.r=4" in args:
@@ -141,8 +147,9 @@ def test_two_nodes_rendezvous_and_train(tmp_path):
     run_dir = tmp_path / "run"
     port = _free_port()
     args = [*ARGS, "train.steps=3", f"output.run_dir={run_dir}"]
-    nodes = [_torchrun("--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(rank), "--rdzv_backend", "c10d",
-                       "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "test-two-nodes", args=args)
+    nodes = [_torchrun("--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(rank),
+                       "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}",
+                       "--rdzv_id", "test-two-nodes", args=args)
              for rank in (0, 1)]
     outputs = [node.communicate(timeout=240)[0] for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
@@ -163,7 +170,8 @@ def test_killing_one_rank_ends_the_job_naming_it(tmp_path):
     run_dir = tmp_path / "run"
     timeout = 20
     proc = _torchrun("--nproc_per_node", "2", "--standalone",
-                     args=[*ARGS, "train.steps=500", f"train.collective_timeout={timeout}", f"output.run_dir={run_dir}"])
+                     args=[*ARGS, "train.steps=500", f"train.collective_timeout={timeout}",
+                           f"output.run_dir={run_dir}"])
     deadline = time.time() + 120
     while not (run_dir / "metrics.jsonl").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)
@@ -232,10 +240,12 @@ def test_logged_metrics_and_a_fail_fast_stop_span_the_ranks(tmp_path):
     (tmp_path / "r.py").write_text(PER_RANK_REWARD)
     run_dir = tmp_path / "run"
     proc = _torchrun("--nproc_per_node", "2", "--standalone",
-                     args=[*ARGS, "train.steps=3", f"rewards=[{tmp_path}/r.py:per_rank]", f"output.run_dir={run_dir}"])
+                     args=[*ARGS, "train.steps=3", f"rewards=[{tmp_path}/r.py:per_rank]",
+                           f"output.run_dir={run_dir}"])
     out, _ = proc.communicate(timeout=240)
     assert proc.returncode != 0
-    assert out.count("grouprl train: error: reward per_rank got reward_fallback on every sample of step 2 (16 "
-                     "samples); its first fault: failed (RuntimeError: boom)") == 2, out[-3000:]
+    assert out.count("grouprl train: error: reward per_rank got reward_fallback on every sample of step 2 "
+                     "(16 samples); its first fault: failed (RuntimeError: boom)") == 2, out[-3000:]
     [row] = _rows(run_dir)
-    assert (row["step"], row["reward_log/rank0"], row["reward_log/rank1"], row["reward_log/both"]) == (1, 1.0, 1.0, 3.0)
+    assert (row["step"], row["reward_log/rank0"], row["reward_log/rank1"],
+            row["reward_log/both"]) == (1, 1.0, 1.0, 3.0)

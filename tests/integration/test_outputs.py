@@ -37,7 +37,8 @@ def test_report_regenerates_plots(run_dir):
         png.unlink()
     (run_dir / "report.md").unlink()
     assert main(["report", str(run_dir)]) == 0
-    assert len(list((run_dir / "plots").glob("*.png"))) == 6 and "## Training" in (run_dir / "report.md").read_text()
+    assert (len(list((run_dir / "plots").glob("*.png"))) == 6
+            and "## Training" in (run_dir / "report.md").read_text())
 
 
 def test_show_prints_completions(run_dir, capsys):

@@ -22,7 +22,8 @@ def open_r1_recipe(tmp_path: Path, **changes) -> Path:
                             for r in get_task("arithmetic").generate("train", 16, 0)))
     recipe = {
         "model_name_or_path": "default", "model_revision": "main", "torch_dtype": "float32",
-        "attn_implementation": "flash_attention_2", "dataset_name": str(data), "dataset_prompt_column": "problem",
+        "attn_implementation": "flash_attention_2", "dataset_name": str(data),
+        "dataset_prompt_column": "problem",
         "system_prompt": "Answer with the number only.", "bf16": True, "use_vllm": True,
         "vllm_gpu_memory_utilization": 0.7, "do_eval": False, "gradient_accumulation_steps": 2,
         "gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False},
@@ -51,7 +52,8 @@ def test_an_open_r1_recipe_trains(tmp_path, capsys):
     assert {"reward/correct_answer", "reward/integer_format"} <= set(completion)
     resolved = yaml.safe_load((run / "config.yaml").read_text())
     assert resolved["train"]["lr"] == 1e-3 and resolved["train"]["warmup_steps"] == 1
-    assert resolved["rewards"] == [{"name": "correct_answer", "weight": 1.0}, {"name": "integer_format", "weight": 0.5}]
+    assert resolved["rewards"] == [{"name": "correct_answer", "weight": 1.0},
+                                   {"name": "integer_format", "weight": 0.5}]
     assert resolved["model"]["gradient_checkpointing"] is True and resolved["train"]["seed"] == 42
     assert (run / "checkpoints" / "step-2").is_dir()
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("grouprl: ignoring")]
@@ -78,8 +80,9 @@ def test_configs_has_one_valid_file_per_preset_and_the_trl_and_open_r1_examples(
 
 @pytest.mark.parametrize("name", ["grpo", "trl_style"])
 def test_a_config_file_runs(tmp_path, name, monkeypatch):
-    monkeypatch.chdir(CONFIGS.parent)  # the files name paths relative to the repository, as the README runs them
-    overrides = ["train.steps=2", "train.prompts_per_step=2", "rollout.num_generations=2", "train.micro_batch_size=0",
-                 f"output.run_dir={tmp_path / 'run'}", *TINY]
+    # the files name paths relative to the repository, as the README runs them
+    monkeypatch.chdir(CONFIGS.parent)
+    overrides = ["train.steps=2", "train.prompts_per_step=2", "rollout.num_generations=2",
+                 "train.micro_batch_size=0", f"output.run_dir={tmp_path / 'run'}", *TINY]
     assert main(["train", "--config", str(CONFIGS / f"{name}.yaml"), *overrides]) == 0
     assert (tmp_path / "run" / "checkpoints" / "step-2").is_dir()

@@ -1,4 +1,5 @@
-"""Resume is exact: N steps straight equal N/2 steps + kill -9 + resume, row for row after the resume point."""
+"""Resume is exact: N steps straight equal N/2 steps + kill -9 + resume, row for row after the resume
+point."""
 
 import json
 import os
@@ -10,15 +11,17 @@ import time
 from grouprl.cli.main import main
 
 ARGS = ["train.steps=4", "train.prompts_per_step=4", "rollout.num_generations=4", "data.num_eval=0",
-        "data.num_train=64", "output.progress=false", "train.lr=1e-3", "output.save_every=2", "output.keep_last=3",
-        "algorithm=dapo", "algo.overlong_max_len=8", "algo.overlong_buffer_len=2", "train.num_iterations=2"]
+        "data.num_train=64", "output.progress=false", "train.lr=1e-3", "output.save_every=2",
+        "output.keep_last=3", "algorithm=dapo", "algo.overlong_max_len=8", "algo.overlong_buffer_len=2",
+        "train.num_iterations=2"]
 
 
 def rows(run_dir):
     out = []
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         row = json.loads(line)
-        out.append({k: v for k, v in row.items() if not k.startswith(("time/", "memory/")) and k != "tokens_per_s"})
+        out.append({k: v for k, v in row.items()
+                    if not k.startswith(("time/", "memory/")) and k != "tokens_per_s"})
     return out
 
 
@@ -30,7 +33,8 @@ def test_kill_and_resume_reproduces_the_straight_run(tmp_path):
     cmd = [sys.executable, "-m", "grouprl", "train", *ARGS, f"output.run_dir={crashed}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (crashed / "checkpoints" / "step-2").exists() and proc.poll() is None and time.time() < deadline:
+    while (not (crashed / "checkpoints" / "step-2").exists() and proc.poll() is None
+           and time.time() < deadline):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -67,7 +71,8 @@ def test_fault_injection_twenty_kills_never_lose_a_checkpoint(tmp_path):
 
     from grouprl.train.checkpoint import list_checkpoints
 
-    grpo = [a for a in ARGS if not a.startswith(("algorithm=", "algo.overlong"))]  # grpo reads no overlong field
+    # grpo reads no overlong field
+    grpo = [a for a in ARGS if not a.startswith(("algorithm=", "algo.overlong"))]
     args = [*grpo, "train.steps=80", "output.save_every=1", "output.keep_last=2", "algorithm=grpo"]
     straight = tmp_path / "straight"
     started = time.monotonic()

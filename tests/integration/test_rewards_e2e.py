@@ -72,7 +72,8 @@ def test_a_trl_reward_file_trains_unchanged_on_a_jsonl_dataset(tmp_path):
             handle.write(json.dumps({"question": f"{a}+{a}=", "answer": str(2 * a)}) + "\n")
     run_dir = tmp_path / "run"
     code = main(["train", *FAST, f"data.path={tmp_path}/data.jsonl", "data.prompt_column=question",
-                 f"rewards=[{tmp_path}/rewards.py:reward_len, {{name: {tmp_path}/rewards.py:digits_only, weight: 2}}]",
+                 f"rewards=[{tmp_path}/rewards.py:reward_len, "
+                 f"{{name: {tmp_path}/rewards.py:digits_only, weight: 2}}]",
                  f"output.run_dir={run_dir}"])
     assert code == 0
     rows = read_jsonl(run_dir / "metrics.jsonl")
@@ -87,8 +88,8 @@ def test_failing_hanging_and_nan_rewards_are_survived(tmp_path):
     run_dir = tmp_path / "run"
     code = main(["train", *FAST, "train.steps=10", "reward_timeout=0.5", "reward_fail_fast=false",
                  f"output.run_dir={run_dir}",
-                 f"rewards=[correct_answer, {tmp_path}/flaky.py:every_tenth_raises, {tmp_path}/flaky.py:hangs, "
-                 f"{tmp_path}/flaky.py:nan]"])
+                 f"rewards=[correct_answer, {tmp_path}/flaky.py:every_tenth_raises, "
+                 f"{tmp_path}/flaky.py:hangs, {tmp_path}/flaky.py:nan]"])
     assert code == 0
     rows = read_jsonl(run_dir / "metrics.jsonl")
     assert len(rows) == 10

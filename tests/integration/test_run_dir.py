@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save_file
 from grouprl.cli.main import main
 
 FAST = ["train.steps=4", "train.prompts_per_step=2", "rollout.num_generations=2", "data.num_eval=0",
-        "data.num_train=32", "output.progress=false", "output.plots=false", "train.lr=1e-3", "output.save_every=2",
-        "output.keep_last=3", "algorithm=grpo", "eval.every=0"]
+        "data.num_train=32", "output.progress=false", "output.plots=false", "train.lr=1e-3",
+        "output.save_every=2", "output.keep_last=3", "algorithm=grpo", "eval.every=0"]
 
 
 def rows(run_dir: Path) -> list[dict]:
@@ -27,7 +27,8 @@ def rows(run_dir: Path) -> list[dict]:
     out = []
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         row = json.loads(line)
-        out.append({k: v for k, v in row.items() if not k.startswith(("time/", "memory/")) and k != "tokens_per_s"})
+        out.append({k: v for k, v in row.items()
+                    if not k.startswith(("time/", "memory/")) and k != "tokens_per_s"})
     return out
 
 
@@ -78,14 +79,18 @@ def _reshape_embeddings(path: Path) -> None:
 
 
 DAMAGE = {
-    "truncated model.safetensors": (lambda c, m: _truncate(c / "model.safetensors"), "model.safetensors does not load"),
-    "missing model.safetensors": (lambda c, m: (c / "model.safetensors").unlink(), "model.safetensors is missing"),
+    "truncated model.safetensors": (lambda c, m: _truncate(c / "model.safetensors"),
+                                    "model.safetensors does not load"),
+    "missing model.safetensors": (lambda c, m: (c / "model.safetensors").unlink(),
+                                  "model.safetensors is missing"),
     "weights of another shape": (lambda c, m: _reshape_embeddings(c / "model.safetensors"),
-                                 "model.embed_tokens.weight is [100, 8] torch.float32, the model's is [100, 128]"),
+                                 "model.embed_tokens.weight is [100, 8] torch.float32, "
+                                 "the model's is [100, 128]"),
     "trainer_state.json not JSON": (lambda c, m: (c / "trainer_state.json").write_text('{"step": 4, "opti'),
                                     "trainer_state.json is not valid JSON"),
-    "trainer_state.safetensors garbage": (lambda c, m: (c / "trainer_state.safetensors").write_bytes(b"\x80" * 99),
-                                          "trainer_state.safetensors does not load"),
+    "trainer_state.safetensors garbage":
+        (lambda c, m: (c / "trainer_state.safetensors").write_bytes(b"\x80" * 99),
+         "trainer_state.safetensors does not load"),
     "an old pickle only": (_pickle_only, "it is not loaded, because unpickling a file can run any code"),
 }
 
@@ -130,7 +135,8 @@ def test_no_checkpoint_that_loads_is_one_line_and_exit_2(run, tmp_path, capsys):
     assert (run / "metrics.jsonl").read_text() == before  # nothing was truncated or re-run
     assert not marker.exists()
 
-    assert main(["train", "--resume", str(run / "checkpoints" / "step-2"), *FAST, f"output.run_dir={run}"]) == 2
+    assert main(["train", "--resume", str(run / "checkpoints" / "step-2"), *FAST,
+                 f"output.run_dir={run}"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unpickling a file can run any code" in err, err
     assert not marker.exists()
@@ -187,9 +193,10 @@ def test_a_held_run_directory_is_in_use_whatever_else_holds(run, tmp_path, capsy
 
     out = tmp_path / "compare"
     with held(out / "grpo-seed0") as pid:
-        assert main(["compare", "--algorithms", "grpo", "--seeds", "1", "--budget-steps", "1", "--out", str(out),
-                     *FAST[1:]]) == 2
-        assert f"run directory {out / 'grpo-seed0'} is in use by pid {pid}" in capsys.readouterr().err.splitlines()[-1]
+        assert main(["compare", "--algorithms", "grpo", "--seeds", "1", "--budget-steps", "1",
+                     "--out", str(out), *FAST[1:]]) == 2
+        assert (f"run directory {out / 'grpo-seed0'} is in use by pid {pid}"
+                in capsys.readouterr().err.splitlines()[-1])
 
 
 GATE = '''

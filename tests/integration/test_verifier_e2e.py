@@ -1,4 +1,5 @@
-"""The ``verifier`` key end to end: the named reward, not the first, is ``accuracy``; a wrong name is one line."""
+"""The ``verifier`` key end to end: the named reward, not the first, is ``accuracy``; a wrong name is one
+line."""
 
 import json
 
@@ -7,7 +8,8 @@ import pytest
 from grouprl.cli.main import main
 
 FAST = ["train.steps=1", "train.prompts_per_step=4", "rollout.num_generations=4", "data.num_eval=0",
-        "data.num_train=64", "output.progress=false", "eval.every=0", "rewards=[integer_format, correct_answer]"]
+        "data.num_train=64", "output.progress=false", "eval.every=0",
+        "rewards=[integer_format, correct_answer]"]
 
 
 def test_accuracy_is_the_named_verifier(tmp_path):

@@ -6,8 +6,9 @@ import importlib
 import pytest
 
 MODULES = ["grouprl.algo.advantages", "grouprl.algo.filters", "grouprl.algo.kl", "grouprl.algo.presets",
-           "grouprl.data.tasks.arithmetic", "grouprl.rewards.arithmetic", "grouprl.rewards.countdown", "grouprl.rewards.code", "grouprl.rewards.length", "grouprl.rewards.answers", "grouprl.rewards.tags",
-           "grouprl.rewards.openr1", "grouprl.messages"]
+           "grouprl.data.tasks.arithmetic", "grouprl.rewards.arithmetic", "grouprl.rewards.countdown",
+           "grouprl.rewards.code", "grouprl.rewards.length", "grouprl.rewards.answers",
+           "grouprl.rewards.tags", "grouprl.rewards.openr1", "grouprl.messages"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,5 +1,6 @@
 """The package structure (docs/architecture.md), checked from the source: no cycle between packages, ``algo/``
-imports nothing of the project but the registry, and no module reaches into another package's private names."""
+imports nothing of the project but the registry, and no module reaches into another package's private
+names."""
 
 import ast
 from pathlib import Path
@@ -25,10 +26,12 @@ def _imports() -> list[tuple[str, str, list[str]]]:
     for path in sorted(ROOT.rglob("*.py")):
         importer = _module(path)
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("grouprl"):
+            if (isinstance(node, ast.ImportFrom) and node.level == 0
+                    and (node.module or "").startswith("grouprl")):
                 out.append((importer, node.module, [alias.name for alias in node.names]))
             elif isinstance(node, ast.Import):
-                out += [(importer, alias.name, []) for alias in node.names if alias.name.startswith("grouprl")]
+                out += [(importer, alias.name, []) for alias in node.names
+                        if alias.name.startswith("grouprl")]
     return out
 
 
@@ -66,5 +69,6 @@ def test_algo_imports_only_the_registry():
 def test_no_private_name_across_packages():
     leaks = [f"{importer} imports {name} from {imported}" for importer, imported, names in _imports()
              for name in names
-             if name.startswith("_") and not name.startswith("__") and _package(importer) != _package(imported)]
+             if name.startswith("_") and not name.startswith("__")
+             and _package(importer) != _package(imported)]
     assert not leaks

@@ -55,10 +55,12 @@ def test_no_tracked_file_cites_documents_outside_the_repository():
 def test_every_docs_path_cited_in_code_and_tests_exists():
     missing = []
     for path in tracked_files():
-        if not path.startswith(("src/", "tests/")) or not path.endswith(".py") or (content := text(path)) is None:
+        if (not path.startswith(("src/", "tests/")) or not path.endswith(".py")
+                or (content := text(path)) is None):
             continue
         for lineno, line in enumerate(content.splitlines(), 1):
-            missing += [f"{path}:{lineno}: {doc}" for doc in DOC_PATH.findall(line) if not (ROOT / doc).is_file()]
+            missing += [f"{path}:{lineno}: {doc}" for doc in DOC_PATH.findall(line)
+                        if not (ROOT / doc).is_file()]
     assert not missing, "cited but not in the repository:\n" + "\n".join(missing)
 
 

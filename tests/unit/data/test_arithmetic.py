@@ -93,7 +93,8 @@ def test_correct_answer_cases():
 def test_correct_answer_accepts_trl_call_style():
     """TRL passes everything by keyword, including columns the reward does not use."""
     rewards = correct_answer(
-        prompts=["1+1=", "2+2="], completions=["2", "5"], completion_ids=[[6], [9]], answer=["2", "4"], trainer_state=None
+        prompts=["1+1=", "2+2="], completions=["2", "5"], completion_ids=[[6], [9]], answer=["2", "4"],
+        trainer_state=None,
     )
     assert rewards == [1.0, 0.0]
 

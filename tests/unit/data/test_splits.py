@@ -8,7 +8,8 @@ from grouprl.data.prompts import DataError, load_rows
 
 def test_split_of_a_saved_dataset_dict(tmp_path):
     datasets.DatasetDict({"train": datasets.Dataset.from_dict({"prompt": ["a", "b"]}),
-                          "test": datasets.Dataset.from_dict({"prompt": ["c"]})}).save_to_disk(str(tmp_path / "dd"))
+                          "test": datasets.Dataset.from_dict({"prompt": ["c"]})}
+                         ).save_to_disk(str(tmp_path / "dd"))
     assert [r["prompt"] for r in load_rows(str(tmp_path / "dd"), "prompt")] == ["a", "b"]
     assert [r["prompt"] for r in load_rows(str(tmp_path / "dd"), "prompt", split="test")] == ["c"]
     with pytest.raises(DataError, match="without a 'validation' split .*; set data.split"):

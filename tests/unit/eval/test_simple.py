@@ -21,8 +21,9 @@ PROMPTS = ["1+2=", "35+47=", "9+10=", "99+99="]
 def tiny_model():
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(TOKENIZER), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-        intermediate_size=64, max_position_embeddings=32, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        vocab_size=len(TOKENIZER), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, intermediate_size=64, max_position_embeddings=32, pad_token_id=0,
+        bos_token_id=1, eos_token_id=2,
     )  # fmt: skip
     return LlamaForCausalLM(config).eval()
 
@@ -37,10 +38,13 @@ def test_left_padded_batch_matches_one_prompt_at_a_time():
 def test_sampling_is_seeded_and_leaves_global_rng_alone():
     model = tiny_model()
     state = torch.get_rng_state()
-    first = generate_completions(model, TOKENIZER, PROMPTS, num_samples=3, temperature=1.0, max_new_tokens=4, seed=5)
+    first = generate_completions(model, TOKENIZER, PROMPTS, num_samples=3, temperature=1.0, max_new_tokens=4,
+                                 seed=5)
     assert torch.equal(state, torch.get_rng_state())
-    again = generate_completions(model, TOKENIZER, PROMPTS, num_samples=3, temperature=1.0, max_new_tokens=4, seed=5)
-    other = generate_completions(model, TOKENIZER, PROMPTS, num_samples=3, temperature=1.0, max_new_tokens=4, seed=6)
+    again = generate_completions(model, TOKENIZER, PROMPTS, num_samples=3, temperature=1.0, max_new_tokens=4,
+                                 seed=5)
+    other = generate_completions(model, TOKENIZER, PROMPTS, num_samples=3, temperature=1.0, max_new_tokens=4,
+                                 seed=6)
     assert first == again and first != other
     texts, finished = first
     assert len(texts) == len(finished) == len(PROMPTS) and all(len(t) == 3 for t in texts)

@@ -12,7 +12,8 @@ def front_matter(card: str) -> dict:
 
 
 def test_card_summarises_the_run_and_its_evaluation():
-    cfg = load_config(None, ["algorithm=dapo", "train.steps=60", "train.lr=1e-5", "data.system_prompt=Be brief.",
+    cfg = load_config(None, ["algorithm=dapo", "train.steps=60", "train.lr=1e-5",
+                             "data.system_prompt=Be brief.",
                              "rewards=[correct_answer, {name: integer_format, weight: 0.5}]"])
     card = model_card(cfg, 60, {"eval/pass@1": 0.859, "eval/pass@8": 0.945})
     meta = front_matter(card)

@@ -1,4 +1,5 @@
-"""output.report_to: metrics.jsonl always, plus each named tracker; output.tensorboard and wandb_mode still work."""
+"""output.report_to: metrics.jsonl always, plus each named tracker; output.tensorboard and wandb_mode still
+work."""
 
 import sys
 import types
@@ -21,7 +22,8 @@ def kinds(cfg, tmp_path):
 
 def test_report_to_and_the_older_keys(tmp_path):
     assert kinds(load_config(), tmp_path) == [JsonlSink]
-    assert kinds(load_config(None, ["output.report_to=[tensorboard]"]), tmp_path) == [JsonlSink, TensorBoardSink]
+    assert kinds(load_config(None, ["output.report_to=[tensorboard]"]), tmp_path) == [
+        JsonlSink, TensorBoardSink]
     assert kinds(load_config(None, ["output.tensorboard=true"]), tmp_path) == [JsonlSink, TensorBoardSink]
     assert kinds(load_config(None, ["report_to=tensorboard", "output.tensorboard=true"]), tmp_path) == [
         JsonlSink, TensorBoardSink]
@@ -41,7 +43,8 @@ def test_trackio_gets_every_step(tmp_path, monkeypatch):
 
 
 def test_unknown_or_missing_trackers(tmp_path, monkeypatch):
-    with pytest.raises(ConfigError, match="output.report_to: unknown mlflow; use some of tensorboard, wandb, trackio"):
+    with pytest.raises(ConfigError,
+                       match="output.report_to: unknown mlflow; use some of tensorboard, wandb, trackio"):
         load_config(None, ["report_to=[mlflow]"])
     with pytest.raises(ConfigError, match="report_to: 'all' is not supported"):
         load_config(None, ["report_to=all"])

@@ -19,7 +19,8 @@ def model64(request):
 
 
 def _batch(vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Three rows: prompts of length 6, 3, 1 (left-padded to 6) and completions of length 5, 2, 4 (right-padded)."""
+    """Three rows: prompts of length 6, 3, 1 (left-padded to 6) and completions of length 5, 2, 4
+    (right-padded)."""
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(4, vocab_size, (3, 6 + T), generator=gen)  # [N, L]
     mask = torch.ones_like(ids)

@@ -123,7 +123,8 @@ def test_a_run_with_gradient_checkpointing_matches_one_without(tmp_path, monkeyp
             if not extra:
                 m.setattr(stages, "can_share_prompts", lambda model: False)
             assert main(["train", *args, *extra, f"output.run_dir={tmp_path / name}"]) == 0
-        rows.append([json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()])
+        rows.append([json.loads(line)
+                     for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()])
     assert min(r["grad_norm"] for r in rows[0]) > 0.5, "a tiny, cancelling gradient would only show rounding"
     config = AutoConfig.from_pretrained(DEFAULT_MODEL_DIR)
     assert_runs_close(*rows, n=forward_path_length(config, config.max_position_embeddings),
@@ -156,8 +157,8 @@ def test_activation_estimate_scales_with_hidden_and_layers(tiny_llama_dir):
 @pytest.mark.parametrize("intermediate", [128, 352])  # 2 × and 5.5 × hidden (Llama-like, Qwen-like MLPs)
 def test_activation_estimate_is_close_to_what_backward_keeps(char_tokenizer, intermediate):
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(tiny_llama_config(len(char_tokenizer), hidden_size=64, num_layers=4,
-                                                               intermediate_size=intermediate))
+    model = AutoModelForCausalLM.from_config(tiny_llama_config(len(char_tokenizer), hidden_size=64,
+                                                               num_layers=4, intermediate_size=intermediate))
     kept: dict[int, int] = {}
 
     def pack(t):  # count each saved storage once (several saves can share one)

@@ -21,7 +21,8 @@ def model64(request):
 
 
 def _groups(vocab: int, repeats: list[int], prompt_lens: list[int], T: int, seed: int = 0):
-    """Left-padded prompts ``[b, P]``, and for prompt ``i`` ``repeats[i]`` right-padded completions ``[n, T]``."""
+    """Left-padded prompts ``[b, P]``, and for prompt ``i`` ``repeats[i]`` right-padded completions
+    ``[n, T]``."""
     gen = torch.Generator().manual_seed(seed)
     P = max(prompt_lens)
     prompts = torch.randint(4, vocab, (len(repeats), P), generator=gen)
@@ -31,7 +32,8 @@ def _groups(vocab: int, repeats: list[int], prompt_lens: list[int], T: int, seed
     lengths = torch.randint(1, T + 1, (n,), generator=gen)
     lengths[0] = T  # at least one full row, so the width is really T
     completion_mask = (torch.arange(T) < lengths[:, None]).long()
-    return prompts * prompt_mask, prompt_mask, torch.tensor(repeats), completions * completion_mask, completion_mask
+    return (prompts * prompt_mask, prompt_mask, torch.tensor(repeats), completions * completion_mask,
+            completion_mask)
 
 
 def _expanded(prompts, prompt_mask, repeats, completions, completion_mask):
@@ -40,14 +42,16 @@ def _expanded(prompts, prompt_mask, repeats, completions, completion_mask):
     return ids, mask
 
 
-@pytest.mark.parametrize(("repeats", "prompt_lens", "T"), [([8, 8, 8], [6, 3, 1], 5), ([3, 1, 5], [2, 6, 4], 4),
+@pytest.mark.parametrize(("repeats", "prompt_lens", "T"), [([8, 8, 8], [6, 3, 1], 5),
+                                                           ([3, 1, 5], [2, 6, 4], 4),
                                                            ([4, 4], [5, 5], 1)])
 def test_equals_sequence_logprobs_with_gradients(model64, repeats, prompt_lens, T):
     batch = _groups(model64.config.vocab_size, repeats, prompt_lens, T)
     ids, mask = _expanded(*batch)
     params = list(model64.parameters())
 
-    ref_logp, ref_entropy = sequence_logprobs(model64, ids, mask, T, temperature=0.7, chunk_size=3, with_entropy=True)
+    ref_logp, ref_entropy = sequence_logprobs(model64, ids, mask, T, temperature=0.7, chunk_size=3,
+                                              with_entropy=True)
     ref_grads = torch.autograd.grad((ref_logp + 0.1 * ref_entropy).sum(), params)
     logp, entropy = shared_prompt_logprobs(model64, *batch, temperature=0.7, chunk_size=3, with_entropy=True)
     grads = torch.autograd.grad((logp + 0.1 * entropy).sum(), params)
@@ -64,9 +68,11 @@ def test_equals_sequence_logprobs_with_gradients(model64, repeats, prompt_lens, 
 
 
 def test_a_wrong_grouping_is_rejected(model64):
-    prompts, prompt_mask, _, completions, completion_mask = _groups(model64.config.vocab_size, [2, 2], [3, 3], 3)
+    prompts, prompt_mask, _, completions, completion_mask = _groups(model64.config.vocab_size, [2, 2],
+                                                                    [3, 3], 3)
     with pytest.raises(ValueError, match="repeats"):
-        shared_prompt_logprobs(model64, prompts, prompt_mask, torch.tensor([2, 1]), completions, completion_mask)
+        shared_prompt_logprobs(model64, prompts, prompt_mask, torch.tensor([2, 1]), completions,
+                               completion_mask)
 
 
 def test_rollout_logprobs_with_micro_batches_cutting_groups(tiny_llama_dir):
@@ -74,14 +80,15 @@ def test_rollout_logprobs_with_micro_batches_cutting_groups(tiny_llama_dir):
     G = 4
     prompts, prompt_mask, repeats, completions, completion_mask = _groups(model.config.vocab_size, [G] * 3,
                                                                           [5, 2, 4], 6, seed=1)
-    rollout = Rollout(prompts.repeat_interleave(repeats, 0), prompt_mask.repeat_interleave(repeats, 0), completions,
-                      completion_mask, torch.zeros(3 * G, dtype=torch.bool))
+    rollout = Rollout(prompts.repeat_interleave(repeats, 0), prompt_mask.repeat_interleave(repeats, 0),
+                      completions, completion_mask, torch.zeros(3 * G, dtype=torch.bool))
     assert can_share_prompts(model)
     rows = torch.arange(3 * G)
     ids, mask = _expanded(prompts, prompt_mask, repeats, completions, completion_mask)
     rounding = logprob_rounding(model, ids, mask)
     with torch.no_grad():
-        full, _ = rollout_logprobs(model, rollout, rows, G, temperature=1.0, chunk_size=64, share_prompts=False)
+        full, _ = rollout_logprobs(model, rollout, rows, G, temperature=1.0, chunk_size=64,
+                                   share_prompts=False)
         for micro in (1, 3, 5, 12):  # 3 and 5 rows per micro-batch split groups across micro-batches
             parts = [rollout_logprobs(model, rollout, r, G, temperature=1.0, chunk_size=64)[0]
                      for r in torch.split(rows, micro)]

@@ -1,7 +1,7 @@
 """A completion that hunts for the tests it is judged by (see test_code_sandbox.py): at import time and in
-each call it searches its frames, its callers' constants, gc, sys.modules, the files around it, its descriptors
-and every process's /proc entries and memory it can read for 'add(a, b) == c', and answers from what it
-finds. ``alive()`` says it got through all of that."""
+each call it searches its frames, its callers' constants, gc, sys.modules, the files around it, its
+descriptors and every process's /proc entries and memory it can read for 'add(a, b) == c', and answers from
+what it finds. ``alive()`` says it got through all of that."""
 
 import contextlib
 import gc

@@ -57,7 +57,8 @@ def live_processes_of(uids: list[int]) -> list[int]:
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            status = dict(line.split(":", 1) for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines())
+            status = dict(line.split(":", 1)
+                          for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines())
         except (OSError, ValueError):
             continue
         if int(status["Uid"].split()[0]) in uids and status["State"].split()[0] not in ("Z", "X"):
@@ -84,12 +85,14 @@ def test_correct_wrong_syntax_empty_partial():
 
 
 def test_single_string_tests_and_setup_statements():
-    tests = "import math\nassert add(1, 2) == 3\nassert math.isclose(add(0.1, 0.2), 0.3)\nassert add(1, 1) == 3\n"
+    tests = ("import math\nassert add(1, 2) == 3\nassert math.isclose(add(0.1, 0.2), 0.3)\n"
+             "assert add(1, 1) == 3\n")
     assert score(GOOD, tests) == pytest.approx(2 / 3)
 
 
 def test_last_python_block_is_used():
-    text = "```python\ndef add(a, b):\n    return 0\n```\nfixed:\n```python\ndef add(a, b):\n    return a + b\n```"
+    text = ("```python\ndef add(a, b):\n    return 0\n```\n"
+            "fixed:\n```python\ndef add(a, b):\n    return a + b\n```")
     assert extract_code(text).strip().endswith("return a + b")
     assert score(text) == 1.0
 
@@ -130,7 +133,8 @@ def test_fake_markers_and_fd_snooping_do_not_pass():
 
 def test_plain_data_crosses_between_the_tests_and_the_solution():
     code = ("import math\n"
-            "def f(x):\n    return (x, [x], {x: {x}}, b'b', 1j, None, True, frozenset([x]), math.inf, 'é\\n')\n"
+            "def f(x):\n"
+            "    return (x, [x], {x: {x}}, b'b', 1j, None, True, frozenset([x]), math.inf, 'é\\n')\n"
             "def g(x):\n    raise KeyError(x)\n"
             "def h(*args, **kwargs):\n    return [args, kwargs]\n")
     tests = ["assert f(1) == (1, [1], {1: {1}}, b'b', 1j, None, True, frozenset([1]), float('inf'), 'é\\n')",
@@ -147,8 +151,8 @@ def test_what_cannot_cross_fails_that_test_only():
             "class Point:\n    pass\n"
             "LIMIT = 3\n"
             "def add(a, b):\n    return a + b\n")
-    tests = ["assert list(gen(2)) == [0, 1]", "assert apply(lambda x: x, 1) == 1", "assert Point() is not None",
-             "assert LIMIT == 3", "assert add(1, 2) == 3"]
+    tests = ["assert list(gen(2)) == [0, 1]", "assert apply(lambda x: x, 1) == 1",
+             "assert Point() is not None", "assert LIMIT == 3", "assert add(1, 2) == 3"]
     assert score(code, tests) == pytest.approx(1 / 5)
 
 
@@ -180,7 +184,8 @@ for name, search in [("gc", ns["from_memory"]), ("files", ns["from_files"]),
     search()
     report[name] = len(found)
 found.clear()
-ns["snoop"] = lambda: None   # no search at all: only the caller-frame trick, from the asserting code's constants
+# no search at all: only the caller-frame trick, from the asserting code's constants
+ns["snoop"] = lambda: None
 for test in tests:
     exec(compile(test, "test", "exec"), ns)
 report["asserts passed by the caller-frame trick"] = len(tests)

@@ -1,4 +1,5 @@
-"""grouprl's format rewards for the <think>…</think><answer>…</answer> layout (open-r1's are in test_openr1)."""
+"""grouprl's format rewards for the <think>…</think><answer>…</answer> layout (open-r1's are in
+test_openr1)."""
 
 import pytest
 

@@ -155,7 +155,8 @@ ADVERSARIAL = [
 @pytest.mark.parametrize("fn", [math_answer, numeric_match, exact_match])
 def test_adversarial_completions_score_zero_without_raising(fn):
     start = time.monotonic()
-    assert fn([""] * len(ADVERSARIAL), ADVERSARIAL, answer=["1"] * len(ADVERSARIAL)) == [0.0] * len(ADVERSARIAL)
+    assert (fn([""] * len(ADVERSARIAL), ADVERSARIAL, answer=["1"] * len(ADVERSARIAL))
+            == [0.0] * len(ADVERSARIAL))
     assert time.monotonic() - start < 20.0   # about 1 s when idle; anything worse than linear takes hours
 
 
@@ -171,7 +172,8 @@ def test_reference_may_be_a_full_solution_or_a_number():
 
 
 def test_numeric_match():
-    completions = ["#### 1,000", "Answer: 72.0", "\\boxed{72.0000001}", "\\boxed{\\frac{1}{2}}", "#### 71", "none"]
+    completions = ["#### 1,000", "Answer: 72.0", "\\boxed{72.0000001}", "\\boxed{\\frac{1}{2}}", "#### 71",
+                   "none"]
     assert numeric_match([""] * 6, completions, answer=["1000", "72", "72", "0.5", "72", "72"]) == [
         1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
     assert numeric_match([""], ["#### 72.0001"], answer=["72"], rel_tol=1e-3) == [1.0]

@@ -12,8 +12,9 @@ from tolerance import assert_close, forward_path_length
 def reward_model_dir(tmp_path_factory, char_tokenizer):
     path = tmp_path_factory.mktemp("rm")
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(char_tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=64, num_labels=1, pad_token_id=char_tokenizer.pad_token_id)
+    config = LlamaConfig(vocab_size=len(char_tokenizer), hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=64, num_labels=1,
+                         pad_token_id=char_tokenizer.pad_token_id)
     LlamaForSequenceClassification(config).save_pretrained(path)
     char_tokenizer.save_pretrained(path)
     return path
@@ -49,7 +50,8 @@ def test_reward_model_reads_chat_rows_as_messages(reward_model_dir):
     own, the char tokenizer here gets their contents joined, which is the text row's prompt + completion."""
     [reward] = resolve_rewards([{"name": "reward_model", "path": str(reward_model_dir)}], [])
     runner = RewardRunner([reward], isolate=False)
-    chat = runner.score([[{"role": "user", "content": "1+1="}]], [[{"role": "assistant", "content": "2"}]], None, {})
+    chat = runner.score([[{"role": "user", "content": "1+1="}]], [[{"role": "assistant", "content": "2"}]],
+                        None, {})
     text = runner.score(["1+1="], ["2"], None, {})
     assert chat.parts["reward_model"].tolist() == pytest.approx(text.parts["reward_model"].tolist(), abs=1e-6)
     assert chat.errors == {"reward_model": 0}

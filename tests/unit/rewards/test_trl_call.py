@@ -28,7 +28,8 @@ def test_reward_inputs_have_trl_forms():
     assert prompts == [ROWS[0]["prompt"]] * 2 + ["2+2="] * 2  # as the rows give them, no template applied
     assert completions == [[{"role": "assistant", "content": "2"}], [{"role": "assistant", "content": "3"}],
                            "4", "5"]  # message lists for a chat row, strings for a text row
-    assert columns == {"solution": ["2", "2", "4", "4"], "level": [1, 1, 2, 2]}  # TRL drops prompt, completion
+    # TRL drops prompt, completion
+    assert columns == {"solution": ["2", "2", "4", "4"], "level": [1, 1, 2, 2]}
     assert dataset_columns(ROWS) == {"solution", "level"}
 
 
@@ -117,7 +118,8 @@ def user_file(tmp_path):
 
 def test_a_factory_is_called_once_and_named_after_its_result(user_file):
     contains, nameless = resolve_rewards([
-        {"name": f"{user_file}:make_contains", "factory_kwargs": {"needle": "4", "bonus": 2.0}, "weight": 0.5},
+        {"name": f"{user_file}:make_contains", "factory_kwargs": {"needle": "4", "bonus": 2.0},
+         "weight": 0.5},
         {"name": f"{user_file}:make_nameless", "factory_kwargs": {"value": 3.0}}], [])
     assert (contains.name, contains.weight, nameless.name) == ("contains_reward", 0.5, "make_nameless")
     assert contains.fn(completions=["14", "5"]) == [2.0, 0.0]
@@ -125,8 +127,8 @@ def test_a_factory_is_called_once_and_named_after_its_result(user_file):
 
 
 def test_columns_reach_a_function_under_its_keyword(user_file):
-    [reward] = resolve_rewards([{"name": f"{user_file}:needs_solution", "columns": {"answer": "solution"}}], [],
-                               {"answer"})
+    [reward] = resolve_rewards([{"name": f"{user_file}:needs_solution", "columns": {"answer": "solution"}}],
+                               [], {"answer"})
     out = RewardRunner([reward], isolate=False).score(["p"] * 2, ["4", "5"], None, {"answer": ["4", "4"]})
     assert out.parts["needs_solution"].tolist() == [1.0, 0.0]
 
@@ -134,17 +136,19 @@ def test_columns_reach_a_function_under_its_keyword(user_file):
 @pytest.mark.parametrize(("entry", "message"), [
     ({"name": "{f}:make_contains", "factory_kwargs": {"needel": "4"}},
      r"reward '.*:make_contains': its factory refused factory_kwargs=\{'needel': '4'\}: TypeError"),
-    ({"name": "{f}:not_a_factory", "factory_kwargs": {}}, r"its factory returned 3 \(int\), not a reward function"),
+    ({"name": "{f}:not_a_factory", "factory_kwargs": {}},
+     r"its factory returned 3 \(int\), not a reward function"),
     ({"name": "{f}:make_contains", "factory_kwargs": 3}, "factory_kwargs of .* must be a mapping, got 3"),
     ({"name": "{f}:needs_solution", "columns": {"answer": 3}}, "columns of .* must map a dataset column to a "
                                                                 "keyword name, e.g. {answer: solution}"),
     ({"name": "{f}:needs_solution", "columns": {"label": "solution"}},
-     "rewards: needs_solution's columns maps 'label', which the dataset does not have \\(its columns: answer\\)"),
-    ({"name": "{f}:needs_solution"}, "reward needs_solution requires 'solution', which is neither an argument TRL "
-                                     "passes nor a dataset column \\(columns: answer\\); TRL calls a reward "
-                                     "function as fn\\(prompts=..."),
-    ({"name": "{f}:make_contains", "wieght": 2}, "has unknown key\\(s\\) wieght; an entry takes name, weight, kwargs, "
-                                                 "factory_kwargs, columns"),
+     "rewards: needs_solution's columns maps 'label', which the dataset does not have "
+     "\\(its columns: answer\\)"),
+    ({"name": "{f}:needs_solution"},
+     "reward needs_solution requires 'solution', which is neither an argument TRL passes nor a dataset "
+     "column \\(columns: answer\\); TRL calls a reward function as fn\\(prompts=..."),
+    ({"name": "{f}:make_contains", "wieght": 2},
+     "has unknown key\\(s\\) wieght; an entry takes name, weight, kwargs, factory_kwargs, columns"),
 ], ids=["factory-refuses", "not-callable", "not-a-mapping", "bad-columns", "absent-column", "missing-keyword",
         "unknown-key"])
 def test_bad_entries_are_one_line(user_file, entry, message):
@@ -171,9 +175,10 @@ def takes_everything(prompts, completions, completion_ids, trainer_state, log_ex
 
 
 @pytest.mark.parametrize(("fn", "message"), [
-    (arity_one, "reward arity_one requires 'x', which is neither an argument TRL passes nor a dataset column"),
-    (no_var_kwargs, "reward no_var_kwargs does not accept completion_ids, trainer_state, log_extra, log_metric, "
-                    "answer; TRL calls .*: add \\*\\*kwargs to its parameters"),
+    (arity_one,
+     "reward arity_one requires 'x', which is neither an argument TRL passes nor a dataset column"),
+    (no_var_kwargs, "reward no_var_kwargs does not accept completion_ids, trainer_state, log_extra, "
+                    "log_metric, answer; TRL calls .*: add \\*\\*kwargs to its parameters"),
     (positional_only, "reward positional_only: parameter 'prompts' is positional-only, but TRL calls"),
 ])
 def test_a_function_trl_could_not_call_is_refused(fn, message):

@@ -28,5 +28,6 @@ def test_a_named_verifier_is_scored_alone_when_asked():
 
 
 def test_an_unknown_verifier_names_the_rewards():
-    with pytest.raises(RewardError, match="verifier: no reward is named 'exactt'; the rewards are length, exact"):
+    with pytest.raises(RewardError,
+                       match="verifier: no reward is named 'exactt'; the rewards are length, exact"):
         verifier_name(REWARDS, "exactt")

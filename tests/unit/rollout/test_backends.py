@@ -18,7 +18,8 @@ PROMPTS = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]  # B = 3 prompts of differen
 
 
 def _model_with_eos_bias(model_dir, eos_bias: float):
-    """The tiny Llama with a bias on the EOS logit: +50 forces EOS, -50 forbids it, 2 ends rows at mixed lengths."""
+    """The tiny Llama with a bias on the EOS logit: +50 forces EOS, -50 forbids it, 2 ends rows at mixed
+    lengths."""
     model = load_model(model_dir)
     head = model.get_output_embeddings()
     biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
@@ -48,11 +49,12 @@ def _joined(rollout):
 
 
 def _assert_matches_teacher_forced(rollout, model, temperature):
-    """The sampler's log-probs come from the backend's own (cached, incremental) forward, the teacher's from one
-    full forward: the whole path rounds differently."""
+    """The sampler's log-probs come from the backend's own (cached, incremental) forward, the teacher's from
+    one full forward: the whole path rounds differently."""
     ids, mask = _joined(rollout)
     with torch.no_grad():
-        logp, _ = sequence_logprobs(model, ids, mask, rollout.completion_ids.shape[1], temperature=temperature)
+        logp, _ = sequence_logprobs(model, ids, mask, rollout.completion_ids.shape[1],
+                                    temperature=temperature)
     assert_close(rollout.sampler_logprobs, logp, **logprob_rounding(model, ids, mask, temperature))
 
 

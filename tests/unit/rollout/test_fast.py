@@ -1,5 +1,5 @@
-"""The fast backend against the reference: same greedy tokens, same sampling distribution (chi-square tests at a
-fixed significance level), samples independent of how the batch is split, and the sampler's filtering equal
+"""The fast backend against the reference: same greedy tokens, same sampling distribution (chi-square tests at
+a fixed significance level), samples independent of how the batch is split, and the sampler's filtering equal
 to transformers' own top-k / top-p warpers."""
 
 from __future__ import annotations
@@ -53,11 +53,15 @@ def goodness_of_fit_p(counts: torch.Tensor, probs: torch.Tensor) -> float:
 
 def test_chi_square_helpers_reject_a_different_distribution():
     generator = torch.Generator().manual_seed(0)
-    a = torch.multinomial(torch.tensor([0.5, 0.3, 0.2]), 4000, True, generator=generator).bincount(minlength=3)
-    b = torch.multinomial(torch.tensor([0.4, 0.4, 0.2]), 4000, True, generator=generator).bincount(minlength=3)
-    c = torch.multinomial(torch.tensor([0.5, 0.3, 0.2]), 4000, True, generator=generator).bincount(minlength=3)
+    a = torch.multinomial(torch.tensor([0.5, 0.3, 0.2]), 4000, True,
+                          generator=generator).bincount(minlength=3)
+    b = torch.multinomial(torch.tensor([0.4, 0.4, 0.2]), 4000, True,
+                          generator=generator).bincount(minlength=3)
+    c = torch.multinomial(torch.tensor([0.5, 0.3, 0.2]), 4000, True,
+                          generator=generator).bincount(minlength=3)
     assert chi_square_p(torch.stack([a, b])) < ALPHA < chi_square_p(torch.stack([a, c]))
-    assert goodness_of_fit_p(b, torch.tensor([0.5, 0.3, 0.2])) < ALPHA < goodness_of_fit_p(a, torch.tensor([0.5, 0.3, 0.2]))
+    assert (goodness_of_fit_p(b, torch.tensor([0.5, 0.3, 0.2])) < ALPHA
+            < goodness_of_fit_p(a, torch.tensor([0.5, 0.3, 0.2])))
 
 
 # ---------------------------------------------------------------------------------------------- the sampler
@@ -106,13 +110,14 @@ def test_sampler_never_draws_a_filtered_token_even_at_u_close_to_one():
 
 def test_group_uniforms_depend_only_on_seed_and_global_group_index():
     whole = group_uniforms(5, 0, 6, 4, 3)  # six groups of four rows
-    parts = torch.cat([group_uniforms(5, 0, 2, 4, 3), group_uniforms(5, 2, 1, 4, 3), group_uniforms(5, 3, 3, 4, 3)])
+    parts = torch.cat([group_uniforms(5, 0, 2, 4, 3), group_uniforms(5, 2, 1, 4, 3),
+                       group_uniforms(5, 3, 3, 4, 3)])
     assert torch.equal(whole, parts)
     assert not torch.equal(whole, group_uniforms(6, 0, 6, 4, 3))
     assert whole.min() >= 0 and whole.max() < 1
 
 
-# ---------------------------------------------------------------------------------- the backend vs the reference
+# ----------------------------------------------------------------------------- the backend vs the reference
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +158,8 @@ def test_samples_do_not_depend_on_how_the_batch_is_split(default_model):
         joined = [getattr(h, key) for h in halves]
         width = max(x.shape[1] for x in joined)
         joined = torch.cat([torch.nn.functional.pad(x, (0, width - x.shape[1])) for x in joined])
-        assert torch.equal(torch.nn.functional.pad(getattr(whole, key), (0, width - getattr(whole, key).shape[1])),
+        assert torch.equal(torch.nn.functional.pad(getattr(whole, key),
+                                                   (0, width - getattr(whole, key).shape[1])),
                            joined)
 
 
@@ -170,7 +176,8 @@ def _tiny_vocab_model(vocab: int = 6) -> tuple[LlamaForCausalLM, SimpleNamespace
 
 
 def _outcomes(rollout) -> list[tuple[int, ...]]:
-    return [tuple(ids[mask.bool()].tolist()) for ids, mask in zip(rollout.completion_ids, rollout.completion_mask)]
+    return [tuple(ids[mask.bool()].tolist())
+            for ids, mask in zip(rollout.completion_ids, rollout.completion_mask)]
 
 
 @pytest.mark.parametrize("sampling", [SamplingParams(max_new_tokens=1, temperature=1.0),
@@ -179,7 +186,8 @@ def _outcomes(rollout) -> list[tuple[int, ...]]:
 def test_first_token_distribution_matches_generate_and_the_model(sampling):
     model, tokenizer = _tiny_vocab_model()
     prompt, n = [[1, 3, 4, 5, 3]], 6000
-    fast = FastRollout(model, tokenizer).generate(prompt, n, SamplingParams(**{**sampling.__dict__, "seed": 1}))
+    fast = FastRollout(model, tokenizer).generate(prompt, n,
+                                                  SamplingParams(**{**sampling.__dict__, "seed": 1}))
     ref = HFRollout(model, tokenizer).generate(prompt, n, SamplingParams(**{**sampling.__dict__, "seed": 2}))
     fast_counts = fast.completion_ids[:, 0].bincount(minlength=6)
     ref_counts = ref.completion_ids[:, 0].bincount(minlength=6)
@@ -193,9 +201,11 @@ def test_first_token_distribution_matches_generate_and_the_model(sampling):
 
 def test_two_token_distribution_matches_generate():
     model, tokenizer = _tiny_vocab_model()
-    prompts, n = [[1, 3, 4], [1, 5, 5, 4, 3]], 3000  # two prompts of different lengths: left padding is exercised
+    # two prompts of different lengths: left padding is exercised
+    prompts, n = [[1, 3, 4], [1, 5, 5, 4, 3]], 3000
     sampling = SamplingParams(max_new_tokens=2, temperature=1.0)
-    fast = FastRollout(model, tokenizer).generate(prompts, n, SamplingParams(**{**sampling.__dict__, "seed": 1}))
+    fast = FastRollout(model, tokenizer).generate(prompts, n,
+                                                  SamplingParams(**{**sampling.__dict__, "seed": 1}))
     ref = HFRollout(model, tokenizer).generate(prompts, n, SamplingParams(**{**sampling.__dict__, "seed": 2}))
     for g in range(2):
         rows = slice(g * n, (g + 1) * n)
@@ -216,7 +226,8 @@ def test_rows_finishing_early_leave_the_batch_without_changing_the_rest(default_
     lengths = out.completion_mask.sum(1)
     assert len(set(lengths.tolist())) > 1  # rows end at different steps
     width = out.completion_ids.shape[1]
-    assert (lengths < width).float().mean() >= 0.25  # a quarter had finished while others ran: a compaction ran
+    # a quarter had finished while others ran: a compaction ran
+    assert (lengths < width).float().mean() >= 0.25
     alone = [backend.generate([p], 8, SamplingParams(**{**sampling.__dict__, "group_offset": g}))
              for g, p in enumerate(prompts)]
     for g, single in enumerate(alone):
@@ -226,9 +237,11 @@ def test_rows_finishing_early_leave_the_batch_without_changing_the_rest(default_
 
 def test_unsupported_models_fall_back_to_hf(char_tokenizer):
     config = MistralConfig(vocab_size=len(char_tokenizer), hidden_size=32, num_hidden_layers=1,
-                           num_attention_heads=2, num_key_value_heads=1, intermediate_size=64, sliding_window=16)
+                           num_attention_heads=2, num_key_value_heads=1, intermediate_size=64,
+                           sliding_window=16)
     model = MistralForCausalLM(config)
     with pytest.raises(ValueError, match="sliding window"):
         FastRollout(model, char_tokenizer)
     assert isinstance(build_backend("auto", model, char_tokenizer), HFRollout)
-    assert isinstance(build_backend("fast", load_model(resolve_model_path("default")), char_tokenizer), FastRollout)
+    assert isinstance(build_backend("fast", load_model(resolve_model_path("default")), char_tokenizer),
+                      FastRollout)

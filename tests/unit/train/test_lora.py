@@ -71,7 +71,8 @@ def test_reference_is_the_base_model_with_adapters_off(setup):
 
 def test_unknown_target_module_exits_2_naming_the_present_ones(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    code = main(["train", *ARGS, "model.lora.target_modules=[q_proj,query_key_value]", f"output.run_dir={run_dir}"])
+    code = main(["train", *ARGS, "model.lora.target_modules=[q_proj,query_key_value]",
+                 f"output.run_dir={run_dir}"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "model.lora.target_modules: query_key_value not in the model; its linear layers are down_proj, " \
@@ -96,5 +97,6 @@ def test_lora_checkpoint_resumes_exactly_and_merges_on_request(tmp_path):
     assert (step / "adapter_model.safetensors").is_file() and not (step / "model.safetensors").exists()
     merged = AutoModelForCausalLM.from_pretrained(step / "merged")
     base = AutoModelForCausalLM.from_pretrained(DEFAULT_MODEL_DIR)
-    assert any(not torch.equal(a, b) for a, b in zip(merged.state_dict().values(), base.state_dict().values()))
+    assert any(not torch.equal(a, b)
+               for a, b in zip(merged.state_dict().values(), base.state_dict().values()))
     assert set(merged.state_dict()) == set(base.state_dict()), "merged/ must be a plain HF model"

@@ -29,15 +29,18 @@ def test_every_fixed_curve_of_transformers_is_offered():
 @pytest.mark.parametrize("name", scheduler_names())
 def test_grouprl_warmup_then_the_transformers_curve(name):
     kwargs = KWARGS.get(name, {})
-    factor, theirs = lr_factor(name, warmup_steps=W, total_steps=T, kwargs=kwargs), transformers_curve(name, kwargs)
+    factor, theirs = (lr_factor(name, warmup_steps=W, total_steps=T, kwargs=kwargs),
+                      transformers_curve(name, kwargs))
     assert [factor(s) for s in range(W)] == [(s + 1) / (W + 1) for s in range(W)]  # the first update moves
     # constant, linear and cosine are computed locally (no transformers import): this is their check too
     assert [factor(s) for s in range(W, T)] == pytest.approx([theirs(s) for s in range(W, T)])
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["train.lr_scheduler=reduce_lr_on_plateau"], "is not a fixed learning-rate curve; use one of linear, cosine"),
-    (["train.lr_scheduler=cosine_wiht_min_lr"], "is not a fixed learning-rate curve; did you mean cosine_with_min_lr?"),
+    (["train.lr_scheduler=reduce_lr_on_plateau"],
+     "is not a fixed learning-rate curve; use one of linear, cosine"),
+    (["train.lr_scheduler=cosine_wiht_min_lr"],
+     "is not a fixed learning-rate curve; did you mean cosine_with_min_lr?"),
     (["train.lr_scheduler=cosine_with_min_lr"], "train.lr_scheduler_kwargs {} do not fit"),
     (["lr_scheduler_type=linear", "lr_scheduler_kwargs={power: 2}"], "unexpected keyword argument 'power'"),
 ])
@@ -48,8 +51,10 @@ def test_bad_schedules_fail_at_config_load(overrides, message):
 
 
 def test_open_r1s_cosine_with_min_lr_loads():
-    cfg = load_config(None, ["lr_scheduler_type=cosine_with_min_lr", "lr_scheduler_kwargs={min_lr_rate: 0.1}"])
-    assert (cfg.train.lr_scheduler, cfg.train.lr_scheduler_kwargs) == ("cosine_with_min_lr", {"min_lr_rate": 0.1})
+    cfg = load_config(None, ["lr_scheduler_type=cosine_with_min_lr",
+                             "lr_scheduler_kwargs={min_lr_rate: 0.1}"])
+    assert (cfg.train.lr_scheduler, cfg.train.lr_scheduler_kwargs) == ("cosine_with_min_lr",
+                                                                       {"min_lr_rate": 0.1})
 
 
 def test_scheduler_state_resumes():

@@ -12,7 +12,8 @@ from grouprl.model.tokenizer import build_char_tokenizer
 from grouprl.train.sft import IGNORE, collate, completion_loss, encode_rows, sft, warmup_cosine
 from tolerance import forward_path_length, logprob_scale, tol
 
-ROWS = [{"prompt": "12+30=", "answer": "42"}, {"prompt": "7+5=", "answer": "12"}, {"prompt": "99+1=", "answer": "100"}]
+ROWS = [{"prompt": "12+30=", "answer": "42"}, {"prompt": "7+5=", "answer": "12"},
+        {"prompt": "99+1=", "answer": "100"}]
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,8 @@ def tiny_model(tokenizer, seed=0):
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
         num_key_value_heads=2, intermediate_size=64, max_position_embeddings=32,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )  # fmt: skip
     return LlamaForCausalLM(config)
 
@@ -48,7 +50,8 @@ def test_loss_has_no_gradient_through_prompt_predictions(tokenizer):
 
 
 def test_first_sft_loss_is_completion_only_cross_entropy(tokenizer):
-    """With the whole data set in one batch, step 1's loss is the pre-update mean CE of the answer + EOS tokens."""
+    """With the whole data set in one batch, step 1's loss is the pre-update mean CE of the answer + EOS
+    tokens."""
     model = tiny_model(tokenizer)
     nll, count, all_nll, all_count, scale = 0.0, 0, 0.0, 0, 0.0
     with torch.no_grad():
@@ -70,7 +73,8 @@ def test_first_sft_loss_is_completion_only_cross_entropy(tokenizer):
 
 def test_sft_reduces_loss_and_is_deterministic(tokenizer):
     rows = get_task("arithmetic").generate("train", 64, seed=0)
-    runs = [sft(tiny_model(tokenizer), tokenizer, rows, steps=30, batch_size=16, lr=1e-2, seed=1, warmup=5) for _ in range(2)]
+    runs = [sft(tiny_model(tokenizer), tokenizer, rows, steps=30, batch_size=16, lr=1e-2, seed=1, warmup=5)
+            for _ in range(2)]
     assert runs[0] == runs[1]
     assert sum(runs[0][-5:]) / 5 < 0.6 * sum(runs[0][:5]) / 5
 
@@ -91,7 +95,8 @@ def test_default_asset_loads_with_plain_transformers_and_answers_in_format():
     prompts = [r["prompt"] for r in get_task("arithmetic").generate("eval", 16, seed=0)]
     batch = tokenizer(prompts, return_tensors="pt", padding=True)
     out = model.generate(
-        **batch, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id
+        **batch, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     for row in out[:, batch["input_ids"].shape[1] :].tolist():
         end = row.index(tokenizer.eos_token_id)  # raises if the model never stopped

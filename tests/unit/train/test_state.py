@@ -56,7 +56,8 @@ def _state(run: SimpleNamespace, rngs: list[dict]) -> dict:
 
 @pytest.fixture
 def written(tmp_path):
-    """A trained run's state written to tmp_path, with two ranks' RNG states; returns the run and the states."""
+    """A trained run's state written to tmp_path, with two ranks' RNG states; returns the run and the
+    states."""
     run = _run()
     _train(run, 3)
     random.seed(1), np.random.seed(1), torch.manual_seed(1)
@@ -123,28 +124,34 @@ DAMAGE = {
                            "scheduler lacks ['last_epoch']"),
     "lr a string": (lambda d: _edit_json(d, lambda doc: doc["optimizer"]["param_groups"][0].update(lr="x")),
                     JSON_FILE, "param_groups[0].lr"),
-    "other parameters": (lambda d: _edit_json(d, lambda doc: doc["optimizer"]["param_groups"][1]["params"].pop()),
-                         JSON_FILE, "holds other parameters"),
-    "data cursor a float": (lambda d: _edit_json(d, lambda doc: doc["data"].update(pos=1.5)), JSON_FILE, "data.pos"),
+    "other parameters":
+        (lambda d: _edit_json(d, lambda doc: doc["optimizer"]["param_groups"][1]["params"].pop()),
+         JSON_FILE, "holds other parameters"),
+    "data cursor a float": (lambda d: _edit_json(d, lambda doc: doc["data"].update(pos=1.5)), JSON_FILE,
+                            "data.pos"),
     "python rng short": (lambda d: _edit_json(d, lambda doc: doc["rng"][1]["python"][1].pop()), JSON_FILE,
                          "rng[1] is not an RNG state"),
     "numpy rng not ints": (lambda d: _edit_json(d, lambda doc: doc["rng"][0]["numpy"][1].__setitem__(0, 0.5)),
                            JSON_FILE, "rng[0] is not an RNG state"),
-    "numpy rng position past the key": (lambda d: _edit_json(d, lambda doc: doc["rng"][0]["numpy"].__setitem__(2, 10**6)),
-                                        JSON_FILE, "rng[0] is not an RNG state"),
+    "numpy rng position past the key":
+        (lambda d: _edit_json(d, lambda doc: doc["rng"][0]["numpy"].__setitem__(2, 10**6)),
+         JSON_FILE, "rng[0] is not an RNG state"),
     "tensors missing": (lambda d: (d / TENSOR_FILE).unlink(), TENSOR_FILE, "is missing"),
     "tensors truncated": (lambda d: (d / TENSOR_FILE).write_bytes((d / TENSOR_FILE).read_bytes()[:300]),
                           TENSOR_FILE, "does not load"),
     "tensors garbage": (lambda d: (d / TENSOR_FILE).write_bytes(b"\x00" * 64), TENSOR_FILE, "does not load"),
     "unexpected tensor": (lambda d: _edit_tensors(d, lambda t: t.update({"os.system": torch.zeros(1)})),
                           TENSOR_FILE, "unexpected tensor 'os.system'"),
-    "moment of another shape": (lambda d: _edit_tensors(d, lambda t: t.update({"optimizer.0.exp_avg": torch.zeros(2)})),
-                                TENSOR_FILE, "not AdamW's"),
+    "moment of another shape":
+        (lambda d: _edit_tensors(d, lambda t: t.update({"optimizer.0.exp_avg": torch.zeros(2)})),
+         TENSOR_FILE, "not AdamW's"),
     "moment gone": (lambda d: _edit_tensors(d, lambda t: t.pop("optimizer.3.exp_avg_sq")), TENSOR_FILE,
                     "not AdamW's"),
-    "torch rng gone": (lambda d: _edit_tensors(d, lambda t: t.pop("rng.1.torch")), TENSOR_FILE, "no tensor rng.1"),
-    "torch rng of floats": (lambda d: _edit_tensors(d, lambda t: t.update({"rng.0.torch": torch.zeros(5056)})),
-                            TENSOR_FILE, "rng.0.torch is not a torch RNG state"),
+    "torch rng gone": (lambda d: _edit_tensors(d, lambda t: t.pop("rng.1.torch")), TENSOR_FILE,
+                       "no tensor rng.1"),
+    "torch rng of floats":
+        (lambda d: _edit_tensors(d, lambda t: t.update({"rng.0.torch": torch.zeros(5056)})),
+         TENSOR_FILE, "rng.0.torch is not a torch RNG state"),
 }
 
 
@@ -192,7 +199,8 @@ def test_weights_of_another_shape_or_dtype_are_refused_before_loading(tmp_path):
     expected = model.state_dict()
     assert matching(tmp_path, dict(expected), expected, "fix") == expected
     for found, message in [({**expected, "weight": torch.zeros(2, 4)}, "weight is [2, 4] torch.float32"),
-                           ({**expected, "bias": torch.zeros(2, dtype=torch.float16)}, "bias is [2] torch.float16"),
+                           ({**expected, "bias": torch.zeros(2, dtype=torch.float16)},
+                            "bias is [2] torch.float16"),
                            ({"weight": expected["weight"]}, "missing ['bias']"),
                            ({**expected, "extra": torch.zeros(1)}, "unexpected ['extra']")]:
         with pytest.raises(ResumeError, match=message.replace("[", r"\[")):
