@@ -268,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("overrides", nargs="*", help="key=value overrides applied to every arm")
     compare.set_defaults(fn=cmd_compare)
 
+    from grouprl.cli.models import add_commands as add_model_commands
+
+    add_model_commands(sub)
+
     env = sub.add_parser("env", help="print versions for bug reports")
     env.set_defaults(fn=cmd_env)
 

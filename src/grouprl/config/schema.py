@@ -39,7 +39,12 @@ class ModelConfig:
     """The policy and its reference."""
 
     name_or_path: str = "default"
-    """The policy: a local ``save_pretrained`` directory, a hub id, or ``default`` (the embedded tiny model)."""
+    """The policy: a local ``save_pretrained`` directory, a hub id, a ``.gguf`` file (model, tokenizer and
+    chat template from it, dequantised to float; ``grouprl convert`` makes it a directory that loads faster),
+    or ``default`` (the embedded tiny model)."""
+    gguf_file: str | None = None
+    """A GGUF file name inside the directory ``name_or_path``: the model, tokenizer and chat template are read
+    from it (the same as passing the file's path as ``name_or_path``). None: no GGUF."""
     dtype: str = "float32"
     """Weights dtype: float32 | bfloat16 | float16 | auto. On CPU keep float32."""
     trust_remote_code: bool = False

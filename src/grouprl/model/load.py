@@ -1,7 +1,9 @@
-"""Load any Hugging Face causal LM and its tokenizer from a local directory or a hub id, and format prompts.
+"""Load any Hugging Face causal LM and its tokenizer from a local directory, a hub id or a GGUF file, and
+format prompts.
 
-Weights are read from safetensors only (no pickle). A name that is clearly a filesystem path but does not
-exist fails here with a one-sentence error instead of a hub lookup that cannot succeed.
+Weights are read from safetensors or GGUF only (no pickle). A name that is clearly a filesystem path but does
+not exist fails here with a one-sentence error instead of a hub lookup that cannot succeed. A GGUF source
+(``model.gguf``, or a directory plus ``gguf_file``) goes through ``grouprl.model.gguf``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from grouprl.errors import DataError, ModelError
+from grouprl.model.gguf import gguf_path, load_gguf_model, load_gguf_tokenizer
 
 DTYPES: dict[str, torch.dtype | str] = {
     "float32": torch.float32,
@@ -75,24 +78,31 @@ def check_model_dir(path: Path, need: tuple[str, ...] = ("config", "tokenizer", 
                        + (" (only pickle weights, which grouprl never loads: re-save with "
                           "save_pretrained(..., safe_serialization=True))" if pickle_only else ""))
     if missing:
-        raise ModelError(f"model directory {path} has no {', no '.join(missing)}; it holds: {listing}. "
-                         "Pass a directory written by save_pretrained (model and tokenizer)")
+        ggufs = [name for name in found if name.lower().endswith(".gguf")]
+        fix = (f"It holds a GGUF file: pass {path / ggufs[0]} itself, or set model.gguf_file={ggufs[0]}"
+               if ggufs else "Pass a directory written by save_pretrained (model and tokenizer)")
+        raise ModelError(f"model directory {path} has no {', no '.join(missing)}; it holds: {listing}. {fix}")
     for shard in shards if "weights" in need else ():
         check_safetensors(shard)
 
 
 def load_tokenizer(
-    name_or_path: str | os.PathLike, *, trust_remote_code: bool = False, padding_side: str = "left"
+    name_or_path: str | os.PathLike, *, trust_remote_code: bool = False, padding_side: str = "left",
+    gguf_file: str | None = None,
 ) -> PreTrainedTokenizerBase:
     """Load a tokenizer; if it has no pad token, use its EOS token for padding.
 
-    ``padding_side`` defaults to ``"left"`` because prompts are left-padded for batched generation.
+    ``padding_side`` defaults to ``"left"`` because prompts are left-padded for batched generation. A GGUF
+    source (a ``.gguf`` path, or a directory plus ``gguf_file``) gives the tokenizer and chat template in it.
     """
-    name = check_source(name_or_path, "tokenizer")
-    if os.path.isdir(name):
-        check_model_dir(Path(name), need=("tokenizer",))
-    tokenizer = _from_pretrained(AutoTokenizer, name, "tokenizer", trust_remote_code=trust_remote_code,
-                                 padding_side=padding_side)
+    if (gguf := gguf_path(name_or_path, gguf_file)) is not None:
+        name, tokenizer = str(gguf), load_gguf_tokenizer(gguf, padding_side=padding_side)
+    else:
+        name = check_source(name_or_path, "tokenizer")
+        if os.path.isdir(name):
+            check_model_dir(Path(name), need=("tokenizer",))
+        tokenizer = _from_pretrained(AutoTokenizer, name, "tokenizer", trust_remote_code=trust_remote_code,
+                                     padding_side=padding_side)
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ModelError(
@@ -109,14 +119,19 @@ def load_model(
     dtype: str = "float32",
     trust_remote_code: bool = False,
     use_safetensors: bool = True,
+    gguf_file: str | None = None,
 ) -> PreTrainedModel:
     """Load a causal LM in eval mode.
 
     ``dtype`` is one of ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"`` (the checkpoint's own
-    dtype). ``use_safetensors=True`` refuses pickle checkpoints (``pytorch_model.bin``).
+    dtype; float32 for a GGUF, whose tensors are dequantised to it). ``use_safetensors=True`` refuses pickle
+    checkpoints (``pytorch_model.bin``). A GGUF source (a ``.gguf`` path, or a directory plus ``gguf_file``)
+    gives an ordinary model with the GGUF's dequantised weights (``grouprl.model.gguf``).
     """
     if dtype not in DTYPES:
         raise ValueError(f"Unknown dtype '{dtype}'; choose one of {sorted(DTYPES)}.")
+    if (gguf := gguf_path(name_or_path, gguf_file)) is not None:
+        return load_gguf_model(gguf, torch.float32 if dtype == "auto" else DTYPES[dtype])
     name = check_source(name_or_path, "model")
     if os.path.isdir(name):
         check_model_dir(Path(name), need=("config", "weights") if use_safetensors else ("config",))

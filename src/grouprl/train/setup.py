@@ -124,7 +124,8 @@ def check_world(cfg: Config, world: int) -> None:
 
 def _policy(cfg: Config, path: str, spec):
     """The policy, its reference and its weights-on-disk object (LoRA or full)."""
-    policy = load_model(path, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code)
+    policy = load_model(path, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code,
+                        gguf_file=cfg.model.gguf_file)
     lora = cfg.model.lora
     if cfg.model.ref_name_or_path and spec.needs_reference:
         reference = FrozenReference(load_model(resolve_model_path(cfg.model.ref_name_or_path), dtype=cfg.model.dtype,
@@ -157,9 +158,10 @@ def build(cfg: Config, run_dir: Path) -> Setup:
         raise ConfigError("rewards: no reward function; set rewards: [...] or use a built-in data.task")
     verifier_name(rewards, cfg.verifier)  # a verifier that names no reward fails before any model loads
     path = resolve_model_path(cfg.model.name_or_path)
-    if Path(path).is_dir():  # everything that is missing, in one line, before any loader reports only its part
+    if Path(path).is_dir() and not cfg.model.gguf_file:  # all that is missing, in one line, before any loader
         check_model_dir(Path(path))
-    tokenizer = load_tokenizer(path, trust_remote_code=cfg.model.trust_remote_code)
+    tokenizer = load_tokenizer(path, trust_remote_code=cfg.model.trust_remote_code,
+                               gguf_file=cfg.model.gguf_file)
     if cfg.data.chat_template is not None:
         tokenizer.chat_template = cfg.data.chat_template
     policy, reference, peft_model = _policy(cfg, path, spec)
