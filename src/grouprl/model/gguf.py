@@ -217,12 +217,13 @@ def gguf_path(name_or_path: str | os.PathLike, gguf_file: str | None = None) -> 
 
 
 def check_gguf(path: Path) -> GGUFHeader:
-    """``read_header``, plus: the ``gguf`` package is installed and transformers loads this architecture."""
-    try:
-        import gguf  # noqa: F401  (transformers dequantises through it)
-    except ImportError:
-        raise ModelError(f"reading {path} needs the gguf package, which is not installed; "
-                         f"{INSTALL_HINT}") from None
+    """``read_header``, plus: gguf and accelerate are installed, transformers loads the architecture."""
+    for package in ("gguf", "accelerate"):  # transformers dequantises through gguf, and requires accelerate
+        try:
+            __import__(package)
+        except ImportError:
+            raise ModelError(f"reading {path} needs the {package} package, which is not installed; "
+                             f"{INSTALL_HINT}") from None
     header = read_header(path)
     known = supported_architectures()
     if header.architecture not in known:
