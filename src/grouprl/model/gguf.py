@@ -303,21 +303,30 @@ def convert_gguf(path: str | os.PathLike, out_dir: str | os.PathLike, *, dtype: 
     if not path.is_file():
         raise ModelError(f"GGUF file {path} does not exist (resolved to {path.resolve()})")
     header = check_gguf(path)
-    model = load_gguf_model(path, FLOAT_DTYPES[dtype])
-    tokenizer = load_gguf_tokenizer(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".tmp-{out.name}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
+    try:  # before the (slow) load: a place that cannot be written fails at once
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    except OSError as err:
+        raise ModelError(f"cannot write {out} ({err.strerror or err}); choose a directory you can "
+                         "write") from None
     try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        model = load_gguf_model(path, FLOAT_DTYPES[dtype])
+        tokenizer = load_gguf_tokenizer(path)
         import transformers
 
         record = {"gguf_file": path.name, "sha256": sha256_file(path), "architecture": header.architecture,
                   "name": header.name, "tensor_types": header.tensor_types, "dtype": dtype,
                   "transformers": transformers.__version__, "gguf": version("gguf"),
                   **(source or {})}
-        (staging / SOURCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        try:
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            (staging / SOURCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        except OSError as err:
+            raise ModelError(f"writing {out} failed ({err.strerror or err}); free some space or choose "
+                             "another directory") from None
         try:
             os.rename(staging, out)
         except OSError as err:

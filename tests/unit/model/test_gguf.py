@@ -138,3 +138,9 @@ def test_missing_or_misnamed_gguf_sources_are_one_line(gguf_file, tmp_path):
     with pytest.raises(ModelError, match="It holds a GGUF file: pass .*tiny.gguf itself, or set "
                        "model.gguf_file"):
         load_model(folder)
+
+
+def test_convert_into_a_place_that_cannot_be_written_is_one_line(gguf_file, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ModelError, match="cannot write .*a-file/out"):
+        convert_gguf(gguf_file, tmp_path / "a-file" / "out")
