@@ -39,14 +39,13 @@ def arm_overrides(algorithm: str, overrides: list[str]) -> tuple[list[str], list
     every arm (``algo.overlong_max_len=8`` for DAPO's shaping) is not applied to an algorithm whose pieces do
     not read that field, where a single run would refuse it."""
     from grouprl.algo import AlgoSpec, preset
-    from grouprl.algo.presets import CHOICE_FIELDS, META_FIELDS, SWITCH_FIELDS
+    from grouprl.algo.presets import CHOOSING_KEYS
     from grouprl.config import parse_override
 
     fields = {f.name for f in dataclasses.fields(AlgoSpec)}
-    exempt = {*META_FIELDS, *SWITCH_FIELDS, *CHOICE_FIELDS.values()}
     given = {key: value for text in overrides for key, value in parse_override(text).get("algo", {}).items()}
-    spec = preset(algorithm, **{k: v for k, v in given.items() if k in exempt})
-    unread = {k for k in given if k in fields and k not in exempt and not spec.reads(k)}
+    spec = preset(algorithm, **{k: v for k, v in given.items() if k in CHOOSING_KEYS})
+    unread = {k for k in given if k in fields and k not in CHOOSING_KEYS and not spec.reads(k)}
     kept = [text for text in overrides if not (text.startswith("algo.") and text.split("=", 1)[0][5:] in unread)]
     return kept, [text for text in overrides if text not in kept]
 
@@ -144,7 +143,7 @@ def write_report(algorithms: list[str], seeds: int, steps: int, out: Path, comma
               "|---" * (len(_ROW) + 1) + "|"]
     for algorithm in algorithms:
         spec = dataclasses.asdict(PRESETS[algorithm])
-        lines.append(f"| {algorithm} | " + " | ".join(str(spec[k]) for k in _ROW) + " |")
+        lines.append(f"| {algorithm} | " + " | ".join(_cell(spec[k]) for k in _ROW) + " |")
     lines += ["", *[f"![{p.stem}]({p.name})" for p in plots], ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
@@ -152,7 +151,12 @@ def write_report(algorithms: list[str], seeds: int, steps: int, out: Path, comma
 
 
 _ROW = ["advantage", "importance_sampling_level", "clip", "epsilon_low", "epsilon_high", "loss_type",
-        "dynamic_sampling", "retain_k", "beta"]
+        "filters", "shaping", "retain_k", "beta"]
+
+
+def _cell(value: object) -> str:
+    """A preset field in a table cell: a list of pieces comma-separated, ``-`` when empty."""
+    return (", ".join(value) or "-") if isinstance(value, tuple) else str(value)
 
 
 def _eval_times(metrics: list[dict], evals: list[dict]) -> list[float]:

@@ -27,7 +27,8 @@ def train(tmp_path, *overrides, name="run"):
 
 @pytest.mark.parametrize("algorithm", sorted(PRESETS))
 def test_every_preset_trains_end_to_end(tmp_path, algorithm):
-    extra = ["algo.overlong_max_len=8", "algo.overlong_buffer_len=2"] if PRESETS[algorithm].soft_overlong else []
+    shaped = "soft_overlong" in PRESETS[algorithm].shaping
+    extra = ["algo.overlong_max_len=8", "algo.overlong_buffer_len=2"] if shaped else []
     run_dir = train(tmp_path, f"algorithm={algorithm}", *extra)
     rows = read_jsonl(run_dir / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]

@@ -64,16 +64,14 @@ def cmd_list(args) -> int:
 
     if args.what == "algorithms":
         print(f"{'name':<22} {'paper':<11} {'advantage':<21} {'ratio':<15} {'clip':<15} {'eps':<13} "
-              f"{'aggregation':<24} {'filters':<28} kl")
+              f"{'aggregation':<24} {'filters':<18} {'shaping':<14} kl")
         for spec in PRESETS.values():
-            filters = [n for n, on in (("dynamic_sampling", spec.dynamic_sampling),
-                                       ("overlong_filter", spec.overlong_filter),
-                                       ("soft_overlong", spec.soft_overlong),
-                                       ("retain_k", spec.advantage == "subset_zscore")) if on]
             eps = "-" if spec.clip in ("soft_gate", "none") else f"{spec.epsilon_low}/{spec.epsilon_high}"
-            kl = f"{spec.kl_estimator} beta={spec.beta}" if spec.beta else "none"
+            kl = f"{spec.kl_estimator} beta={spec.beta} in the {'loss' if spec.kl_in_loss else 'reward'}" \
+                if spec.beta else "none"
             print(f"{spec.name:<22} {spec.paper:<11} {spec.advantage:<21} {spec.importance_sampling_level:<15} "
-                  f"{spec.clip:<15} {eps:<13} {spec.loss_type:<24} {','.join(filters) or 'none':<28} {kl}")
+                  f"{spec.clip:<15} {eps:<13} {spec.loss_type:<24} {','.join(spec.filters) or 'none':<18} "
+                  f"{','.join(spec.shaping) or 'none':<14} {kl}")
     elif args.what == "tasks":
         for name in TASKS.names():
             print(f"{name:<14} {(TASKS.get(name).__doc__ or '').strip().splitlines()[0]}")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from grouprl.algo.presets import LIST_FIELDS, choices
 from grouprl.config import schema
 from grouprl.config.load import algo_spec
 
@@ -65,6 +66,7 @@ def render(cfg: schema.Config) -> str:
     for line in _section(cfg):
         if line.startswith("algo:"):
             lines += [f"# {cfg.algorithm} resolves to (override any of these under algo):",
-                      *(f"#   {k}: {_value(v)}" for k, v in spec.items())]
+                      *(f"#   {k}: {_value(v)}" for k, v in spec.items()),
+                      *(f"# {field} may name: {', '.join(choices(field))}" for field in LIST_FIELDS)]
         lines.append(line)
     return "\n".join(lines) + "\n"

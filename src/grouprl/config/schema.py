@@ -216,7 +216,11 @@ class Config:
     algorithm: str = "grpo"
     """The algorithm preset (``grouprl list algorithms``)."""
     algo: dict = field(default_factory=dict)
-    """Overrides of the preset's fields, e.g. ``{beta: 0.0, epsilon_high: 0.28}`` (see docs/algorithms)."""
+    """Overrides of the preset's fields, e.g. ``{beta: 0.0, epsilon_high: 0.28}`` (see docs/algorithms).
+    Filters and reward shaping are lists of named pieces: ``filters: [nonzero_variance, drop_truncated]``
+    (DAPO's dynamic sampling and overlong filter), ``shaping: [soft_overlong]`` or ``[kl_in_reward]`` (the KL
+    penalty in the reward instead of the loss). The switches ``dynamic_sampling``, ``overlong_filter``,
+    ``soft_overlong`` (true/false) and ``kl_placement`` (loss/reward) still add or remove their piece."""
     rewards: list = field(default_factory=list)
     """Reward functions: names (``grouprl list rewards``), ``module:function`` or ``file.py:function``; or
     ``{name: ..., weight: ..., kwargs: ..., factory_kwargs: ..., columns: ...}`` (docs/rewards.md). Empty: the

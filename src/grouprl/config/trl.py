@@ -74,7 +74,7 @@ DIRECT: dict[str, str | tuple[str, Callable]] = {
     "scale_rewards": "algo.scale_rewards",
     "importance_sampling_level": "algo.importance_sampling_level",
     "delta": "algo.clip_ratio_c",
-    "mask_truncated_completions": "algo.overlong_filter",
+    "mask_truncated_completions": "algo.overlong_filter",  # adds / removes drop_truncated in algo.filters
     "sapo_temperature_pos": "algo.tau_pos",
     "sapo_temperature_neg": "algo.tau_neg",
     "output_dir": "output.run_dir",

@@ -30,10 +30,12 @@ def _algorithm(cfg: Config) -> str:
     s = algo_spec(cfg)
     clip = {"soft_gate": f"soft gate τ {s.tau_pos}/{s.tau_neg}", "none": "no clip"}.get(
         s.clip, f"{s.clip} ε {s.epsilon_low}/{s.epsilon_high}")
-    kl = f"{s.kl_estimator} KL β={s.beta} in the {s.kl_placement}" if s.beta else "no KL"
+    kl = f"{s.kl_estimator} KL β={s.beta} in the {'loss' if s.kl_in_loss else 'reward'}" if s.beta else "no KL"
     paper = f" (arXiv {s.paper})" if s.paper else ""
+    lists = "".join(f", {field} {', '.join(names)}" for field, names in (("filters", s.filters),
+                                                                         ("shaping", s.shaping)) if names)
     return (f"`{cfg.algorithm}`{paper}: advantage {s.advantage}, ratio {s.importance_sampling_level}, {clip}, "
-            f"aggregation {s.loss_type}, {kl}" + (", dynamic sampling" if s.dynamic_sampling else ""))
+            f"aggregation {s.loss_type}, {kl}{lists}")
 
 
 def model_card(cfg: Config, step: int, eval_metrics: dict | None) -> str:

@@ -1,7 +1,7 @@
 """Length shaping as reward functions (they read ``completion_ids``, the sampled tokens of each completion).
 
-The same shaping also exists as an algorithm choice (``algo.soft_overlong``, DAPO's preset); use one or the
-other, not both. Parameters come from the config: ``{name: soft_overlong_penalty, kwargs: {max_len: 512,
+The same shaping also exists as an algorithm choice (the ``soft_overlong`` shaping piece,
+``algo.shaping=[soft_overlong]``, in DAPO's preset); use one or the other, not both. Parameters come from the config: ``{name: soft_overlong_penalty, kwargs: {max_len: 512,
 cache_len: 128}}``.
 """
 

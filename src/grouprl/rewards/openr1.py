@@ -270,7 +270,8 @@ def soft_overlong_punishment(max_completion_len: int = 16384, soft_punish_cache:
     """open-r1 factory: DAPO's soft overlong punishment on the completion's token count.
 
     0.0 up to ``max_completion_len - soft_punish_cache`` tokens, then linear down to -1.0 at
-    ``max_completion_len``, and -1.0 beyond (the same shaping as grouprl's ``soft_overlong_penalty``).
+    ``max_completion_len``, and -1.0 beyond (the same shaping as grouprl's ``soft_overlong_penalty`` and
+    as the ``soft_overlong`` shaping piece of ``algo.shaping``: use one of them, not two).
 
     >>> soft_overlong_punishment(5, 2)(None, [""] * 4, [[1] * 3, [1] * 4, [1] * 5, [1] * 9])
     [0.0, -0.5, -1.0, -1.0]

@@ -66,8 +66,8 @@ def sample_batch(s: Setup, step: int) -> tuple[Scored, dict]:
                                              prompt_texts(s, rows[lo:hi]), G, sampling, state)
             batches.append(batch)
             mine += range(drawn + lo, drawn + hi)
-            informative[[lo + g for g in stages.informative_groups(batch, G)]] = 1
-        if not spec.dynamic_sampling:
+            informative[[lo + g for g in stages.informative_groups(batch, G, spec)]] = 1
+        if not spec.needs_refill:
             return replace(batch, group_ids=torch.arange(lo, hi)), {}
         kept += [drawn + g for g in torch.nonzero(d.all_reduce(informative)).flatten().tolist()]
         drawn += need

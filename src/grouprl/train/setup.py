@@ -188,7 +188,7 @@ def build(cfg: Config, run_dir: Path) -> Setup:
                                 betas=cfg.train.adam_betas)
     scheduler = build_scheduler(optimizer, warmup_steps=cfg.train.warmup_steps, total_steps=total_updates(cfg),
                                 kind=cfg.train.lr_scheduler, kwargs=cfg.train.lr_scheduler_kwargs)
-    if dist.is_main and spec.soft_overlong and spec.overlong_max_len > cfg.rollout.max_new_tokens:
+    if dist.is_main and spec.reads("overlong_max_len") and spec.overlong_max_len > cfg.rollout.max_new_tokens:
         say(f"warning: algo.overlong_max_len={spec.overlong_max_len} exceeds rollout.max_new_tokens="
             f"{cfg.rollout.max_new_tokens}, so the soft overlong penalty never applies; set "
             f"algo.overlong_max_len={cfg.rollout.max_new_tokens} (and algo.overlong_buffer_len) to use it")
