@@ -21,11 +21,12 @@ def test_an_unknown_filter_is_one_line_and_exit_2(tmp_path, capsys):
 
 
 def test_a_setting_only_an_unchosen_shaping_reads_is_refused(tmp_path, capsys):
-    code = main(["train", "algorithm=grpo", "algo.overlong_buffer_len=2", f"output.run_dir={tmp_path / 'run'}"])
+    code = main(["train", "algorithm=grpo", "algo.overlong_buffer_len=2",
+                 f"output.run_dir={tmp_path / 'run'}"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
-    assert "algo: overlong_buffer_len is read by soft_overlong, not by any chosen shaping (none is on); drop it " \
-           "or add soft_overlong to shaping" in err
+    assert "algo: overlong_buffer_len is read by soft_overlong, not by any chosen shaping (none is on); " \
+           "drop it or add soft_overlong to shaping" in err
 
 
 def test_list_algorithms_shows_the_filters_and_shaping(capsys):

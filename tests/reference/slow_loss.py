@@ -79,7 +79,8 @@ def advantages(R, G, lengths, spec, truncated, accuracy):
                 A[i] = R[i] - mu  # whitened below
             elif spec.advantage == "subset_zscore":
                 sub = [j for j in members if retained[j]]
-                A[i] = _div(R[i] - _mean([R[j] for j in sub]), _scale([R[j] for j in sub], spec)) if retained[i] else 0.0
+                rs = [R[j] for j in sub]
+                A[i] = _div(R[i] - _mean(rs), _scale(rs, spec)) if retained[i] else 0.0
     if spec.advantage == "batch_whiten_tokens":
         tokens = [A[i] for i in live for _ in range(int(lengths[i]))]
         mu = _mean(tokens)

@@ -80,11 +80,11 @@ def test_the_list_form_chooses_the_pieces():
                              ("shaping", "soft_overlong"))
     assert s.kwargs("shaping", "soft_overlong") == dict(max_len=8, cache_len=2)
     assert preset("grpo", filters="drop_truncated").filters == ("drop_truncated",)  # one name
-    assert preset("dapo", filters=[], shaping=None).pieces == preset("grpo", beta=0.0, std_ddof=1, adv_eps=1e-6,
-                                                                      adv_eps_inside=False,
-                                                                      loss_type="token_mean").pieces
+    plain = preset("grpo", beta=0.0, std_ddof=1, adv_eps=1e-6, adv_eps_inside=False, loss_type="token_mean")
+    assert preset("dapo", filters=[], shaping=None).pieces == plain.pieces
     in_reward = preset("grpo", shaping=["kl_in_reward"], kl_estimator="k1")
-    assert (in_reward.kl_in_loss, in_reward.needs_old_logp(False), PRESETS["grpo"].kl_in_loss) == (False, True, True)
+    assert (in_reward.kl_in_loss, in_reward.needs_old_logp(False), PRESETS["grpo"].kl_in_loss) == \
+        (False, True, True)
 
 
 def test_the_old_switches_map_onto_the_lists():
@@ -124,8 +124,9 @@ def test_kl_in_reward_with_beta_zero_does_nothing():
     (dict(filters=[{"name": "x"}]), ValueError, "filters must be a list of group filter names"),
     (dict(dynamic_sampling="yes"), ValueError, "dynamic_sampling must be true or false, got 'yes'"),
     (dict(kl_placement="both"), ValueError, "kl_placement must be 'loss' or 'reward', got 'both'"),
-    (dict(filters=["retain_k"]), ValueError, "retain_k provides the retained set, which no chosen piece uses; "
-                                             "choose advantage=subset_zscore, or drop retain_k from filters"),
+    (dict(filters=["retain_k"]), ValueError,
+     "retain_k provides the retained set, which no chosen piece uses; choose advantage=subset_zscore, or "
+     "drop retain_k from filters"),
 ])
 def test_a_bad_list_is_refused_in_one_line(overrides, error, message):
     with pytest.raises(error) as err:

@@ -39,7 +39,8 @@ def test_algo_imports_nothing_of_the_project_but_the_registry(path):
             [node.module or ""] if isinstance(node, ast.ImportFrom) else []
         for name in names:
             if name.split(".")[0] == "grouprl":
-                assert name == "grouprl.registry" or name.startswith("grouprl.algo"), f"{path.name} imports {name}"
+                assert name == "grouprl.registry" or name.startswith("grouprl.algo"), \
+                    f"{path.name} imports {name}"
 
 
 def _public_functions(tree: ast.Module):
@@ -56,7 +57,8 @@ def _public_functions(tree: ast.Module):
 def test_every_public_function_is_annotated(path):
     for name, fn in _public_functions(_tree(path)):
         args = [*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs, fn.args.vararg, fn.args.kwarg]
-        missing = [a.arg for a in args if a is not None and a.arg not in ("self", "cls") and a.annotation is None]
+        missing = [a.arg for a in args
+                   if a is not None and a.arg not in ("self", "cls") and a.annotation is None]
         assert not missing, f"{path.name}: {name} has unannotated arguments {missing}"
         assert fn.returns is not None, f"{path.name}: {name} has no return annotation"
 
@@ -103,8 +105,11 @@ def test_the_trainer_names_no_algorithm_piece_or_switch(package):
     names = set(PRESETS) | {name for _, name in PIECES} | set(SWITCH_ALIASES)
     for path in sorted((ALGO.parent / package).rglob("*.py")):
         for node in ast.walk(_tree(path)):
-            name = node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else \
-                node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                name = node.value
+            else:
+                name = getattr(node, "attr", None) if isinstance(node, ast.Attribute) else \
+                    getattr(node, "id", None)
             assert name not in names, f"{package}/{path.name} line {node.lineno} names {name!r}"
 
 

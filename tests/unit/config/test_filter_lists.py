@@ -1,5 +1,5 @@
-"""Filters and shaping in a config: the list form, the old switches mapped onto it, TRL's name for the overlong
-filter, and the printed config reading back."""
+"""Filters and shaping in a config: the list form, the old switches mapped onto it, TRL's name for the
+overlong filter, and the printed config reading back."""
 
 import pytest
 
@@ -15,7 +15,8 @@ def test_the_list_form_on_the_command_line_and_in_a_file(tmp_path):
     path = tmp_path / "x.yaml"
     path.write_text("algorithm: dapo\nalgo:\n  filters: [nonzero_variance, drop_truncated]\n  shaping: []\n")
     spec = algo_spec(load_config(path))
-    assert (spec.filters, spec.shaping, spec.soft_overlong) == (("nonzero_variance", "drop_truncated"), (), False)
+    assert (spec.filters, spec.shaping, spec.soft_overlong) == \
+        (("nonzero_variance", "drop_truncated"), (), False)
 
 
 @pytest.mark.parametrize("switches,lists", [
@@ -55,7 +56,8 @@ def test_a_bad_list_is_one_config_error(override, message):
 def test_the_printed_config_lists_the_pieces_and_reads_back(tmp_path):
     cfg = load_config(None, ["algorithm=dapo", "algo.filters=[nonzero_variance,drop_truncated]"])
     text = render(cfg)
-    assert "#   filters: [nonzero_variance, drop_truncated]" in text and "#   shaping: [soft_overlong]" in text
+    assert "#   filters: [nonzero_variance, drop_truncated]" in text
+    assert "#   shaping: [soft_overlong]" in text
     assert "# filters may name: drop_truncated, nonzero_variance, retain_k" in text
     path = tmp_path / "printed.yaml"
     path.write_text(text)
