@@ -2,10 +2,9 @@
 
 ``AlgoSpec`` holds the choices and their hyperparameters; ``preset(name, **overrides)`` returns a validated
 spec. Knobs carry TRL's names where TRL has the concept (``beta``, ``epsilon_low``, ``epsilon_high``,
-``importance_sampling_level``, ``loss_type``) and TRL's spellings are accepted as overrides
-(``scale_rewards``, ``epsilon``, ``delta``, ``sapo_temperature_pos`` / ``_neg``, and
-``loss_type="grpo" | "dapo" | "bnpo" | "dr_grpo" | "cispo" | "sapo"``, the last two naming an objective too).
-An incoherent combination is rejected with the rule, the reason and the fix; nothing is silently changed.
+``importance_sampling_level``, ``loss_type``), and TRL's other spellings are accepted as overrides
+(``spellings.py``). An incoherent combination is rejected with the rule, the reason and the fix; nothing is
+silently changed.
 
 Every registered piece declares the spec fields it reads (``params`` / ``reads``) and what it needs
 (``needs``); the spec answers from those declarations which pieces it chooses (``pieces``), which keyword
@@ -15,7 +14,7 @@ choice fields excepted): a knob that would be silently ignored is an error namin
 
 Filters and shaping are lists of named pieces (``filters=("nonzero_variance",)``); the old switches
 (``dynamic_sampling``, ``overlong_filter``, ``soft_overlong``, ``kl_placement``) are kept as overrides that
-add or remove their piece, and as read-only attributes.
+add or remove their piece (``spellings.py``), and as read-only attributes.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from grouprl.algo.filters import FILTERS, SHAPING
 from grouprl.algo.kl import KL_ESTIMATORS
 from grouprl.algo.objectives import OBJECTIVES
 from grouprl.algo.ratios import RATIOS
+from grouprl.algo.spellings import SWITCH_ALIASES, as_names, translate_switches, translate_trl
 from grouprl.registry import Registry, UnknownNameError
 
 REGISTRIES: dict[str, Registry] = {
@@ -48,14 +48,6 @@ CHOICE_FIELDS = {"advantage": "advantage", "ratio": "importance_sampling_level",
 SWITCH_FIELDS = ("filters", "shaping", "beta")
 LIST_FIELDS = {"filters": "filter", "shaping": "shaping"}
 META_FIELDS = ("name", "paper", "summary")
-# The old switches, kept as overrides: each adds (its "on" value) or removes (its "off" value) one piece.
-# ``preset("grpo", dynamic_sampling=True)`` is ``preset("grpo", filters=("nonzero_variance",))``.
-SWITCH_ALIASES: dict[str, tuple[str, str, object, object]] = {
-    "dynamic_sampling": ("filters", "nonzero_variance", False, True),
-    "overlong_filter": ("filters", "drop_truncated", False, True),
-    "soft_overlong": ("shaping", "soft_overlong", False, True),
-    "kl_placement": ("shaping", "kl_in_reward", "loss", "reward"),
-}
 # What preset() always accepts: no chosen piece needs to read a field that chooses pieces.
 CHOOSING_KEYS = frozenset({*META_FIELDS, *CHOICE_FIELDS.values(), *SWITCH_FIELDS, *SWITCH_ALIASES})
 
@@ -116,7 +108,7 @@ class AlgoSpec:
         needed = {need for kind, field in CHOICE_FIELDS.items() if getattr(self, field) in REGISTRIES[kind]
                   for need in REGISTRIES[kind].info(getattr(self, field)).get("needs", ())}
         for field, kind in LIST_FIELDS.items():
-            names = _as_names(getattr(self, field))
+            names = as_names(getattr(self, field))
             if kind == "filter" and all(isinstance(n, str) for n in names):
                 provided = {n: FILTERS.info(n)["provides"] for n in FILTERS if "provides" in FILTERS.info(n)}
                 names = tuple(n for n in names if n not in provided or provided[n] in needed)
@@ -225,16 +217,6 @@ def _listed(s: AlgoSpec, alias: str) -> bool:
     """Whether the piece of an old switch is listed."""
     field, name, _, _ = SWITCH_ALIASES[alias]
     return name in getattr(s, field)
-
-
-def _as_names(value: object) -> tuple:
-    """A list field's value as a tuple: ``None`` is none, a lone string one name; anything else is kept for
-    validation to refuse."""
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
 
 
 def _in_order(names: tuple, registry: Registry) -> tuple:
@@ -376,7 +358,7 @@ def _check_provided(s: AlgoSpec, given: dict[str, object]) -> None:
     """A filter that only provides another piece's need (``retain_k``), listed where no chosen piece needs it,
     would do nothing: refused when it is given, dropped quietly when it is inherited."""
     for field, kind in LIST_FIELDS.items():
-        for name in _as_names(given.get(field)):
+        for name in as_names(given.get(field)):
             if isinstance(name, str) and name in REGISTRIES[kind] and name not in getattr(s, field):
                 need = REGISTRIES[kind].info(name)["provides"]
                 users = [f"{CHOICE_FIELDS[k]}={n}" for k, n in _needing(need)]
@@ -446,57 +428,6 @@ PRESETS: dict[str, AlgoSpec] = {
     )
 }
 
-_TRL_LOSS_TYPES = {"grpo": "seq_mean_token_mean", "dapo": "token_mean", "bnpo": "token_mean",
-                   "dr_grpo": "seq_mean_token_sum_norm", "cispo": "token_mean", "sapo": "seq_mean_token_mean"}
-# TRL's loss types that are also an objective: what the surrogate is, besides how it is aggregated.
-_TRL_LOSS_OBJECTIVES = {"cispo": {"clip": "is_weight_clip", "epsilon_low": None},
-                        "sapo": {"clip": "soft_gate"}}
-_TRL_SAPO = {"sapo_temperature_pos": "tau_pos", "sapo_temperature_neg": "tau_neg"}
-_TRL_SCALE_REWARDS = {"group": "group_zscore", True: "group_zscore", "batch": "group_mean_batch_std",
-                      "none": "group_center", False: "group_center"}
-
-
-def _translate_trl(overrides: dict[str, object]) -> dict[str, object]:
-    """Accept TRL's spellings of the same knobs (values keep grouprl's meaning: ``epsilon_high`` is a distance
-    from ratio 1 for every clip)."""
-    out = dict(overrides)
-    if out.get("loss_type") in _TRL_LOSS_TYPES:
-        for name, value in _TRL_LOSS_OBJECTIVES.get(out["loss_type"], {}).items():
-            out.setdefault(name, value)
-        out["loss_type"] = _TRL_LOSS_TYPES[out["loss_type"]]
-    if "epsilon" in out:
-        eps = out.pop("epsilon")
-        out.setdefault("epsilon_low", eps)
-        out.setdefault("epsilon_high", eps)
-    if "delta" in out:
-        out["clip_ratio_c"] = out.pop("delta")
-    if "scale_rewards" in out:
-        value = out.pop("scale_rewards")
-        if value not in _TRL_SCALE_REWARDS:
-            _fail(f"scale_rewards must be 'group', 'batch' or 'none', got {value!r}", "pick one")
-        out["advantage"] = _TRL_SCALE_REWARDS[value]
-    for trl_name, name in _TRL_SAPO.items():
-        if trl_name in out:
-            out[name] = out.pop(trl_name)
-    return out
-
-
-def _translate_switches(base: AlgoSpec, overrides: dict[str, object]) -> dict[str, object]:
-    """The old switches as edits of the lists: each adds or removes its piece, after any ``filters`` /
-    ``shaping`` override is taken as the starting list."""
-    out = {k: v for k, v in overrides.items() if k not in SWITCH_ALIASES}
-    for alias, (field, piece, off, on) in SWITCH_ALIASES.items():
-        if alias not in overrides:
-            continue
-        value = overrides[alias]
-        if type(value) is not type(on) or value not in (off, on):
-            allowed = "true or false" if isinstance(on, bool) else f"{off!r} or {on!r}"
-            _fail(f"{alias} must be {allowed}, got {value!r}", f"{alias}={on!r} adds {piece} to {field}")
-        names = _as_names(out.get(field, getattr(base, field)))
-        out[field] = (*names, piece) if value == on else tuple(n for n in names if n != piece)
-    return out
-
-
 def preset(name: str | AlgoSpec, **overrides: object) -> AlgoSpec:
     """The validated spec of a named algorithm, with any field overridden. An override that no chosen piece
     reads is rejected, naming the pieces that would read it.
@@ -512,7 +443,7 @@ def preset(name: str | AlgoSpec, **overrides: object) -> AlgoSpec:
         base = PRESETS[name]
     else:
         raise UnknownNameError(f"unknown algorithm {name!r}; known: {', '.join(PRESETS)}")
-    overrides = _translate_switches(base, _translate_trl(overrides))
+    overrides = translate_switches(base, translate_trl(overrides))
     fields = {f.name for f in dataclasses.fields(AlgoSpec)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
