@@ -27,16 +27,19 @@ def train(tmp_path, *overrides, name="run"):
 
 @pytest.mark.parametrize("algorithm", sorted(PRESETS))
 def test_every_preset_trains_end_to_end(tmp_path, algorithm):
-    extra = ["algo.overlong_max_len=8", "algo.overlong_buffer_len=2"] if PRESETS[algorithm].soft_overlong else []
+    shaped = "soft_overlong" in PRESETS[algorithm].shaping
+    extra = ["algo.overlong_max_len=8", "algo.overlong_buffer_len=2"] if shaped else []
     run_dir = train(tmp_path, f"algorithm={algorithm}", *extra)
     rows = read_jsonl(run_dir / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
     for row in rows:
-        assert row["loss/policy"] is not None and abs(row["loss/policy"]) < 1e3  # finite (NaN is written as null)
+        # finite (NaN is written as null)
+        assert row["loss/policy"] is not None and abs(row["loss/policy"]) < 1e3
     assert sum(r["update/steps"] for r in rows) >= 1, "no optimizer step was taken"
     before = AutoModelForCausalLM.from_pretrained(DEFAULT_MODEL_DIR)
     after = AutoModelForCausalLM.from_pretrained(run_dir / "checkpoints" / "step-2")
-    changed = any(not torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
+    changed = any(not torch.equal(a, b)
+                  for a, b in zip(before.state_dict().values(), after.state_dict().values()))
     assert changed, "parameters did not change"
 
 
@@ -51,11 +54,13 @@ def test_run_directory_contents(tmp_path):
     assert {"step", "prompt", "completion", "reward", "advantage", "reward/correct_answer"} <= set(completion)
     metrics = read_jsonl(run_dir / "metrics.jsonl")[0]
     for key in ("reward/mean", "reward/std", "accuracy", "frac_reward_zero_std", "loss/policy", "kl/mean",
-                "clip/low_frac", "clip/high_frac", "entropy", "completion/len_mean", "completion/truncated_frac",
-                "grad_norm", "lr", "time/rollout", "time/update", "tokens_per_s", "reward/correct_answer/mean"):
+                "clip/low_frac", "clip/high_frac", "entropy", "completion/len_mean",
+                "completion/truncated_frac", "grad_norm", "lr", "time/rollout", "time/update", "tokens_per_s",
+                "reward/correct_answer/mean"):
         assert key in metrics, key
     evals = read_jsonl(run_dir / "eval.jsonl")
-    assert [e["step"] for e in evals] == [0, 2] and {"eval/pass@1", "eval/pass@2", "eval/mean@2"} <= set(evals[0])
+    assert [e["step"] for e in evals] == [0, 2]
+    assert {"eval/pass@1", "eval/pass@2", "eval/mean@2"} <= set(evals[0])
     card = (run_dir / "checkpoints" / "step-2" / "README.md").read_text()  # the model card has the final eval
     assert "# grpo checkpoint, step 2 of 2" in card and "Held-out prompts at step 2:" in card
     assert f"| eval/pass@1 | {evals[-1]['eval/pass@1']:.4f} |" in card
@@ -66,8 +71,8 @@ def test_same_seed_same_metrics(tmp_path):
                          "train.num_iterations=2", name="a") / "metrics.jsonl")
     b = read_jsonl(train(tmp_path, "algorithm=dapo", "algo.overlong_max_len=8", "algo.overlong_buffer_len=2",
                          "train.num_iterations=2", name="b") / "metrics.jsonl")
-    strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith(("time/", "memory/")) and k != "tokens_per_s"}  # noqa: E731
-                          for r in rows]
+    strip = lambda rows: [{k: v for k, v in r.items()  # noqa: E731
+                           if not k.startswith(("time/", "memory/")) and k != "tokens_per_s"} for r in rows]
     assert strip(a) == strip(b)
 
 
@@ -91,7 +96,8 @@ def test_a_nan_loss_skips_the_update_and_leaves_weights_untouched(tmp_path, monk
     run_dir = tmp_path / "nan"
     assert main(["train", *FAST, "train.steps=2", f"output.run_dir={run_dir}", "data.num_eval=0"]) == 0
     rows = read_jsonl(run_dir / "metrics.jsonl")
-    assert [r["update/skipped_nonfinite"] for r in rows] == [1, 1] and all(r["update/steps"] == 0 for r in rows)
+    assert [r["update/skipped_nonfinite"] for r in rows] == [1, 1]
+    assert all(r["update/steps"] == 0 for r in rows)
     before = AutoModelForCausalLM.from_pretrained(DEFAULT_MODEL_DIR).state_dict()
     after = AutoModelForCausalLM.from_pretrained(run_dir / "checkpoints" / "step-2").state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -118,7 +124,8 @@ def test_sigterm_finishes_the_step_checkpoints_and_resume_continues(tmp_path):
 
     run_dir = tmp_path / "term"
     args = [*FAST, "train.steps=200", "data.num_eval=0", f"output.run_dir={run_dir}"]
-    proc = subprocess.Popen([sys.executable, "-m", "grouprl", "train", *args], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "grouprl", "train", *args], stderr=subprocess.PIPE,
+                            text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not ((run_dir / "metrics.jsonl").exists()
                                           and len(read_jsonl(run_dir / "metrics.jsonl")) >= 2):
@@ -136,8 +143,8 @@ def test_sigterm_finishes_the_step_checkpoints_and_resume_continues(tmp_path):
 @pytest.mark.parametrize("extra", [["rollout.backend=fast"], ["rollout.backend=hf"],
                                    ["model.lora.r=4", "train.num_iterations=2"]])
 def test_no_deprecation_warning_from_grouprl_calls(tmp_path, extra):
-    """A library's FutureWarning/DeprecationWarning attributed to grouprl's own code is an error here: the call
-    stops working at the library's next release (e.g. transformers' ``past_key_values`` → ``cache``)."""
+    """A library's FutureWarning/DeprecationWarning attributed to grouprl's own code is an error here: the
+    call stops working at the library's next release (e.g. transformers' ``past_key_values`` → ``cache``)."""
     import warnings
 
     with warnings.catch_warnings(record=True) as caught:

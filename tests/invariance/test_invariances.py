@@ -116,7 +116,8 @@ def test_gmpo_with_one_token_responses_equals_grpo_with_log_space_clip():
 def test_lite_ppo_with_one_group_equals_grpo_advantages_under_token_mean():
     rewards, new, old, ref, mask, _ = random_batch(1, 5, 1, 6)
     lite = compute_loss(rewards, 5, new, old, ref, mask, preset("lite_ppo"))
-    grpo = compute_loss(rewards, 5, new, old, ref, mask, preset("grpo", beta=0.0, loss_type="token_mean", **VERL_STD))
+    grpo = compute_loss(rewards, 5, new, old, ref, mask,
+                        preset("grpo", beta=0.0, loss_type="token_mean", **VERL_STD))
     torch.testing.assert_close(lite.advantages, grpo.advantages, atol=rounding_tol(new, 5), rtol=0)
     assert lite.loss.item() == pytest.approx(grpo.loss.item(), abs=rounding_tol(new, 5))
 
@@ -143,7 +144,7 @@ def test_dual_clip_zeroes_gradient_of_negative_tokens_above_c():
 def test_gfpo_with_k_equal_to_g_is_grpo_under_dapo_aggregation():
     rewards, new, old, ref, mask, _ = random_batch(3, 4, 3, 6)
     gfpo = compute_loss(rewards, 4, new, old, ref, mask, preset("gfpo", retain_k=4))
-    dapo = compute_loss(rewards, 4, new, old, ref, mask, preset("dapo", soft_overlong=False, dynamic_sampling=False))
+    dapo = compute_loss(rewards, 4, new, old, ref, mask, preset("dapo", filters=[], shaping=[]))
     torch.testing.assert_close(gfpo.advantages, dapo.advantages, atol=rounding_tol(new, 4), rtol=0)
     assert gfpo.loss.item() == pytest.approx(dapo.loss.item(), abs=rounding_tol(new, 4))
 

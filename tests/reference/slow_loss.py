@@ -33,14 +33,14 @@ def advantages(R, G, lengths, spec, truncated, accuracy):
     """Returns (advantages, in_loss) as Python lists."""
     N = len(R)
     R = list(R)
-    if spec.soft_overlong:
+    if "soft_overlong" in spec.shaping:
         lmax, cache = spec.overlong_max_len, spec.overlong_buffer_len
         for i in range(N):
             L = lengths[i]
             R[i] += 0.0 if L <= lmax - cache else (((lmax - cache) - L) / cache if L <= lmax else -1.0)
     groups = [list(range(b * G, (b + 1) * G)) for b in range(N // G)]
     valid = [True] * N
-    if spec.dynamic_sampling:
+    if "nonzero_variance" in spec.filters:
         for idx in groups:
             if len({accuracy[i] for i in idx}) == 1:
                 for i in idx:
@@ -79,7 +79,8 @@ def advantages(R, G, lengths, spec, truncated, accuracy):
                 A[i] = R[i] - mu  # whitened below
             elif spec.advantage == "subset_zscore":
                 sub = [j for j in members if retained[j]]
-                A[i] = _div(R[i] - _mean([R[j] for j in sub]), _scale([R[j] for j in sub], spec)) if retained[i] else 0.0
+                rs = [R[j] for j in sub]
+                A[i] = _div(R[i] - _mean(rs), _scale(rs, spec)) if retained[i] else 0.0
     if spec.advantage == "batch_whiten_tokens":
         tokens = [A[i] for i in live for _ in range(int(lengths[i]))]
         mu = _mean(tokens)
@@ -88,7 +89,7 @@ def advantages(R, G, lengths, spec, truncated, accuracy):
             A[i] = (A[i] - mu) / math.sqrt(var + 1e-8)
     in_loss = list(valid)
     for i in range(N):
-        if spec.overlong_filter and truncated[i]:
+        if "drop_truncated" in spec.filters and truncated[i]:
             in_loss[i] = False
         if spec.advantage == "subset_zscore" and spec.retain_normalise_over == "retained" and not retained[i]:
             in_loss[i] = False
@@ -129,7 +130,8 @@ def loss(R, G, logp, old, ref, mask, spec, truncated=None, accuracy=None, norm_l
     truncated = [False] * N if truncated is None else [bool(x) for x in truncated]
     accuracy = list(R) if accuracy is None else list(accuracy)
     R = list(R)
-    if spec.beta > 0 and spec.kl_placement == "reward":
+    kl_in_reward = spec.beta > 0 and "kl_in_reward" in spec.shaping
+    if kl_in_reward:
         for i in range(N):
             R[i] -= spec.beta * sum(float(old[i, t] - ref[i, t]) for t in range(lengths[i]))
     A, in_loss = advantages(R, G, lengths, spec, truncated, accuracy)
@@ -139,7 +141,8 @@ def loss(R, G, logp, old, ref, mask, spec, truncated=None, accuracy=None, norm_l
     for i in seqs:
         L = lengths[i]
         toks = range(L)
-        kl_terms = [_kl(spec, logp[i, t], ref[i, t]) for t in toks] if spec.beta > 0 and spec.kl_placement == "loss" else []
+        kl_in_loss = spec.beta > 0 and not kl_in_reward
+        kl_terms = [_kl(spec, logp[i, t], ref[i, t]) for t in toks] if kl_in_loss else []
         kl_mean = sum(kl_terms) / L if kl_terms else 0.0
         if spec.importance_sampling_level == "sequence":
             log_s = sum(logp[i, t] - old[i, t] for t in toks) / L

@@ -20,6 +20,8 @@ CASES = [
     ("dr_grpo", dict(loss_norm_length=7)),
     ("dapo", dict(overlong_max_len=6, overlong_buffer_len=3)),
     ("dapo", dict(overlong_max_len=6, overlong_buffer_len=2, overlong_filter=True)),
+    ("grpo", dict(filters=["drop_truncated", "nonzero_variance"], shaping=["soft_overlong", "kl_in_reward"],
+                  overlong_max_len=6, overlong_buffer_len=2, kl_estimator="k1")),
     ("gspo", dict(epsilon=0.05)),
     ("gspo", dict(beta=0.02)),
     ("gspo_token", dict(epsilon=0.05)),

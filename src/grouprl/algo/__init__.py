@@ -14,6 +14,7 @@ from grouprl.algo.loss import (
     check_inputs,
     compute_loss,
     group_advantages,
+    kept_groups,
     policy_loss,
 )
 from grouprl.algo.objectives import OBJECTIVES
@@ -23,5 +24,5 @@ from grouprl.algo.ratios import RATIOS
 __all__ = [
     "ADVANTAGES", "AGGREGATIONS", "FILTERS", "KL_ESTIMATORS", "OBJECTIVES", "RATIOS", "SHAPING",
     "PRESETS", "REGISTRIES", "AlgoSpec", "Advantages", "Counts", "GroupContext", "GroupView", "LossOutput",
-    "check_inputs", "compute_loss", "group_advantages", "policy_loss", "preset",
+    "check_inputs", "compute_loss", "group_advantages", "kept_groups", "policy_loss", "preset",
 ]

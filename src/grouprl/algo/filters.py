@@ -10,11 +10,15 @@ Shaping functions return a reward delta (deltas are added in registration order)
 
     fn(view: GroupView, **hparams) -> delta [B, G] float
 
-Each is registered with ``when``, the predicate on the spec that turns it on (the spec's switch), ``params``
-(spec field -> keyword), ``needs`` (the facts of ``GroupView`` it uses) and, for filters, ``role``: ``group``
-(a dropped group leaves statistics and loss), ``loss`` (a dropped sequence leaves the loss only) or
-``subset`` (GFPO's retained set, which the advantage's statistics use). ``reads`` names the spec fields the
-composition reads for the piece.
+A spec chooses them by name: ``AlgoSpec.filters`` and ``AlgoSpec.shaping`` list the pieces (DAPO's row names
+``nonzero_variance`` and ``soft_overlong``). Each is registered with ``params`` (spec field -> keyword),
+``needs`` (the facts of ``GroupView`` it uses) and, for filters, ``role``: ``group`` (a dropped group leaves
+statistics and loss, and the trainer samples more prompts to refill the batch), ``loss`` (a dropped sequence
+leaves the loss only) or ``subset`` (GFPO's retained set, which the advantage's statistics use). ``reads``
+names the spec fields the composition reads for the piece; ``provides`` the need of another piece that a
+filter meets (``retain_k`` gives ``subset_zscore`` its ``retained`` set, so choosing that advantage chooses
+the filter); ``when``, a condition on the spec under which a listed piece acts (``kl_in_reward``:
+``beta > 0``); ``choice=False`` marks a piece that is for library callers, not a spec choice.
 """
 
 from __future__ import annotations
@@ -40,8 +44,7 @@ class GroupView:
     seq_kl: torch.Tensor | None = None  # float, sum_t k1(pi_old, pi_ref), for the KL in the reward
 
 
-@FILTERS.register("nonzero_variance", when=lambda spec: spec.dynamic_sampling, role="group",
-                  needs=("accuracy",))
+@FILTERS.register("nonzero_variance", role="group", needs=("accuracy",))
 def nonzero_variance(view: GroupView) -> torch.Tensor:
     """DAPO dynamic sampling: keep a group only if its accuracies are not all equal (``0 < #correct < G``)."""
     acc = view.accuracy
@@ -49,15 +52,15 @@ def nonzero_variance(view: GroupView) -> torch.Tensor:
     return varied.expand_as(acc)
 
 
-@FILTERS.register("drop_truncated", when=lambda spec: spec.overlong_filter, role="loss", needs=("truncated",))
+@FILTERS.register("drop_truncated", role="loss", needs=("truncated",))
 def drop_truncated(view: GroupView) -> torch.Tensor:
     """DAPO overlong filtering: a truncated response is kept out of the loss (not out of its group's
     statistics)."""
     return ~view.truncated
 
 
-@FILTERS.register("retain_k", when=lambda spec: "retained" in spec.info("advantage").get("needs", ()),
-                  role="subset", params={"retain_k": "k", "retain_metric": "metric"},
+@FILTERS.register("retain_k", role="subset", provides="retained",
+                  params={"retain_k": "k", "retain_metric": "metric"},
                   reads=("retain_normalise_over",), needs=("lengths",))
 def retain_k(view: GroupView, *, k: int | None = None, metric: str = "length") -> torch.Tensor:
     """GFPO: keep the ``k`` best responses of each group; ties go to the lower index (stable sort).
@@ -81,7 +84,7 @@ def retain_k(view: GroupView, *, k: int | None = None, metric: str = "length") -
     return keep.scatter_(1, order, True)
 
 
-@SHAPING.register("soft_overlong", when=lambda spec: spec.soft_overlong, needs=("lengths",),
+@SHAPING.register("soft_overlong", needs=("lengths",),
                   params={"overlong_max_len": "max_len", "overlong_buffer_len": "cache_len"})
 def soft_overlong(view: GroupView, *, max_len: int, cache_len: int) -> torch.Tensor:
     """DAPO soft overlong punishment: 0 up to ``max_len - cache_len``, then linear down to -1 at ``max_len``.
@@ -95,15 +98,16 @@ def soft_overlong(view: GroupView, *, max_len: int, cache_len: int) -> torch.Ten
     return torch.where(view.lengths <= expected, torch.zeros_like(ramp), ramp.clamp(min=-1.0))
 
 
-@SHAPING.register("kl_in_reward", when=lambda spec: spec.beta > 0 and spec.kl_placement == "reward",
-                  params=("beta",), needs=("seq_kl",))
+@SHAPING.register("kl_in_reward", when=lambda spec: spec.beta > 0, params=("beta",), needs=("seq_kl",))
 def kl_in_reward(view: GroupView, *, beta: float) -> torch.Tensor:
-    """REINFORCE++-style KL penalty in the reward (``kl_placement="reward"``): ``-beta * sum_t k1``."""
+    """REINFORCE++-style KL penalty in the reward, instead of the KL term in the loss: ``-beta * sum_t k1``.
+    Listed with ``beta = 0`` it does nothing (and no reference pass runs)."""
     return -beta * view.seq_kl
 
 
-@SHAPING.register("length_penalty", when=lambda spec: False, needs=("lengths",))
+@SHAPING.register("length_penalty", choice=False, needs=("lengths",))
 def length_penalty(view: GroupView, *, coef: float, max_len: int) -> torch.Tensor:
-    """A plain linear length cost: ``-coef * |o_i| / max_len``. Not a spec choice (no switch): for callers
-    composing their own shaping; the reward function of the same name is the config's way."""
+    """A plain linear length cost: ``-coef * |o_i| / max_len``. Not a spec choice (its parameters are no spec
+    fields): for callers composing their own shaping; the reward function of the same name is the config's
+    way."""
     return -coef * view.lengths / max_len

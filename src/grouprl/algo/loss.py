@@ -55,7 +55,7 @@ def _with_supplied(kwargs: dict, **supplied: object) -> dict:
 def _shaped(view: GroupView, spec: AlgoSpec) -> torch.Tensor:
     """The reward plus every chosen shaping piece's delta, added in order."""
     shaped = view.rewards
-    for name in spec.shaping:
+    for name in spec.acting("shaping"):
         shaped = shaped + SHAPING.get(name)(view, **spec.kwargs("shaping", name))
     return shaped
 
@@ -64,10 +64,20 @@ def _filtered(view: GroupView, spec: AlgoSpec) -> dict[str, torch.Tensor]:
     """The keep-mask of each filter role (``group``, ``loss``, ``subset``); all True for a role no chosen
     filter has."""
     keep = {role: torch.ones_like(view.truncated) for role in ("group", "loss", "subset")}
-    for name in spec.filters:
+    for name in spec.acting("filter"):
         role = FILTERS.info(name)["role"]
         keep[role] = keep[role] & FILTERS.get(name)(view, **spec.kwargs("filter", name))
     return keep
+
+
+def kept_groups(view: GroupView, spec: AlgoSpec) -> torch.Tensor:
+    """``[B]`` bool: the groups that every chosen ``group``-role filter keeps (all True without one). The
+    trainer asks it before shaping, on the raw rewards, to decide what to refill (DAPO's dynamic sampling)."""
+    keep = torch.ones_like(view.truncated)
+    for name in spec.acting("filter"):
+        if FILTERS.info(name)["role"] == "group":
+            keep = keep & FILTERS.get(name)(view, **spec.kwargs("filter", name))
+    return keep.all(dim=1)
 
 
 def group_advantages(
@@ -89,8 +99,8 @@ def group_advantages(
     truncated = no_cap if truncated is None else truncated.bool()
     accuracy = rewards if accuracy is None else accuracy
     if "seq_kl" in spec.needs and kl_penalty is None:
-        raise ValueError("kl_placement='reward' with beta > 0 subtracts beta * sum_t k1(old, ref) from the "
-                         "reward; pass kl_penalty=")
+        raise ValueError("the kl_in_reward shaping with beta > 0 subtracts beta * sum_t k1(old, ref) from "
+                         "the reward; pass kl_penalty=")
     seq_kl = None if kl_penalty is None else as_groups(kl_penalty)
     raw = GroupView(as_groups(rewards), as_groups(accuracy), as_groups(lengths), as_groups(truncated), seq_kl)
     shaped = _shaped(raw, spec).reshape(N)

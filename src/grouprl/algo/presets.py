@@ -2,16 +2,19 @@
 
 ``AlgoSpec`` holds the choices and their hyperparameters; ``preset(name, **overrides)`` returns a validated
 spec. Knobs carry TRL's names where TRL has the concept (``beta``, ``epsilon_low``, ``epsilon_high``,
-``importance_sampling_level``, ``loss_type``) and TRL's spellings are accepted as overrides
-(``scale_rewards``, ``epsilon``, ``delta``, ``sapo_temperature_pos`` / ``_neg``, and
-``loss_type="grpo" | "dapo" | "bnpo" | "dr_grpo" | "cispo" | "sapo"``, the last two naming an objective too).
-An incoherent combination is rejected with the rule, the reason and the fix; nothing is silently changed.
+``importance_sampling_level``, ``loss_type``), and TRL's other spellings are accepted as overrides
+(``spellings.py``). An incoherent combination is rejected with the rule, the reason and the fix; nothing is
+silently changed.
 
 Every registered piece declares the spec fields it reads (``params`` / ``reads``) and what it needs
 (``needs``); the spec answers from those declarations which pieces it chooses (``pieces``), which keyword
 arguments each gets (``kwargs``) and which passes the trainer must run (``needs_ref_logp``,
 ``needs_old_logp``). A field that a preset row or an override sets must be read by a chosen piece (the
-choice fields and switches excepted): a knob that would be silently ignored is an error naming its readers.
+choice fields excepted): a knob that would be silently ignored is an error naming its readers.
+
+Filters and shaping are lists of named pieces (``filters=("nonzero_variance",)``); the old switches
+(``dynamic_sampling``, ``overlong_filter``, ``soft_overlong``, ``kl_placement``) are kept as overrides that
+add or remove their piece (``spellings.py``), and as read-only attributes.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from grouprl.algo.filters import FILTERS, SHAPING
 from grouprl.algo.kl import KL_ESTIMATORS
 from grouprl.algo.objectives import OBJECTIVES
 from grouprl.algo.ratios import RATIOS
+from grouprl.algo.spellings import SWITCH_ALIASES, as_names, translate_switches, translate_trl
 from grouprl.registry import Registry, UnknownNameError
 
 REGISTRIES: dict[str, Registry] = {
@@ -40,9 +44,12 @@ REGISTRIES: dict[str, Registry] = {
 # The field that chooses the one piece of each single-choice kind.
 CHOICE_FIELDS = {"advantage": "advantage", "ratio": "importance_sampling_level", "objective": "clip",
                  "aggregation": "loss_type", "kl": "kl_estimator"}
-# The switches: fields that turn filter and shaping pieces (and the KL term) on; filters.py declares which.
-SWITCH_FIELDS = ("dynamic_sampling", "overlong_filter", "soft_overlong", "beta", "kl_placement")
+# The fields that list the filter and shaping pieces, and beta, which turns the KL term on.
+SWITCH_FIELDS = ("filters", "shaping", "beta")
+LIST_FIELDS = {"filters": "filter", "shaping": "shaping"}
 META_FIELDS = ("name", "paper", "summary")
+# What preset() always accepts: no chosen piece needs to read a field that chooses pieces.
+CHOOSING_KEYS = frozenset({*META_FIELDS, *CHOICE_FIELDS.values(), *SWITCH_FIELDS, *SWITCH_ALIASES})
 
 
 @dataclass(frozen=True)
@@ -76,10 +83,14 @@ class AlgoSpec:
     loss_type: str = "seq_mean_token_mean"
     loss_norm_length: int | None = None  # L_norm for seq_mean_token_sum_norm; None: the generation budget
 
-    # (e) filters and shaping: the switches turn on pieces of filters.py (spec.filters, spec.shaping)
-    dynamic_sampling: bool = False  # filter nonzero_variance (DAPO): drop groups of equal accuracy
-    overlong_filter: bool = False  # filter drop_truncated (DAPO): keep truncated responses out of the loss
-    soft_overlong: bool = False  # shaping soft_overlong (DAPO): length penalty over the last buffer tokens
+    # (e) filters and shaping: named pieces of filters.py, kept in registration order (the order given does
+    #     not matter). filters: nonzero_variance (DAPO's dynamic sampling: drop groups of equal accuracy,
+    #     refill) | drop_truncated (DAPO's overlong filter: truncated responses leave the loss) | retain_k
+    #     (GFPO's subset; it comes with advantage subset_zscore). shaping: soft_overlong (DAPO's length
+    #     penalty over the last buffer tokens) | kl_in_reward (beta * sum_t k1 off the reward, instead of
+    #     the KL term in the loss)
+    filters: tuple[str, ...] = ()
+    shaping: tuple[str, ...] = ()
     overlong_max_len: int = 20480  # DAPO's L_max (paper value; set it to your max_new_tokens)
     overlong_buffer_len: int = 4096  # DAPO's L_cache
     retain_k: int | None = None  # GFPO: responses kept per group; None: half the group (>= 2)
@@ -88,8 +99,21 @@ class AlgoSpec:
 
     # (f) KL to the reference policy
     beta: float = 0.0  # coefficient; 0 turns the reference model off
-    kl_estimator: str = "k3"  # k1 | k2 | k3
-    kl_placement: str = "loss"  # loss (GRPO) | reward: shaping kl_in_reward, beta * sum_t k1 off the reward
+    kl_estimator: str = "k3"  # k1 | k2 | k3 (the KL in the reward, shaping kl_in_reward, uses k1)
+
+    def __post_init__(self) -> None:
+        """Lists as tuples, each name once, in registration order. A filter that provides what a piece needs
+        (``retain_k``: the ``retained`` set of ``subset_zscore``) is listed exactly when a chosen piece needs
+        it: choosing the advantage chooses the filter, and changing it drops the filter."""
+        needed = {need for kind, field in CHOICE_FIELDS.items() if getattr(self, field) in REGISTRIES[kind]
+                  for need in REGISTRIES[kind].info(getattr(self, field)).get("needs", ())}
+        for field, kind in LIST_FIELDS.items():
+            names = as_names(getattr(self, field))
+            if kind == "filter" and all(isinstance(n, str) for n in names):
+                provided = {n: FILTERS.info(n)["provides"] for n in FILTERS if "provides" in FILTERS.info(n)}
+                names = tuple(n for n in names if n not in provided or provided[n] in needed)
+                names += tuple(n for n, need in provided.items() if need in needed)
+            object.__setattr__(self, field, _in_order(names, REGISTRIES[kind]))
 
     def replace(self, **overrides: object) -> AlgoSpec:
         """This spec with fields overridden, validated as ``preset`` does."""
@@ -101,21 +125,44 @@ class AlgoSpec:
 
     @property
     def pieces(self) -> tuple[tuple[str, str], ...]:
-        """The chosen pieces as ``(kind, name)``: one per single-choice kind, then every filter and shaping
-        piece whose switch (its declared ``when``) is on, in registration order."""
+        """The pieces that act, as ``(kind, name)``: one per single-choice kind, then the listed filters and
+        shaping pieces (in registration order) whose declared ``when`` holds (``kl_in_reward``:
+        ``beta > 0``)."""
         chosen = tuple((kind, getattr(self, field)) for kind, field in CHOICE_FIELDS.items())
-        return chosen + tuple((kind, name) for kind in ("filter", "shaping") for name in REGISTRIES[kind]
-                              if REGISTRIES[kind].info(name)["when"](self))
+        listed = tuple((kind, name) for field, kind in LIST_FIELDS.items() for name in getattr(self, field))
+        return chosen + tuple((kind, name) for kind, name in listed
+                              if REGISTRIES[kind].info(name).get("when", lambda spec: True)(self))
+
+    def acting(self, kind: str) -> tuple[str, ...]:
+        """The names of the acting pieces of ``kind`` (``filter``, ``shaping``), in the order they apply."""
+        return tuple(name for k, name in self.pieces if k == kind)
 
     @property
-    def filters(self) -> tuple[str, ...]:
-        """The chosen filters (e.g. ``("nonzero_variance",)`` with ``dynamic_sampling``)."""
-        return tuple(name for kind, name in self.pieces if kind == "filter")
+    def needs_refill(self) -> bool:
+        """A chosen filter drops whole groups (role ``group``), so the trainer samples more prompts to refill
+        the batch (DAPO's dynamic sampling)."""
+        return any(FILTERS.info(name)["role"] == "group" for name in self.acting("filter"))
+
+    # The old switches, read-only: whether their piece is listed.
+    @property
+    def dynamic_sampling(self) -> bool:
+        """``nonzero_variance`` is among the filters."""
+        return _listed(self, "dynamic_sampling")
 
     @property
-    def shaping(self) -> tuple[str, ...]:
-        """The chosen shaping pieces, in the order their reward deltas are added."""
-        return tuple(name for kind, name in self.pieces if kind == "shaping")
+    def overlong_filter(self) -> bool:
+        """``drop_truncated`` is among the filters."""
+        return _listed(self, "overlong_filter")
+
+    @property
+    def soft_overlong(self) -> bool:
+        """``soft_overlong`` is among the shaping pieces."""
+        return _listed(self, "soft_overlong")
+
+    @property
+    def kl_placement(self) -> str:
+        """``"reward"`` when ``kl_in_reward`` is among the shaping pieces, else ``"loss"``."""
+        return "reward" if _listed(self, "kl_placement") else "loss"
 
     def kwargs(self, kind: str, name: str) -> dict:
         """The keyword arguments piece ``name`` of ``kind`` reads from this spec (its declared ``params``)."""
@@ -151,8 +198,9 @@ class AlgoSpec:
 
     @property
     def kl_in_loss(self) -> bool:
-        """The KL estimator's term is added to the loss (``beta > 0``, ``kl_placement="loss"``)."""
-        return self.beta > 0 and self.kl_placement == "loss"
+        """The KL estimator's term is added to the loss: ``beta > 0`` and no acting shaping piece takes the
+        KL into the reward (needs ``seq_kl``)."""
+        return self.beta > 0 and "seq_kl" not in self.needs
 
     @property
     def sequence_level(self) -> bool:
@@ -163,6 +211,20 @@ class AlgoSpec:
         """This spec, if its combination is coherent; else ValueError with the rule and the fix."""
         _validate(self)
         return self
+
+
+def _listed(s: AlgoSpec, alias: str) -> bool:
+    """Whether the piece of an old switch is listed."""
+    field, name, _, _ = SWITCH_ALIASES[alias]
+    return name in getattr(s, field)
+
+
+def _in_order(names: tuple, registry: Registry) -> tuple:
+    """``names`` once each: registered ones in registration order, then the rest (for validation)."""
+    if not all(isinstance(n, str) for n in names):
+        return names
+    unique = dict.fromkeys(names)
+    return tuple(n for n in registry if n in unique) + tuple(n for n in unique if n not in registry)
 
 
 def params_of(info: dict) -> dict[str, str]:
@@ -186,22 +248,33 @@ def _chosen_text(s: AlgoSpec, kind: str) -> str:
     """What ``s`` chose of ``kind``, for a message."""
     if kind in CHOICE_FIELDS:
         return f"{getattr(s, CHOICE_FIELDS[kind])} (the chosen {kind})"
-    names = [name for k, name in s.pieces if k == kind]
+    names = s.acting(kind)
     return f"{', '.join(names)} (the chosen {kind})" if names else f"any chosen {kind} (none is on)"
+
+
+def _fix_text(readers: list[tuple[str, str]]) -> str:
+    """How to make a field read: choose a reader (a list's piece is added to its list; a filter that provides
+    another piece's need comes with that piece)."""
+    lists = {kind: field for field, kind in LIST_FIELDS.items()}
+    if not all(kind in lists for kind, _ in readers):
+        return "drop it or choose one of those"
+    ways = ["choose " + " or ".join(f"{CHOICE_FIELDS[k]}={n}" for k, n in _needing(info["provides"]))
+            if "provides" in (info := REGISTRIES[kind].info(name)) else f"add {name} to {lists[kind]}"
+            for kind, name in readers]
+    return f"drop it or {' or '.join(ways)}"
 
 
 def _check_read(s: AlgoSpec, given: Iterable[str]) -> None:
     """Every field ``given`` (set by a preset row or an override) is read by a piece ``s`` chooses; the
-    choice fields, switches and metadata always are. Fields inherited from the base are not checked: after
-    ``advantage=group_center`` the base's std settings are inert, not an error."""
-    exempt = {*META_FIELDS, *SWITCH_FIELDS, *CHOICE_FIELDS.values()}
+    fields that choose pieces and the metadata always are. Fields inherited from the base are not checked:
+    after ``advantage=group_center`` the base's std settings are inert, not an error."""
     for field in given:
-        if field in exempt or s.reads(field):
+        if field in CHOOSING_KEYS or s.reads(field):
             continue
         readers = _readers(field)
         not_by = ", ".join(_chosen_text(s, kind) for kind in dict.fromkeys(kind for kind, _ in readers))
         _fail(f"{field} is read by {', '.join(name for _, name in readers)}, not by {not_by}",
-              "drop it or choose one of those")
+              _fix_text(readers))
 
 
 def _fail(rule: str, fix: str) -> None:
@@ -209,9 +282,32 @@ def _fail(rule: str, fix: str) -> None:
     raise ValueError(f"{rule}; {fix}")
 
 
+def choices(field: str) -> list[str]:
+    """The piece names a spec may list under ``field`` (``filters`` or ``shaping``), sorted."""
+    registry = REGISTRIES[LIST_FIELDS[field]]
+    return [n for n in registry.names() if registry.info(n).get("choice", True)]
+
+
+def _check_lists(s: AlgoSpec) -> None:
+    """Each name in ``filters`` and ``shaping`` is a piece of that kind that a spec may choose."""
+    for field, kind in LIST_FIELDS.items():
+        registry = REGISTRIES[kind]
+        known = ", ".join(choices(field))
+        for name in getattr(s, field):
+            if not isinstance(name, str):
+                _fail(f"{field} must be a list of {registry.kind} names, got {name!r}", f"known: {known}")
+            other = next((f for f, k in LIST_FIELDS.items() if f != field and name in REGISTRIES[k]), None)
+            if other:
+                _fail(f"{name} is a {REGISTRIES[LIST_FIELDS[other]].kind}, not a {registry.kind}",
+                      f"list it under {other}")
+            if name not in choices(field):
+                raise UnknownNameError(f"{field}: unknown {registry.kind} {name!r}; known: {known}")
+
+
 def _validate(s: AlgoSpec) -> None:
     for kind, field in CHOICE_FIELDS.items():
         REGISTRIES[kind].get(getattr(s, field))
+    _check_lists(s)
     if s.std_ddof not in (0, 1):
         _fail(f"std_ddof must be 0 or 1, got {s.std_ddof}", "use 0 (population std) or 1 (Bessel)")
     if s.adv_eps < 0:
@@ -251,18 +347,35 @@ def _validate(s: AlgoSpec) -> None:
         _fail(f"loss_norm_length must be > 0, got {s.loss_norm_length}", "set it to max_new_tokens")
     if s.beta < 0:
         _fail(f"beta must be >= 0, got {s.beta}", "0 disables the KL term")
-    if s.kl_placement not in ("loss", "reward"):
-        _fail(f"kl_placement must be 'loss' or 'reward', got {s.kl_placement!r}", "pick one")
     if s.kl_placement == "reward" and s.kl_estimator != "k1":
-        _fail("a KL penalty in the reward uses k1 (its expectation is the sequence KL)",
-              "set kl_estimator='k1'")
+        _fail("a KL penalty in the reward (shaping kl_in_reward) uses k1 (its expectation is the sequence "
+              "KL)", "set kl_estimator='k1'")
     if min(s.tau_pos, s.tau_neg) <= 0:
         _fail("SAPO temperatures tau_pos and tau_neg must be > 0", "use the paper's 1.0 / 1.05")
+
+
+def _check_provided(s: AlgoSpec, given: dict[str, object]) -> None:
+    """A filter that only provides another piece's need (``retain_k``), listed where no chosen piece needs it,
+    would do nothing: refused when it is given, dropped quietly when it is inherited."""
+    for field, kind in LIST_FIELDS.items():
+        for name in as_names(given.get(field)):
+            if isinstance(name, str) and name in REGISTRIES[kind] and name not in getattr(s, field):
+                need = REGISTRIES[kind].info(name)["provides"]
+                users = [f"{CHOICE_FIELDS[k]}={n}" for k, n in _needing(need)]
+                _fail(f"{name} provides the {need} set, which no chosen piece uses",
+                      f"choose {' or '.join(users)}, or drop {name} from {field}")
+
+
+def _needing(need: str) -> list[tuple[str, str]]:
+    """Every registered single-choice ``(kind, name)`` that needs ``need``."""
+    return [(kind, name) for kind in CHOICE_FIELDS for name in REGISTRIES[kind]
+            if need in REGISTRIES[kind].info(name).get("needs", ())]
 
 
 def _row(name: str, paper: str, summary: str, **fields: object) -> AlgoSpec:
     """A preset: its choices and the hyperparameters it sets (each read by one of its pieces)."""
     spec = AlgoSpec(name, paper, summary, **fields).validate()
+    _check_provided(spec, fields)
     _check_read(spec, fields)
     return spec
 
@@ -278,7 +391,8 @@ PRESETS: dict[str, AlgoSpec] = {
         _row("dr_grpo", "2503.20783", "no std, no length normalisation: token sum over a constant budget",
              advantage="group_center", loss_type="seq_mean_token_sum_norm"),
         _row("dapo", "2503.14476", "clip-higher, dynamic sampling, token-mean, soft overlong punishment",
-             epsilon_high=0.28, loss_type="token_mean", dynamic_sampling=True, soft_overlong=True),
+             epsilon_high=0.28, loss_type="token_mean", filters=("nonzero_variance",),
+             shaping=("soft_overlong",)),
         _row("gspo", "2507.18071", "sequence-level (geometric-mean) ratio, clipped per sequence",
              importance_sampling_level="sequence", epsilon_low=3e-4, epsilon_high=4e-4,
              loss_type="seq_mean"),
@@ -289,7 +403,7 @@ PRESETS: dict[str, AlgoSpec] = {
              loss_type="seq_mean"),
         _row("gfpo", "2508.09726", "keep the k best (shortest) of each group; z-score over the kept set",
              advantage="subset_zscore", epsilon_high=0.28, loss_type="token_mean",
-             retain_metric="length"),
+             retain_metric="length", filters=("retain_k",)),
         _row("lite_ppo", "2508.08221", "group mean with batch std, token-mean aggregation",
              advantage="group_mean_batch_std", loss_type="token_mean"),
         _row("rloo", "2402.14740", "leave-one-out baseline", advantage="rloo", loss_type="token_mean"),
@@ -298,7 +412,7 @@ PRESETS: dict[str, AlgoSpec] = {
         _row("cispo", "2506.13585",
              "clip the importance weight (stop-gradient), never drop a token's gradient",
              clip="is_weight_clip", epsilon_low=None, epsilon_high=0.28, loss_type="token_mean",
-             dynamic_sampling=True),
+             filters=("nonzero_variance",)),
         _row("sapo", "2511.20347", "a smooth sigmoid gate instead of the hard clip",
              clip="soft_gate"),
         # Not one of the spec's presets: the algorithm fields of TRL 1.16's GRPOConfig() (trl/trainer/
@@ -313,41 +427,6 @@ PRESETS: dict[str, AlgoSpec] = {
              std_ddof=1, adv_eps=1e-6, adv_eps_inside=False, beta=0.04),
     )
 }
-
-_TRL_LOSS_TYPES = {"grpo": "seq_mean_token_mean", "dapo": "token_mean", "bnpo": "token_mean",
-                   "dr_grpo": "seq_mean_token_sum_norm", "cispo": "token_mean", "sapo": "seq_mean_token_mean"}
-# TRL's loss types that are also an objective: what the surrogate is, besides how it is aggregated.
-_TRL_LOSS_OBJECTIVES = {"cispo": {"clip": "is_weight_clip", "epsilon_low": None},
-                        "sapo": {"clip": "soft_gate"}}
-_TRL_SAPO = {"sapo_temperature_pos": "tau_pos", "sapo_temperature_neg": "tau_neg"}
-_TRL_SCALE_REWARDS = {"group": "group_zscore", True: "group_zscore", "batch": "group_mean_batch_std",
-                      "none": "group_center", False: "group_center"}
-
-
-def _translate_trl(overrides: dict[str, object]) -> dict[str, object]:
-    """Accept TRL's spellings of the same knobs (values keep grouprl's meaning: ``epsilon_high`` is a distance
-    from ratio 1 for every clip)."""
-    out = dict(overrides)
-    if out.get("loss_type") in _TRL_LOSS_TYPES:
-        for name, value in _TRL_LOSS_OBJECTIVES.get(out["loss_type"], {}).items():
-            out.setdefault(name, value)
-        out["loss_type"] = _TRL_LOSS_TYPES[out["loss_type"]]
-    if "epsilon" in out:
-        eps = out.pop("epsilon")
-        out.setdefault("epsilon_low", eps)
-        out.setdefault("epsilon_high", eps)
-    if "delta" in out:
-        out["clip_ratio_c"] = out.pop("delta")
-    if "scale_rewards" in out:
-        value = out.pop("scale_rewards")
-        if value not in _TRL_SCALE_REWARDS:
-            _fail(f"scale_rewards must be 'group', 'batch' or 'none', got {value!r}", "pick one")
-        out["advantage"] = _TRL_SCALE_REWARDS[value]
-    for trl_name, name in _TRL_SAPO.items():
-        if trl_name in out:
-            out[name] = out.pop(trl_name)
-    return out
-
 
 def preset(name: str | AlgoSpec, **overrides: object) -> AlgoSpec:
     """The validated spec of a named algorithm, with any field overridden. An override that no chosen piece
@@ -364,13 +443,14 @@ def preset(name: str | AlgoSpec, **overrides: object) -> AlgoSpec:
         base = PRESETS[name]
     else:
         raise UnknownNameError(f"unknown algorithm {name!r}; known: {', '.join(PRESETS)}")
-    overrides = _translate_trl(overrides)
+    overrides = translate_switches(base, translate_trl(overrides))
     fields = {f.name for f in dataclasses.fields(AlgoSpec)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"unknown algorithm field(s) {', '.join(unknown)}; "
-                         f"known: {', '.join(sorted(fields))}")
+                         f"known: {', '.join(sorted(fields | set(SWITCH_ALIASES)))}")
     spec = dataclasses.replace(base, **overrides).validate()
+    _check_provided(spec, overrides)
     _check_read(spec, overrides)
     return spec
 

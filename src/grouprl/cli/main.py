@@ -43,8 +43,8 @@ def cmd_train(args) -> int:
         raise UserError("--resume auto needs the run's directory: add output.run_dir=runs/<run>")
     with hold_run_dir(run_dir):  # first: a live run's directory is "in use", not "already holds a run"
         if not args.resume and (run_dir / "metrics.jsonl").exists():
-            raise UserError(f"run directory {run_dir} already holds a run; continue it with --resume auto, or "
-                            "choose another output.run_dir")
+            raise UserError(f"run directory {run_dir} already holds a run; continue it with --resume auto, "
+                            "or choose another output.run_dir")
         result = train(cfg, run_dir, resume=args.resume)
     if result.get("finished") or result.get("interrupted") or not result.get("main", True):
         return 0
@@ -52,8 +52,8 @@ def cmd_train(args) -> int:
         write_report(run_dir)
     before, after = result["before"].get("eval/pass@1"), result["after"].get("eval/pass@1")
     if before is not None and after is not None:
-        print(f"held-out pass@1 (greedy): {before:.3f} -> {after:.3f} ({100 * (after - before):+.1f} points); "
-              f"run directory: {run_dir}")
+        print(f"held-out pass@1 (greedy): {before:.3f} -> {after:.3f} "
+              f"({100 * (after - before):+.1f} points); run directory: {run_dir}")
     return 0
 
 
@@ -64,16 +64,15 @@ def cmd_list(args) -> int:
 
     if args.what == "algorithms":
         print(f"{'name':<22} {'paper':<11} {'advantage':<21} {'ratio':<15} {'clip':<15} {'eps':<13} "
-              f"{'aggregation':<24} {'filters':<28} kl")
+              f"{'aggregation':<24} {'filters':<18} {'shaping':<14} kl")
         for spec in PRESETS.values():
-            filters = [n for n, on in (("dynamic_sampling", spec.dynamic_sampling),
-                                       ("overlong_filter", spec.overlong_filter),
-                                       ("soft_overlong", spec.soft_overlong),
-                                       ("retain_k", spec.advantage == "subset_zscore")) if on]
             eps = "-" if spec.clip in ("soft_gate", "none") else f"{spec.epsilon_low}/{spec.epsilon_high}"
-            kl = f"{spec.kl_estimator} beta={spec.beta}" if spec.beta else "none"
-            print(f"{spec.name:<22} {spec.paper:<11} {spec.advantage:<21} {spec.importance_sampling_level:<15} "
-                  f"{spec.clip:<15} {eps:<13} {spec.loss_type:<24} {','.join(filters) or 'none':<28} {kl}")
+            kl = f"{spec.kl_estimator} beta={spec.beta} in the {'loss' if spec.kl_in_loss else 'reward'}" \
+                if spec.beta else "none"
+            filters, shaping = ",".join(spec.filters) or "none", ",".join(spec.shaping) or "none"
+            print(f"{spec.name:<22} {spec.paper:<11} {spec.advantage:<21} "
+                  f"{spec.importance_sampling_level:<15} {spec.clip:<15} {eps:<13} {spec.loss_type:<24} "
+                  f"{filters:<18} {shaping:<14} {kl}")
     elif args.what == "tasks":
         for name in TASKS.names():
             print(f"{name:<14} {(TASKS.get(name).__doc__ or '').strip().splitlines()[0]}")
@@ -89,7 +88,9 @@ def cmd_eval(args) -> int:
     from grouprl.train.evaluation import run_eval
     from grouprl.train.setup import build
 
-    overrides = list(args.overrides) + [f"model.name_or_path={args.model}"] if args.model else list(args.overrides)
+    overrides = list(args.overrides)
+    if args.model:
+        overrides.append(f"model.name_or_path={args.model}")
     cfg = load_config(args.config, overrides)
     run_dir = _run_dir(cfg, "eval")
     setup = build(cfg, run_dir)
@@ -106,7 +107,8 @@ def cmd_eval(args) -> int:
 def _existing_run(path: str) -> Path:
     run_dir = Path(path)
     if not (run_dir / "metrics.jsonl").is_file():
-        raise UserError(f"{run_dir} is not a run directory (no metrics.jsonl); pass the directory grouprl train wrote")
+        raise UserError(f"{run_dir} is not a run directory (no metrics.jsonl); pass the directory grouprl "
+                        "train wrote")
     return run_dir
 
 
@@ -150,14 +152,16 @@ def cmd_compare(args) -> int:
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
     unknown = [a for a in algorithms if a not in PRESETS]
     if unknown or not algorithms:
-        raise UserError(f"--algorithms: unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(PRESETS)}")
+        raise UserError(f"--algorithms: unknown {', '.join(unknown) or '(none given)'}; "
+                        f"known: {', '.join(PRESETS)}")
     if args.seeds < 1 or args.budget_steps < 1:
         raise UserError("--seeds and --budget-steps must be >= 1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     run_arms(algorithms, args.seeds, args.budget_steps, out, args.config, list(args.overrides),
              say=lambda text: print(text, file=sys.stderr))
-    command = " ".join(["grouprl", "compare", *sys.argv[2:]]) if sys.argv[1:2] == ["compare"] else "grouprl compare"
+    command = " ".join(["grouprl", "compare", *sys.argv[2:]]) if sys.argv[1:2] == ["compare"] \
+        else "grouprl compare"
     print(write_report(algorithms, args.seeds, args.budget_steps, out, command))
     return 0
 
@@ -203,23 +207,27 @@ def build_parser() -> argparse.ArgumentParser:
     from grouprl import __version__
 
     parser = argparse.ArgumentParser(
-        prog="grouprl", description="Critic-free, group-relative RL (GRPO and its successors) for causal LMs.",
+        prog="grouprl",
+        description="Critic-free, group-relative RL (GRPO and its successors) for causal LMs.",
         epilog="grouprl COMMAND --help shows a command's options; grouprl config lists every config key.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"grouprl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
 
     train = sub.add_parser("train", help="RL-train a model (no arguments: the embedded default with grpo)",
-                           epilog="Every key, its default and its meaning: grouprl config [--algorithm X]. "
-                                  "TRL's GRPOConfig names work as keys too (learning_rate=1e-6): docs/trl.md.")
-    train.add_argument("--config", help="a YAML config file (grouprl keys or TRL/open-r1 names; see configs/)")
+                           epilog="Every key, its default and its meaning: grouprl config "
+                                  "[--algorithm X]. TRL's GRPOConfig names work as keys too "
+                                  "(learning_rate=1e-6): docs/trl.md.")
+    train.add_argument("--config",
+                       help="a YAML config file (grouprl keys or TRL/open-r1 names; see configs/)")
     train.add_argument("--resume", metavar="auto|PATH",
                        help="continue from the newest checkpoint of output.run_dir (auto) or from PATH")
     train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. algorithm=dapo train.lr=1e-5 "
                        "(list the keys with grouprl config)")
     train.set_defaults(fn=cmd_train)
 
-    config = sub.add_parser("config", help="print the resolved config as YAML, every key with its documentation")
+    config = sub.add_parser("config",
+                            help="print the resolved config as YAML, every key with its documentation")
     config.add_argument("--algorithm", help="the preset to resolve (grouprl list algorithms)")
     config.add_argument("--config", help="a YAML config file to resolve instead of the defaults")
     config.add_argument("overrides", nargs="*", help="key=value overrides, as for train")
@@ -329,9 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         traceback.print_exc()
-        print(f"grouprl {args.command}: internal error ({type(err).__name__}); this is a bug in grouprl or a "
-              "library it calls, not in your input: please report it with the traceback above and the output of "
-              "grouprl env (rerun with --debug for the raw exception)", file=sys.stderr)
+        print(f"grouprl {args.command}: internal error ({type(err).__name__}); this is a bug in grouprl or "
+              "a library it calls, not in your input: please report it with the traceback above and the "
+              "output of grouprl env (rerun with --debug for the raw exception)", file=sys.stderr)
         return 1
 
 

@@ -1,4 +1,5 @@
-"""The resolved configuration as commented YAML (``grouprl config``): every key under its docstring from schema.py."""
+"""The resolved configuration as commented YAML (``grouprl config``): every key under its docstring from
+schema.py."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from grouprl.algo.presets import LIST_FIELDS, choices
 from grouprl.config import schema
 from grouprl.config.load import algo_spec
 
@@ -24,8 +26,9 @@ def field_docs() -> dict[str, dict[str, str]]:
             continue
         fields = docs.setdefault(node.name, {})
         for stmt, after in zip(node.body, node.body[1:]):
-            if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(after, ast.Expr)
-                    and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                    and isinstance(after.value.value, str)):
                 fields[stmt.target.id] = inspect.cleandoc(after.value.value)
     return docs
 
@@ -57,14 +60,16 @@ def _section(obj, indent: str = "") -> list[str]:
 
 
 def render(cfg: schema.Config) -> str:
-    """``cfg`` as YAML that ``--config`` reads back, each key preceded by its documentation as comments, and the
-    algorithm preset's resolved fields listed under ``algo``'s."""
-    spec = {k: v for k, v in dataclasses.asdict(algo_spec(cfg)).items() if k not in ("name", "paper", "summary")}
+    """``cfg`` as YAML that ``--config`` reads back, each key preceded by its documentation as comments, and
+    the algorithm preset's resolved fields listed under ``algo``'s, with the pieces its lists may name."""
+    spec = {k: v for k, v in dataclasses.asdict(algo_spec(cfg)).items()
+            if k not in ("name", "paper", "summary")}
     lines = ["# grouprl's resolved configuration; every key is documented above it. Edit a copy and run",
              "# grouprl train --config FILE (TRL's GRPOConfig names are accepted too: docs/trl.md).", ""]
     for line in _section(cfg):
         if line.startswith("algo:"):
             lines += [f"# {cfg.algorithm} resolves to (override any of these under algo):",
-                      *(f"#   {k}: {_value(v)}" for k, v in spec.items())]
+                      *(f"#   {k}: {_value(v)}" for k, v in spec.items()),
+                      *(f"# {field} may name: {', '.join(choices(field))}" for field in LIST_FIELDS)]
         lines.append(line)
     return "\n".join(lines) + "\n"

@@ -1,8 +1,8 @@
 """Build a ``Config`` from YAML and ``a.b=c`` overrides, checking every key and type on the way in.
 
-The file and the command line are two layers; in each a setting may be spelled with its grouprl key or its TRL
-name (``grouprl.config.trl``). The command line wins over the file; one layer giving both spellings of a setting
-different values is an error.
+The file and the command line are two layers; in each a setting may be spelled with its grouprl key or its
+TRL name (``grouprl.config.trl``). The command line wins over the file; one layer giving both spellings of a
+setting different values is an error.
 """
 
 from __future__ import annotations
@@ -169,7 +169,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     the warm-up ratio and the algorithm spec are resolved and validated. TRL names that mean nothing here are
     listed in one warning line on stderr."""
     layers = [(0, _read_yaml(Path(path)))] if path is not None else []
-    layers += [(1, parse_override(text)) for text in overrides]  # the command line: one layer, merged in order
+    # the command line: one layer, merged in order
+    layers += [(1, parse_override(text)) for text in overrides]
     cfg = Config()
     given: dict[str, tuple[int, str]] = {}  # key -> (layer, the spelling that set it)
     values, layer_of, ignored = {}, {}, []
@@ -208,7 +209,8 @@ def _assigner(cfg: Config, given: dict, values: dict, layer_of: dict) -> Callabl
         if mode == "set" and before and before[0] == layer and new != old:
             said = (f"{names[0]}={value!r}" if len(names) == 1 and values.get(names[0]) == value
                     else f"{' and '.join(names)} (giving {key}={new!r})")
-            raise ConfigError(f"{said} and {before[1]}={old!r} are both given, with different values; keep one")
+            raise ConfigError(f"{said} and {before[1]}={old!r} are both given, with different values; "
+                              "keep one")
         given[key] = (layer, names[0])
 
     return assign
@@ -221,7 +223,8 @@ def _dataset_size(cfg: Config) -> int:
     from grouprl.data.prompts import load_rows
 
     d = cfg.data
-    return len(load_rows(d.path, d.prompt_column, config=d.dataset_config, split=d.split, data_files=d.data_files))
+    return len(load_rows(d.path, d.prompt_column, config=d.dataset_config, split=d.split,
+                         data_files=d.data_files))
 
 
 def _clip(cfg: Config) -> str | None:
@@ -275,16 +278,20 @@ def _check_values(cfg: Config) -> None:
         (cfg.rollout.num_generations >= 2, "rollout.num_generations",
          f"must be >= 2 (got {cfg.rollout.num_generations}): a group of one has no baseline; use 4, 8 or 16"),
         (cfg.rollout.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1"),
-        (cfg.rollout.temperature > 0, "rollout.temperature", "must be > 0 for sampling (greedy gives equal groups)"),
+        (cfg.rollout.temperature > 0, "rollout.temperature",
+         "must be > 0 for sampling (greedy gives equal groups)"),
         (0 < cfg.rollout.top_p <= 1, "rollout.top_p", "must be in (0, 1]"),
         (cfg.rollout.top_k >= 0, "rollout.top_k", "must be >= 0 (0 turns it off)"),
-        (cfg.rollout.backend in ROLLOUT_BACKENDS, "rollout.backend", f"must be one of {', '.join(ROLLOUT_BACKENDS)}"),
+        (cfg.rollout.backend in ROLLOUT_BACKENDS, "rollout.backend",
+         f"must be one of {', '.join(ROLLOUT_BACKENDS)}"),
         (cfg.train.steps >= 0, "train.steps", "must be >= 0"),
         (cfg.train.prompts_per_step >= 1, "train.prompts_per_step", "must be >= 1"),
         (cfg.train.num_iterations >= 1, "train.num_iterations", "must be >= 1"),
         (1 <= cfg.train.mini_batches <= cfg.train.prompts_per_step, "train.mini_batches",
-         f"must be between 1 and train.prompts_per_step ({cfg.train.prompts_per_step}): mini-batches hold whole groups"),
-        (cfg.train.micro_batch_size >= 0, "train.micro_batch_size", "must be >= 0 (0: sized by train.activation_budget_mib)"),
+         f"must be between 1 and train.prompts_per_step ({cfg.train.prompts_per_step}): mini-batches hold "
+         "whole groups"),
+        (cfg.train.micro_batch_size >= 0, "train.micro_batch_size",
+         "must be >= 0 (0: sized by train.activation_budget_mib)"),
         (cfg.train.activation_budget_mib >= 1, "train.activation_budget_mib", "must be >= 1 (MiB)"),
         (cfg.train.lr > 0, "train.lr", "must be > 0"),
         (cfg.train.warmup_steps >= 0, "train.warmup_steps", "must be >= 0"),
@@ -296,15 +303,18 @@ def _check_values(cfg: Config) -> None:
         (cfg.output.keep_last >= 1, "output.keep_last", "must be >= 1"),
         (cfg.reward_timeout > 0, "reward_timeout", "must be > 0 seconds"),
         (cfg.reward_memory_mb >= 0, "reward_memory_mb", "must be >= 0 MiB (0: no limit)"),
-        (cfg.output.wandb_mode in (None, "online", "offline"), "output.wandb_mode", "must be online, offline or null"),
+        (cfg.output.wandb_mode in (None, "online", "offline"), "output.wandb_mode",
+         "must be online, offline or null"),
         (cfg.data.path is not None or cfg.data.task is not None, "data", "set data.task or data.path"),
         (cfg.train.collective_timeout > 0, "train.collective_timeout", "must be > 0 seconds"),
         (cfg.model.lora.r >= 0, "model.lora.r", "must be >= 0 (0 turns LoRA off)"),
         (0 <= cfg.model.lora.dropout < 1, "model.lora.dropout", "must be in [0, 1)"),
-        (bool(cfg.model.lora.target_modules) and all(isinstance(m, str) for m in cfg.model.lora.target_modules),
+        (bool(cfg.model.lora.target_modules)
+         and all(isinstance(m, str) for m in cfg.model.lora.target_modules),
          "model.lora.target_modules", "must be a non-empty list of module names, e.g. [q_proj, v_proj]"),
         (not cfg.output.save_merged or cfg.model.lora.r > 0, "output.save_merged",
-         "only applies with LoRA (model.lora.r > 0): a full fine-tune's checkpoint already is the whole model"),
+         "only applies with LoRA (model.lora.r > 0): a full fine-tune's checkpoint already is the whole "
+         "model"),
     ]
     for ok, key, message in rules:
         if not ok:

@@ -31,7 +31,8 @@ class LoraConfig:
     """Dropout on the adapter input. The policy runs in eval mode (the on-policy ratio must start at 1), so
     this only matters to code that switches the model to training mode."""
     target_modules: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    """Names of the linear layers that get adapters (the last part of the module name, as PEFT matches them)."""
+    """Names of the linear layers that get adapters (the last part of the module name, as PEFT matches
+    them)."""
 
 
 @dataclass
@@ -72,8 +73,9 @@ class DataConfig:
     """A prompt dataset: .jsonl, .json, .csv, .parquet, a ``datasets.save_to_disk`` directory, a hub id, or
     (with ``data_files``) a ``datasets`` builder name such as ``json``, ``csv`` or ``parquet``."""
     data_files: str | list | dict | None = None
-    """Passed to ``datasets.load_dataset(path, data_files=...)``: one file, a list, or ``{split: files}``. With it,
-    every file is read by ``datasets`` (its type inference included) instead of grouprl's own readers."""
+    """Passed to ``datasets.load_dataset(path, data_files=...)``: one file, a list, or ``{split: files}``.
+    With it, every file is read by ``datasets`` (its type inference included) instead of grouprl's own
+    readers."""
     dataset_config: str | None = None
     """With a hub dataset: its configuration (``name`` of ``datasets.load_dataset``); None: the default one.
     Ignored for a local file."""
@@ -82,8 +84,8 @@ class DataConfig:
     prompt_column: str = "prompt"
     """Column holding the prompt text (or a chat ``messages`` list)."""
     chat_template: str | None = None
-    """A Jinja chat template that replaces the tokenizer's own (it is saved with the checkpoints); None: keep the
-    tokenizer's. Without any template, text prompts are used as they are."""
+    """A Jinja chat template that replaces the tokenizer's own (it is saved with the checkpoints); None: keep
+    the tokenizer's. Without any template, text prompts are used as they are."""
     chat_template_kwargs: dict = field(default_factory=dict)
     """Extra keyword arguments for ``tokenizer.apply_chat_template``, e.g. ``{enable_thinking: false}``."""
     eval_path: str | None = None
@@ -133,7 +135,8 @@ class TrainConfig:
     """Sequences per forward/backward (gradient accumulation); does not change the gradient. 0: sized from
     ``activation_budget_mib`` each step (balanced micro-batches)."""
     activation_budget_mib: int = 320
-    """With micro_batch_size=0: the estimated activations one micro-batch keeps for backward stay under this."""
+    """With micro_batch_size=0: the estimated activations one micro-batch keeps for backward stay under
+    this."""
     lr: float = 2e-4
     """Peak learning rate of AdamW."""
     weight_decay: float = 0.0
@@ -141,17 +144,19 @@ class TrainConfig:
     adam_betas: tuple[float, float] = (0.9, 0.99)
     """AdamW betas."""
     warmup_steps: int = 5
-    """Linear warm-up of the learning rate, in optimizer steps: update s (from 0) uses lr x (s + 1) / (warmup + 1)."""
+    """Linear warm-up of the learning rate, in optimizer steps: update s (from 0) uses
+    lr x (s + 1) / (warmup + 1)."""
     warmup_ratio: float | None = None
-    """Warm-up as a fraction of all optimizer steps (steps x num_iterations x mini_batches), rounded up; when set,
-    it decides ``warmup_steps``."""
+    """Warm-up as a fraction of all optimizer steps (steps x num_iterations x mini_batches), rounded up; when
+    set, it decides ``warmup_steps``."""
     lr_scheduler: str = "constant"
     """The learning-rate curve after warm-up: any ``transformers.get_scheduler`` name (constant, linear,
     cosine, cosine_with_restarts, polynomial, constant_with_warmup, inverse_sqrt, cosine_with_min_lr,
     cosine_warmup_with_min_lr, warmup_stable_decay) except the metric-driven ones (reduce_lr_on_plateau,
     greedy). The warm-up is always grouprl's."""
     lr_scheduler_kwargs: dict = field(default_factory=dict)
-    """The scheduler's own arguments, e.g. ``{min_lr_rate: 0.1}`` for cosine_with_min_lr, ``{num_cycles: 2}``."""
+    """The scheduler's own arguments, e.g. ``{min_lr_rate: 0.1}`` for cosine_with_min_lr,
+    ``{num_cycles: 2}``."""
     max_grad_norm: float = 1.0
     """Clip the global gradient norm to this (0: off)."""
     max_refill_rounds: int = 4
@@ -164,11 +169,13 @@ class TrainConfig:
     """torch intra-op threads (0: leave torch's default). Under torchrun set it to cores / processes."""
     fsdp: bool = False
     """Under torchrun: shard parameters, gradients and AdamW's moments over the ranks with FSDP2
-    (``fully_shard``, one unit per decoder layer) instead of keeping a full replica per rank (DDP). The rollout
-    and evaluation gather the full weights for their duration. Needs WORLD_SIZE >= 2; not with LoRA."""
+    (``fully_shard``, one unit per decoder layer) instead of keeping a full replica per rank (DDP). The
+    rollout and evaluation gather the full weights for their duration. Needs WORLD_SIZE >= 2; not with
+    LoRA."""
     collective_timeout: float = 1800.0
-    """Seconds a multi-process collective may wait for its peers before the run ends with an error naming this
-    rank. It must exceed the longest stretch one rank works alone: rank 0's evaluation and checkpoint writes."""
+    """Seconds a multi-process collective may wait for its peers before the run ends with an error naming
+    this rank. It must exceed the longest stretch one rank works alone: rank 0's evaluation and checkpoint
+    writes."""
 
 
 @dataclass
@@ -202,16 +209,16 @@ class OutputConfig:
     progress: bool = True
     """Show a live progress bar."""
     report_to: list = field(default_factory=list)
-    """Trackers that also get every step's metrics, besides metrics.jsonl (always written): tensorboard, wandb,
-    trackio. ``tensorboard: true`` and ``wandb_mode`` add to this list."""
+    """Trackers that also get every step's metrics, besides metrics.jsonl (always written): tensorboard,
+    wandb, trackio. ``tensorboard: true`` and ``wandb_mode`` add to this list."""
     tensorboard: bool = False
     """Also write TensorBoard event files to <run>/tensorboard (the ``tensorboard`` extra)."""
     save_merged: bool = False
     """With LoRA: also write the base model with the adapters merged in, ``checkpoints/step-N/merged/`` (a
     plain HF model directory), beside the adapter itself."""
     wandb_mode: str | None = None
-    """Also log to Weights & Biases: online | offline (no network; files under <run>/wandb) | None (off, unless
-    report_to names wandb: then online)."""
+    """Also log to Weights & Biases: online | offline (no network; files under <run>/wandb) | None (off,
+    unless report_to names wandb: then online)."""
 
 
 @dataclass
@@ -221,7 +228,11 @@ class Config:
     algorithm: str = "grpo"
     """The algorithm preset (``grouprl list algorithms``)."""
     algo: dict = field(default_factory=dict)
-    """Overrides of the preset's fields, e.g. ``{beta: 0.0, epsilon_high: 0.28}`` (see docs/algorithms)."""
+    """Overrides of the preset's fields, e.g. ``{beta: 0.0, epsilon_high: 0.28}`` (see docs/algorithms).
+    Filters and reward shaping are lists of named pieces: ``filters: [nonzero_variance, drop_truncated]``
+    (DAPO's dynamic sampling and overlong filter), ``shaping: [soft_overlong]`` or ``[kl_in_reward]`` (the KL
+    penalty in the reward instead of the loss). The switches ``dynamic_sampling``, ``overlong_filter``,
+    ``soft_overlong`` (true/false) and ``kl_placement`` (loss/reward) still add or remove their piece."""
     rewards: list = field(default_factory=list)
     """Reward functions: names (``grouprl list rewards``), ``module:function`` or ``file.py:function``; or
     ``{name: ..., weight: ..., kwargs: ..., factory_kwargs: ..., columns: ...}`` (docs/rewards.md). Empty: the
@@ -241,9 +252,10 @@ class Config:
     reward_isolation: bool = True
     """Run reward functions in a separate worker process (with the timeout), never in the trainer's."""
     reward_memory_mb: int = 8192
-    """Memory (MiB of address space) the reward worker may allocate on top of what it inherits from the trainer
-    when forked; past it, the allocation fails with MemoryError and that call's samples get reward_fallback
-    (counted in errors). Thread stacks count too (8 MiB each). 0: no limit. Needs reward_isolation."""
+    """Memory (MiB of address space) the reward worker may allocate on top of what it inherits from the
+    trainer when forked; past it, the allocation fails with MemoryError and that call's samples get
+    reward_fallback (counted in errors). Thread stacks count too (8 MiB each). 0: no limit. Needs
+    reward_isolation."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)

@@ -3,11 +3,12 @@
 A TRL name is accepted wherever a user writes a setting: at the top level of a YAML file and as a
 ``name=value`` override. There are three kinds:
 
-- ``DIRECT``: the same setting under another name (``learning_rate`` is ``train.lr``), maybe with a conversion;
+- ``DIRECT``: the same setting under another name (``learning_rate`` is ``train.lr``), maybe with a
+  conversion;
 - ``COMBINED``: names whose grouprl value depends on other settings (TRL counts completions per device and
   optimizer steps, grouprl prompts per step and rollouts); :func:`resolve` sets them once every layer of the
-  config is merged, through the ``assign`` callback of the loader (which refuses a TRL name and its grouprl key
-  given together with different values);
+  config is merged, through the ``assign`` callback of the loader (which refuses a TRL name and its grouprl
+  key given together with different values);
 - ``IGNORED``: what TRL or open-r1 recipes carry that means nothing here (the Hub, vLLM, mixed precision, the
   logging cadence): accepted, and listed in one warning;
 - ``FIXED``: TRL knobs of the algorithm or the optimizer that grouprl has no setting for: accepted at the
@@ -28,7 +29,8 @@ from grouprl.errors import ConfigError
 
 
 def _report_to(value) -> list:
-    """TRL's report_to: a name or a list; "none" is none. "all" (whatever is installed) is refused: be explicit."""
+    """TRL's report_to: a name or a list; "none" is none. "all" (whatever is installed) is refused: be
+    explicit."""
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, list):
         raise ConfigError(f"report_to: expected a name or a list of names, got {value!r}")
@@ -74,7 +76,7 @@ DIRECT: dict[str, str | tuple[str, Callable]] = {
     "scale_rewards": "algo.scale_rewards",
     "importance_sampling_level": "algo.importance_sampling_level",
     "delta": "algo.clip_ratio_c",
-    "mask_truncated_completions": "algo.overlong_filter",
+    "mask_truncated_completions": "algo.overlong_filter",  # adds / removes drop_truncated in algo.filters
     "sapo_temperature_pos": "algo.tau_pos",
     "sapo_temperature_neg": "algo.tau_neg",
     "output_dir": "output.run_dir",
@@ -105,16 +107,17 @@ COMBINED: dict[str, str] = {
 }
 
 IGNORED = frozenset({
-    "hub_model_id", "hub_strategy", "hub_private_repo", "hub_model_revision", "push_to_hub", "push_to_hub_revision",
-    "overwrite_hub_revision", "model_revision", "attn_implementation", "model_init_kwargs", "log_level",
-    "logging_strategy", "logging_first_step", "logging_steps", "logging_dir", "overwrite_output_dir", "do_train",
-    "do_eval", "eval_strategy", "per_device_eval_batch_size", "use_vllm", "save_strategy", "save_only_model",
-    "bf16", "fp16", "tf32", "gradient_checkpointing_kwargs", "log_completions", "num_completions_to_print",
-    "log_unique_prompts", "wandb_entity", "wandb_project", "wandb_run_group", "wandb_log_unique_prompts",
-    "benchmarks", "callbacks", "max_prompt_length", "dataset_configs", "dataset_test_split", "num_processes",
-    "remove_unused_columns", "shuffle_dataset", "ds3_gather_for_generation", "dataloader_num_workers",
-    "deepspeed", "run_name", "torch_compile", "use_liger_kernel", "disable_dropout", "resume_from_checkpoint",
-    "pad_to_multiple_of", "use_transformers_continuous_batching",
+    "hub_model_id", "hub_strategy", "hub_private_repo", "hub_model_revision", "push_to_hub",
+    "push_to_hub_revision", "overwrite_hub_revision", "model_revision", "attn_implementation",
+    "model_init_kwargs", "log_level", "logging_strategy", "logging_first_step", "logging_steps",
+    "logging_dir", "overwrite_output_dir", "do_train", "do_eval", "eval_strategy",
+    "per_device_eval_batch_size", "use_vllm", "save_strategy", "save_only_model", "bf16", "fp16", "tf32",
+    "gradient_checkpointing_kwargs", "log_completions", "num_completions_to_print", "log_unique_prompts",
+    "wandb_entity", "wandb_project", "wandb_run_group", "wandb_log_unique_prompts", "benchmarks", "callbacks",
+    "max_prompt_length", "dataset_configs", "dataset_test_split", "num_processes", "remove_unused_columns",
+    "shuffle_dataset", "ds3_gather_for_generation", "dataloader_num_workers", "deepspeed", "run_name",
+    "torch_compile", "use_liger_kernel", "disable_dropout", "resume_from_checkpoint", "pad_to_multiple_of",
+    "use_transformers_continuous_batching",
 })
 IGNORED_PREFIXES = ("vllm_",)
 
@@ -151,13 +154,15 @@ def is_trl_name(name: str) -> bool:
 
 
 def split_layer(data) -> tuple[object, dict, list[str]]:
-    """One layer (a YAML file's mapping, or one override) → (its grouprl part, its TRL values, ignored names)."""
+    """One layer (a YAML file's mapping, or one override) → (its grouprl part, its TRL values, ignored
+    names)."""
     if not isinstance(data, dict):
         return data, {}, []
     for name, accepted in FIXED.items():
         if name in data and data[name] not in accepted:
-            raise ConfigError(f"{name}={data[name]!r} (TRL) has no counterpart in grouprl, which always runs as "
-                              f"{name}={accepted[0]!r}; remove it, or the run would differ from TRL's (docs/trl.md)")
+            raise ConfigError(f"{name}={data[name]!r} (TRL) has no counterpart in grouprl, which always runs "
+                              f"as {name}={accepted[0]!r}; remove it, or the run would differ from TRL's "
+                              "(docs/trl.md)")
     rest = {k: v for k, v in data.items() if not is_trl_name(k)}
     trl = {k: v for k, v in data.items() if k in DIRECT or k in COMBINED}
     return rest, trl, [k for k in data if is_ignored(k)]
@@ -173,9 +178,10 @@ def suggest(unknown: str, keys: list[str]) -> str | None:
     the TRL name of that key when there is one: ``"rollout.max_new_tokens (TRL: max_completion_length)"``."""
     last = unknown.rsplit(".", 1)[-1]
     trl_names = {name: key_of(name) for name in (*DIRECT, *COMBINED)}
-    scored = [(difflib.SequenceMatcher(None, unknown, key).ratio(), key, None) for key in keys]
-    scored += [(difflib.SequenceMatcher(None, last, key.rsplit(".", 1)[-1]).ratio(), key, None) for key in keys]
-    scored += [(difflib.SequenceMatcher(None, last, name).ratio(), key, name) for name, key in trl_names.items()]
+    ratio = lambda a, b: difflib.SequenceMatcher(None, a, b).ratio()  # noqa: E731
+    scored = [(ratio(unknown, key), key, None) for key in keys]
+    scored += [(ratio(last, key.rsplit(".", 1)[-1]), key, None) for key in keys]
+    scored += [(ratio(last, name), key, name) for name, key in trl_names.items()]
     score, key, name = max(scored, key=lambda t: t[0])
     if score < 0.75:
         return None
@@ -224,7 +230,8 @@ def resolve(cfg, trl: dict, assign: Callable, dataset_size: Callable, clip: Call
             assign(("warmup_steps",), "train.warmup_steps",
                    int(value) if isinstance(value, float) and value.is_integer() else value)
     if "adam_beta1" in trl or "adam_beta2" in trl:
-        betas = (trl.get("adam_beta1", cfg.train.adam_betas[0]), trl.get("adam_beta2", cfg.train.adam_betas[1]))
+        betas = (trl.get("adam_beta1", cfg.train.adam_betas[0]),
+                 trl.get("adam_beta2", cfg.train.adam_betas[1]))
         assign(tuple(n for n in ("adam_beta1", "adam_beta2") if n in trl), "train.adam_betas", list(betas))
     _clip(cfg, trl, assign, clip)
     _rewards(cfg, trl, assign)
@@ -235,11 +242,11 @@ def resolve(cfg, trl: dict, assign: Callable, dataset_size: Callable, clip: Call
 
 def _batch(cfg, trl: dict, assign: Callable) -> None:
     """TRL generates per_device_train_batch_size × world size × steps_per_generation completions at a time
-    (steps_per_generation: gradient_accumulation_steps unless it or generation_batch_size is given) and takes an
-    optimizer step every gradient_accumulation_steps micro-steps: that / num_generations prompts per rollout,
-    and steps_per_generation / gradient_accumulation_steps mini-batches."""
-    names = tuple(n for n in ("per_device_train_batch_size", "gradient_accumulation_steps", "generation_batch_size",
-                              "steps_per_generation") if n in trl)
+    (steps_per_generation: gradient_accumulation_steps unless it or generation_batch_size is given) and takes
+    an optimizer step every gradient_accumulation_steps micro-steps: that / num_generations prompts per
+    rollout, and steps_per_generation / gradient_accumulation_steps mini-batches."""
+    names = tuple(n for n in ("per_device_train_batch_size", "gradient_accumulation_steps",
+                              "generation_batch_size", "steps_per_generation") if n in trl)
     if not names:
         return
     per_device = _positive_int(trl.get("per_device_train_batch_size", TRL_PER_DEVICE_BATCH),
@@ -247,21 +254,22 @@ def _batch(cfg, trl: dict, assign: Callable) -> None:
     accumulation = _positive_int(trl.get("gradient_accumulation_steps", 1), "gradient_accumulation_steps")
     world = int(os.environ.get("WORLD_SIZE", 1))
     if "generation_batch_size" in trl and "steps_per_generation" in trl:
-        raise ConfigError("generation_batch_size and steps_per_generation cannot both be given (TRL refuses it "
-                          "too); keep one")
+        raise ConfigError("generation_batch_size and steps_per_generation cannot both be given (TRL refuses "
+                          "it too); keep one")
     if "generation_batch_size" in trl:
         size = _positive_int(trl["generation_batch_size"], "generation_batch_size")
         if size % (per_device * world):
-            raise ConfigError(f"generation_batch_size={size} must be a multiple of per_device_train_batch_size="
-                              f"{per_device} x {world} processes")
+            raise ConfigError(f"generation_batch_size={size} must be a multiple of "
+                              f"per_device_train_batch_size={per_device} x {world} processes")
         per_generation = size // (per_device * world)
     else:
         per_generation = _positive_int(trl.get("steps_per_generation", accumulation), "steps_per_generation")
     completions, G = per_device * world * per_generation, cfg.rollout.num_generations
     if completions % G:
         raise ConfigError(f"per_device_train_batch_size={per_device} x {world} processes x {per_generation} "
-                          f"micro-steps per generation = {completions} completions per step, not a multiple of "
-                          f"num_generations={G}: TRL needs whole groups too; make the product a multiple of {G}")
+                          f"micro-steps per generation = {completions} completions per step, not a multiple "
+                          f"of num_generations={G}: TRL needs whole groups too; make the product a multiple "
+                          f"of {G}")
     if per_generation % accumulation:
         raise ConfigError(f"{per_generation} micro-steps per generation is not a multiple of "
                           f"gradient_accumulation_steps={accumulation}: grouprl's mini-batches are whole "
@@ -269,7 +277,8 @@ def _batch(cfg, trl: dict, assign: Callable) -> None:
     assign(names, "train.prompts_per_step", completions // G)
     if per_generation != accumulation:
         assign(names, "train.mini_batches", per_generation // accumulation)
-    if "per_device_train_batch_size" in trl:  # TRL's micro-batch: completions per forward/backward per process
+    # TRL's micro-batch: completions per forward/backward per process
+    if "per_device_train_batch_size" in trl:
         assign(("per_device_train_batch_size",), "train.micro_batch_size", per_device)
 
 
@@ -280,7 +289,8 @@ def _steps(cfg, trl: dict, assign: Callable, dataset_size: Callable) -> None:
         assign(("max_steps",), "train.steps", _rollouts(max_steps, cfg, "max_steps"))
     elif max_steps is not None or "num_train_epochs" in trl:
         if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, (int, float))):
-            raise ConfigError(f"max_steps: expected a number of steps (-1: use num_train_epochs), got {max_steps!r}")
+            raise ConfigError(f"max_steps: expected a number of steps (-1: use num_train_epochs), "
+                              f"got {max_steps!r}")
         epochs = trl.get("num_train_epochs", TRL_EPOCHS)
         if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or epochs <= 0:
             raise ConfigError(f"num_train_epochs: expected a positive number, got {epochs!r}")
@@ -297,8 +307,8 @@ def _clip(cfg, trl: dict, assign: Callable, clip: Callable) -> None:
         if "epsilon_high" in trl:
             cap = trl["epsilon_high"]
             if isinstance(cap, bool) or not isinstance(cap, (int, float)) or cap < 1:
-                raise ConfigError(f"epsilon_high={cap!r} with loss_type=cispo is TRL's cap on the importance weight "
-                                  f"and must be >= 1 (TRL recommends {TRL_CISPO_CAP})")
+                raise ConfigError(f"epsilon_high={cap!r} with loss_type=cispo is TRL's cap on the importance "
+                                  f"weight and must be >= 1 (TRL recommends {TRL_CISPO_CAP})")
             assign(("epsilon_high",), "algo.epsilon_high", float(cap) - 1)
         elif trl.get("loss_type") == "cispo":
             assign(("loss_type",), "algo.epsilon_high", TRL_CISPO_CAP - 1, mode="default")
@@ -319,16 +329,17 @@ def _rewards(cfg, trl: dict, assign: Callable) -> None:
     if not isinstance(weights, list):
         raise ConfigError(f"reward_weights: expected a list of numbers, got {weights!r}")
     if not entries:
-        raise ConfigError("reward_weights needs the list of rewards it weighs: set reward_funcs (TRL) or rewards")
+        raise ConfigError("reward_weights needs the list of rewards it weighs: set reward_funcs (TRL) or "
+                          "rewards")
     if len(weights) != len(entries):
-        raise ConfigError(f"reward_weights has {len(weights)} weights for {len(entries)} rewards "
-                          f"({', '.join(str(e.get('name') if isinstance(e, dict) else e) for e in entries)}); "
+        names = ", ".join(str(e.get("name") if isinstance(e, dict) else e) for e in entries)
+        raise ConfigError(f"reward_weights has {len(weights)} weights for {len(entries)} rewards ({names}); "
                           "give one weight per reward, in order")
     weighted = []
     for entry, weight in zip(entries, weights):
         entry = dict(entry) if isinstance(entry, dict) else {"name": entry}
         if "weight" in entry and entry["weight"] != weight:
-            raise ConfigError(f"reward_weights gives {entry.get('name')!r} weight {weight!r} but rewards gives it "
-                              f"{entry['weight']!r}; keep one")
+            raise ConfigError(f"reward_weights gives {entry.get('name')!r} weight {weight!r} but rewards "
+                              f"gives it {entry['weight']!r}; keep one")
         weighted.append({**entry, "weight": weight})
     assign(("reward_weights",), "rewards", weighted, mode="force")

@@ -1,4 +1,5 @@
-"""The model card (README.md) written into a checkpoint directory: what was trained, how, on what, and how well."""
+"""The model card (README.md) written into a checkpoint directory: what was trained, how, on what, and how
+well."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ def _rewards(cfg: Config) -> str:
         return f"the verifier of the {cfg.data.task} task" if cfg.data.task else "none"
     parts = []
     for entry in cfg.rewards:
-        name, weight = (entry.get("name"), entry.get("weight", 1.0)) if isinstance(entry, dict) else (entry, 1.0)
+        name, weight = (entry.get("name"), entry.get("weight", 1.0)) if isinstance(entry, dict) \
+            else (entry, 1.0)
         parts.append(f"`{name}`" + (f" × {weight:g}" if weight != 1.0 else ""))
     return ", ".join(parts)
 
@@ -21,7 +23,8 @@ def _rewards(cfg: Config) -> str:
 def _data(cfg: Config) -> str:
     d = cfg.data
     if d.path is None:
-        return f"built-in task `{d.task}` {d.task_kwargs or ''}({d.num_train} generated prompts, seed {d.seed})"
+        return (f"built-in task `{d.task}` {d.task_kwargs or ''}({d.num_train} generated prompts, "
+                f"seed {d.seed})")
     where = f"`{d.path}`" + (f" (configuration {d.dataset_config})" if d.dataset_config else "")
     return f"{where}, split `{d.split}`, prompt column `{d.prompt_column}`"
 
@@ -30,10 +33,13 @@ def _algorithm(cfg: Config) -> str:
     s = algo_spec(cfg)
     clip = {"soft_gate": f"soft gate τ {s.tau_pos}/{s.tau_neg}", "none": "no clip"}.get(
         s.clip, f"{s.clip} ε {s.epsilon_low}/{s.epsilon_high}")
-    kl = f"{s.kl_estimator} KL β={s.beta} in the {s.kl_placement}" if s.beta else "no KL"
+    where = "loss" if s.kl_in_loss else "reward"
+    kl = f"{s.kl_estimator} KL β={s.beta} in the {where}" if s.beta else "no KL"
     paper = f" (arXiv {s.paper})" if s.paper else ""
-    return (f"`{cfg.algorithm}`{paper}: advantage {s.advantage}, ratio {s.importance_sampling_level}, {clip}, "
-            f"aggregation {s.loss_type}, {kl}" + (", dynamic sampling" if s.dynamic_sampling else ""))
+    lists = "".join(f", {field} {', '.join(names)}"
+                    for field, names in (("filters", s.filters), ("shaping", s.shaping)) if names)
+    return (f"`{cfg.algorithm}`{paper}: advantage {s.advantage}, ratio {s.importance_sampling_level}, "
+            f"{clip}, aggregation {s.loss_type}, {kl}{lists}")
 
 
 def model_card(cfg: Config, step: int, eval_metrics: dict | None) -> str:
@@ -49,16 +55,18 @@ def model_card(cfg: Config, step: int, eval_metrics: dict | None) -> str:
               *([f"base_model: {base}"] if hub_base else []),
               "tags:", "- grouprl", "- reinforcement-learning", f"- {cfg.algorithm}"]
     rows = [
-        ("base model", "the embedded default (grouprl's 0.8 M-parameter Llama)" if base == "default" else f"`{base}`"),
+        ("base model", "the embedded default (grouprl's 0.8 M-parameter Llama)" if base == "default"
+         else f"`{base}`"),
         ("algorithm", _algorithm(cfg)),
         ("data", _data(cfg)),
         ("rewards", _rewards(cfg)),
         ("batch", f"{t.prompts_per_step} prompts × {r.num_generations} completions per step, "
                   f"{t.num_iterations} pass(es), {t.mini_batches} mini-batch(es)"),
         ("optimizer", f"AdamW lr {t.lr:g}, betas {tuple(t.adam_betas)}, weight decay {t.weight_decay:g}, "
-                      f"{t.warmup_steps} warm-up steps then {t.lr_scheduler}, grad-norm clip {t.max_grad_norm:g}"),
-        ("generation", f"up to {r.max_new_tokens} new tokens, temperature {r.temperature:g}, top-p {r.top_p:g}, "
-                       f"top-k {r.top_k}"),
+                      f"{t.warmup_steps} warm-up steps then {t.lr_scheduler}, "
+                      f"grad-norm clip {t.max_grad_norm:g}"),
+        ("generation", f"up to {r.max_new_tokens} new tokens, temperature {r.temperature:g}, "
+                       f"top-p {r.top_p:g}, top-k {r.top_k}"),
         ("precision, seed", f"{m.dtype}, seed {t.seed}"),
     ]
     if cfg.data.system_prompt:
@@ -78,8 +86,8 @@ def model_card(cfg: Config, step: int, eval_metrics: dict | None) -> str:
     else:
         lines += ["No held-out evaluation at this step.", ""]
     loader = "AutoPeftModelForCausalLM" if m.lora.r else "AutoModelForCausalLM"
-    imports = (["from peft import AutoPeftModelForCausalLM", "from transformers import AutoTokenizer"] if m.lora.r
-               else ["from transformers import AutoModelForCausalLM, AutoTokenizer"])
+    imports = (["from peft import AutoPeftModelForCausalLM", "from transformers import AutoTokenizer"]
+               if m.lora.r else ["from transformers import AutoModelForCausalLM, AutoTokenizer"])
     lines += ["## Use", "", "```python", *imports, "",
               f'model = {loader}.from_pretrained("path/to/this/directory")',
               'tokenizer = AutoTokenizer.from_pretrained("path/to/this/directory")', "```", ""]

@@ -1,8 +1,8 @@
 """Length shaping as reward functions (they read ``completion_ids``, the sampled tokens of each completion).
 
-The same shaping also exists as an algorithm choice (``algo.soft_overlong``, DAPO's preset); use one or the
-other, not both. Parameters come from the config: ``{name: soft_overlong_penalty, kwargs: {max_len: 512,
-cache_len: 128}}``.
+The same shaping also exists as an algorithm choice (the ``soft_overlong`` shaping piece,
+``algo.shaping=[soft_overlong]``, in DAPO's preset); use one or the other, not both. Parameters come from the
+config: ``{name: soft_overlong_penalty, kwargs: {max_len: 512, cache_len: 128}}``.
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ def _lengths(completions, completion_ids) -> list[int]:
 
 def soft_overlong_penalty(prompts, completions, completion_ids=None, *, max_len: int, cache_len: int,
                           **columns) -> list[float]:
-    """DAPO's soft overlong punishment: 0 up to ``max_len - cache_len`` tokens, then linear to -1 at ``max_len``.
+    """DAPO's soft overlong punishment: 0 up to ``max_len - cache_len`` tokens, then linear to -1 at
+    ``max_len``.
 
-    >>> soft_overlong_penalty(None, ["", "", "", ""], [[1] * 2, [1] * 4, [1] * 5, [1] * 9], max_len=5, cache_len=2)
+    >>> soft_overlong_penalty(None, ["", "", "", ""], [[1] * 2, [1] * 4, [1] * 5, [1] * 9],
+    ...                       max_len=5, cache_len=2)
     [0.0, -0.5, -1.0, -1.0]
     """
     expected = max_len - cache_len

@@ -1,9 +1,9 @@
 """open-r1's reward functions under open-r1's registry names, written anew from their documented behaviour.
 
-open-r1 (``huggingface/open-r1``, ``src/open_r1/rewards.py``) picks rewards by name (``reward_funcs: [accuracy,
-format, tag_count]``); these names mean the same here, with the same rules, return values (``None`` included)
-and dataset column (``solution``). Four of them are *factories*, called once at start-up with the defaults of
-open-r1's ``GRPOScriptArguments``, which ``factory_kwargs`` in the config override::
+open-r1 (``huggingface/open-r1``, ``src/open_r1/rewards.py``) picks rewards by name (``reward_funcs:
+[accuracy, format, tag_count]``); these names mean the same here, with the same rules, return values
+(``None`` included) and dataset column (``solution``). Four of them are *factories*, called once at start-up
+with the defaults of open-r1's ``GRPOScriptArguments``, which ``factory_kwargs`` in the config override::
 
     rewards:
       - accuracy
@@ -39,7 +39,7 @@ def _contents(completions) -> list[str]:
     return [completion_text(c) or "" for c in completions]
 
 
-# --- math answers through math-verify -------------------------------------------------------------------------
+# --- math answers through math-verify -----------------------------------------------------------------------
 
 def _answer_config(boxed):
     """The extraction open-r1 uses for a completion: LaTeX only, ``\\boxed`` first, no bare-number fallback,
@@ -47,8 +47,8 @@ def _answer_config(boxed):
     from latex2sympy2_extended import NormalizationConfig
     from math_verify import LatexExtractionConfig
 
-    normalization = NormalizationConfig(nits=False, malformed_operators=False, basic_latex=True, equations=True,
-                                        boxed=boxed, units=True)
+    normalization = NormalizationConfig(nits=False, malformed_operators=False, basic_latex=True,
+                                        equations=True, boxed=boxed, units=True)
     return [LatexExtractionConfig(normalization_config=normalization, boxed_match_priority=0,
                                   try_extract_without_anchor=False)]
 
@@ -86,7 +86,8 @@ def _verify(gold: list, target: list) -> bool:
 
 
 def _correct(text: str, solution) -> bool:
-    """``length`` and ``cosine``'s test: an unparseable solution counts as correct (not to penalise the sample)."""
+    """``length`` and ``cosine``'s test: an unparseable solution counts as correct (not to penalise the
+    sample)."""
     gold = _parse(solution, _latex_only())
     return not gold or _verify(_parse(text, _answer_config(True)), gold)  # open-r1's argument order here
 
@@ -95,10 +96,11 @@ def accuracy(prompts, completions, completion_ids=None, *, solution, **columns) 
     """open-r1: 1.0 when the completion's LaTeX answer equals ``solution`` under math-verify, else 0.0.
 
     ``None`` (not applicable) when the solution has no parseable answer or the comparison fails. The
-    completion's first answer counts, and it must be anchored (``\\boxed{}``, tried first, or a phrase like "the final answer is $…$"): bare ``1/2`` or a lone
-    ``$0.5$`` is not one.
+    completion's first answer counts, and it must be anchored (``\\boxed{}``, tried first, or a phrase like
+    "the final answer is $…$"): bare ``1/2`` or a lone ``$0.5$`` is not one.
 
-    >>> accuracy(None, [r"so \\boxed{\\frac{1}{2}}", "The final answer is $0.5$", "1/2", r"$0.5$"], solution=["$0.5$"] * 4)
+    >>> accuracy(None, [r"so \\boxed{\\frac{1}{2}}", "The final answer is $0.5$", "1/2", r"$0.5$"],
+    ...          solution=["$0.5$"] * 4)
     [1.0, 1.0, 0.0, 0.0]
     >>> accuracy(None, [r"\\boxed{1}"], solution=["no answer here"])
     [None]
@@ -156,7 +158,8 @@ def cosine(min_value_wrong: float = 0.0, max_value_wrong: float = -0.5, min_valu
     >>> [round(v, 4) for v in out]  # 9 of 10 characters: near the far end of each range
     [0.5122, -0.4878, 1.0]
     """
-    def cosine_scaled_reward(prompts, completions, completion_ids=None, *, solution, **columns) -> list[float]:
+    def cosine_scaled_reward(prompts, completions, completion_ids=None, *, solution,
+                             **columns) -> list[float]:
         out = []
         for text, sol in zip(_contents(completions), solution):
             gold = _parse(sol, _latex_only())
@@ -171,7 +174,7 @@ def cosine(min_value_wrong: float = 0.0, max_value_wrong: float = -0.5, min_valu
     return cosine_scaled_reward
 
 
-# --- layout ---------------------------------------------------------------------------------------------------
+# --- layout -------------------------------------------------------------------------------------------------
 
 # After ``</answer>`` only a line break or the end may follow (open-r1's ``$`` under re.MULTILINE).
 _FORMAT = re.compile(r"<think>\n.*?\n</think>\n<answer>\n.*?\n</answer>(?=\n|\Z)", re.DOTALL)
@@ -185,8 +188,10 @@ def format(prompts, completions, completion_ids=None, **columns) -> list[float]:
     The completion must start with ``<think>\\n…\\n</think>\\n<answer>\\n…\\n</answer>``, and only a new
     line may follow.
 
-    >>> format(None, ["<think>\\nx\\n</think>\\n<answer>\\n4\\n</answer>", "<think>\\nx\\n</think>\\n<answer>\\n4\\n</answer>\\nmore",
-    ...               "<think>x</think><answer>4</answer>", "<think>\\nx\\n</think>\\n<answer>\\n4\\n</answer> more"])
+    >>> format(None, ["<think>\\nx\\n</think>\\n<answer>\\n4\\n</answer>",
+    ...               "<think>\\nx\\n</think>\\n<answer>\\n4\\n</answer>\\nmore",
+    ...               "<think>x</think><answer>4</answer>",
+    ...               "<think>\\nx\\n</think>\\n<answer>\\n4\\n</answer> more"])
     [1.0, 1.0, 0.0, 0.0]
     """
     return [1.0 if _FORMAT.match(text) else 0.0 for text in _contents(completions)]
@@ -198,7 +203,8 @@ def tag_count(prompts, completions, completion_ids=None, **columns) -> list[floa
     The four pieces are ``<think>\\n``, ``\\n</think>\\n``, ``\\n<answer>\\n`` and ``\\n</answer>``
     (grouprl's ``tag_count_loose`` counts the bare tags).
 
-    >>> tag_count(None, ["<think>\\nx\\n</think>\\n<answer>\\n4\\n</answer>", "<think>x</think><answer>4</answer>"])
+    >>> tag_count(None, ["<think>\\nx\\n</think>\\n<answer>\\n4\\n</answer>",
+    ...                  "<think>x</think><answer>4</answer>"])
     [1.0, 0.0]
     """
     return [0.25 * sum(text.count(piece) == 1 for piece in _TAG_PIECES) for text in _contents(completions)]
@@ -210,7 +216,8 @@ def reasoning_steps(prompts, completions, completion_ids=None, **columns) -> lis
     The markers are ``Step N:``, an ``N.`` that starts the completion, ``-`` or ``*`` after a new line, and
     ``First,`` ``Second,`` ``Next,`` ``Finally,``.
 
-    >>> reasoning_steps(None, ["Step 1: a\\nStep 2: b\\nStep 3: c", "1. a\\n2. b\\n- c\\n* d", "First, a. Finally, b.", ""])
+    >>> reasoning_steps(None, ["Step 1: a\\nStep 2: b\\nStep 3: c", "1. a\\n2. b\\n- c\\n* d",
+    ...                        "First, a. Finally, b.", ""])
     [1.0, 1.0, 0.6666666666666666, 0.0]
     """
     return [min(1.0, len(_STEP_MARKERS.findall(text)) / 3) for text in _contents(completions)]
@@ -234,11 +241,11 @@ def code_format(language: str = "python") -> Callable:
 
 
 def _code_layout(language: str) -> re.Pattern:
-    return re.compile(rf"<think>\n.*?\n</think>\n<answer>\n.*?```{re.escape(str(language))}.*?```.*?\n</answer>"
-                      r"(?=\n|\Z)", re.DOTALL)
+    return re.compile(r"<think>\n.*?\n</think>\n<answer>\n.*?```" + re.escape(str(language))
+                      + r".*?```.*?\n</answer>(?=\n|\Z)", re.DOTALL)
 
 
-# --- length and repetition ------------------------------------------------------------------------------------
+# --- length and repetition ----------------------------------------------------------------------------------
 
 def repetition_penalty(ngram_size: int = 3, max_penalty: float = -1.0) -> Callable:
     """open-r1 factory: ``max_penalty`` times the share of repeated word n-grams.
@@ -270,7 +277,8 @@ def soft_overlong_punishment(max_completion_len: int = 16384, soft_punish_cache:
     """open-r1 factory: DAPO's soft overlong punishment on the completion's token count.
 
     0.0 up to ``max_completion_len - soft_punish_cache`` tokens, then linear down to -1.0 at
-    ``max_completion_len``, and -1.0 beyond (the same shaping as grouprl's ``soft_overlong_penalty``).
+    ``max_completion_len``, and -1.0 beyond (the same shaping as grouprl's ``soft_overlong_penalty`` and
+    as the ``soft_overlong`` shaping piece of ``algo.shaping``: use one of them, not two).
 
     >>> soft_overlong_punishment(5, 2)(None, [""] * 4, [[1] * 3, [1] * 4, [1] * 5, [1] * 9])
     [0.0, -0.5, -1.0, -1.0]

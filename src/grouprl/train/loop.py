@@ -8,8 +8,7 @@ It never names an algorithm: what differs between GRPO, DAPO, GSPO … is a fiel
 
 Under ``torchrun`` the same lines run on every rank (docs/distributed.md): every rank draws the same global
 prompt list and takes its contiguous slice of whole groups; decisions (refill, stop, skip) come from
-all-reduced values, so all ranks take them together; rank 0 alone writes the run directory, evaluates and
-prints.
+all-reduced values, so all ranks take them together; rank 0 alone writes the run directory, evaluates, prints.
 """
 
 from __future__ import annotations
@@ -46,28 +45,28 @@ def say0(s: Setup, text: str) -> None:
 
 
 def sample_batch(s: Setup, step: int) -> tuple[Scored, dict]:
-    """Stages 1–4: prompts → rollout → rewards, refilling dropped groups when dynamic sampling is on.
-
-    Returns this rank's groups (``group_ids``: their indices in the one-process order) and the sampling stats.
-    """
+    """Stages 1–4: prompts → rollout → rewards, refilling dropped groups when the spec has a group filter
+    (``needs_refill``: DAPO's dynamic sampling). Returns this rank's groups (``group_ids``: their indices in
+    the one-process order) and the sampling stats."""
     cfg, spec, G, B, d = s.cfg, s.spec, s.cfg.rollout.num_generations, s.cfg.train.prompts_per_step, s.dist
-    batches, mine, kept, drawn, rounds = [], [], [], 0, 0  # mine, kept: group indices in the one-process order
+    batches, mine, kept, drawn, rounds = [], [], [], 0, 0  # mine, kept: group indices, one-process order
     state = reward_state(s, step - 1)
     while True:
         need = B - len(kept)
         rows = s.source.take(need)  # the same list on every rank: the cursor never depends on the world size
         lo, hi = shard(need, d)
-        sampling = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
-                                  top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
-                                  seed=cfg.train.seed * 100_003 + step * 101 + rounds, group_offset=drawn + lo)
+        r = cfg.rollout
+        sampling = SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
+                                  top_k=r.top_k, seed=cfg.train.seed * 100_003 + step * 101 + rounds,
+                                  group_offset=drawn + lo)
         informative = torch.zeros(need)
         if hi > lo:
             batch = stages.rollout_and_score(s.backend, s.tokenizer, s.rewards, rows[lo:hi],
                                              prompt_texts(s, rows[lo:hi]), G, sampling, state)
             batches.append(batch)
             mine += range(drawn + lo, drawn + hi)
-            informative[[lo + g for g in stages.informative_groups(batch, G)]] = 1
-        if not spec.dynamic_sampling:
+            informative[[lo + g for g in stages.informative_groups(batch, G, spec)]] = 1
+        if not spec.needs_refill:
             return replace(batch, group_ids=torch.arange(lo, hi)), {}
         kept += [drawn + g for g in torch.nonzero(d.all_reduce(informative)).flatten().tolist()]
         drawn += need
@@ -75,7 +74,8 @@ def sample_batch(s: Setup, step: int) -> tuple[Scored, dict]:
             break
         rounds += 1
     joined = concat(batches, s.tokenizer.pad_token_id)
-    stats = {"sampling/groups_sampled": float(drawn), "sampling/groups_uninformative": float(drawn - len(kept)),
+    stats = {"sampling/groups_sampled": float(drawn),
+             "sampling/groups_uninformative": float(drawn - len(kept)),
              "sampling/refill_rounds": float(rounds), "sampling/groups_short": float(max(B - len(kept), 0))}
     chosen = set(kept[:B]) if kept else set(mine)
     local = [i for i, g in enumerate(mine) if g in chosen]
@@ -84,16 +84,16 @@ def sample_batch(s: Setup, step: int) -> tuple[Scored, dict]:
 
 
 def update(s: Setup, batch: Scored) -> tuple[Scored, dict]:
-    """Stages 5–7: advantages, the log-prob passes that are needed, and μ × mini-batch optimizer steps.
-
-    Returns the batch with its advantages (for completions.jsonl) and the update's metrics."""
+    """Stages 5–7: advantages, the log-prob passes that are needed, and μ × mini-batch optimizer steps;
+    returns the batch with its advantages (for completions.jsonl) and the update's metrics."""
     cfg, spec, G, d = s.cfg, s.spec, s.cfg.rollout.num_generations, s.dist
     temp, chunk = cfg.rollout.temperature, cfg.model.logprob_chunk_size
     width = batch.rollout.prompt_ids.shape[1] + batch.rollout.completion_ids.shape[1]
     per_token = activation_bytes_per_token(s.policy, cfg.model.gradient_checkpointing)
 
     def micro_rows(n: int) -> int:  # sequences per forward/backward for a pass over n sequences
-        return cfg.train.micro_batch_size or micro_batch_rows(n, width, per_token, cfg.train.activation_budget_mib)
+        budget = cfg.train.activation_budget_mib
+        return cfg.train.micro_batch_size or micro_batch_rows(n, width, per_token, budget)
 
     mbs = micro_rows(batch.rollout.completion_ids.shape[0])
     off_policy, need_old = stages.needs_old_logp(cfg.train.num_iterations, cfg.train.mini_batches, spec)
@@ -135,9 +135,9 @@ def update(s: Setup, batch: Scored) -> tuple[Scored, dict]:
                 sums[key] = sums.get(key, 0.0) + float(value)
     out = {k: v / max(updates, 1) for k, v in sums.items()}
     out.update({k: float(v) for k, v in adv.metrics.items()})
-    out.update({"update/steps": updates, "update/skipped_nonfinite": skipped, "lr": s.scheduler.get_last_lr()[0],
-                "time/logprobs": t_old + t_ref, "time/old_logprobs": t_old, "time/reference": t_ref,
-                "time/update": time.perf_counter() - t0})
+    out.update({"update/steps": updates, "update/skipped_nonfinite": skipped,
+                "lr": s.scheduler.get_last_lr()[0], "time/logprobs": t_old + t_ref,
+                "time/old_logprobs": t_old, "time/reference": t_ref, "time/update": time.perf_counter() - t0})
     return replace(batch, advantages=adv.advantages), out
 
 
@@ -152,8 +152,9 @@ def one_step(s: Setup, step: int, sinks: list) -> dict:
     batch, metrics = update(s, batch)  # 5–7
     metrics.update(step_metrics(batch, sampling_stats, s.dist))
     elapsed = time.perf_counter() - t_step
-    metrics.update({"step": step, "time/rollout": t_rollout, "time/generate": batch.seconds.get("generate", 0.0),
-                    "time/reward": batch.seconds.get("reward", 0.0), "time/step": elapsed,
+    seconds = batch.seconds
+    metrics.update({"step": step, "time/rollout": t_rollout, "time/generate": seconds.get("generate", 0.0),
+                    "time/reward": seconds.get("reward", 0.0), "time/step": elapsed,
                     "tokens_per_s": metrics.pop("tokens") / elapsed})
     for sink in sinks:  # 8 (rank 0 alone has sinks)
         sink.write(metrics)
@@ -233,15 +234,16 @@ def _steps(s: Setup, cfg: Config, start: int, sinks: list, stop: StopSignal) -> 
             skipped_in_a_row = skipped_in_a_row + 1 if metrics["update/skipped_nonfinite"] else 0
             if skipped_in_a_row >= cfg.train.max_nonfinite_steps:
                 checkpoint(s, step)
-                raise TrainingDiverged(f"{skipped_in_a_row} steps in a row had a NaN/inf loss or gradient (last at "
-                                       f"step {step}); weights were left untouched and saved; lower train.lr or "
-                                       "check the rewards")
+                raise TrainingDiverged(f"{skipped_in_a_row} steps in a row had a NaN/inf loss or gradient "
+                                       f"(last at step {step}); weights were left untouched and saved; lower "
+                                       "train.lr or check the rewards")
             if cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.train.steps:
                 eval_all(s, step)
             due = cfg.output.save_every and step % cfg.output.save_every == 0
             if due or step == cfg.train.steps or stopping:
                 checkpoint(s, step)
             if stopping:
-                say0(s, f"stopped by signal after step {step}; checkpoint written; continue with --resume auto")
+                say0(s, f"stopped by signal after step {step}; checkpoint written; "
+                        "continue with --resume auto")
                 return True
     return False

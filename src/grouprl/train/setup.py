@@ -84,7 +84,8 @@ def _rows(cfg: Config) -> tuple[list[dict], list[dict], list]:
     """Training rows, evaluation rows, and the default reward functions."""
     d = cfg.data
     if d.path is not None:
-        train = load_rows(d.path, d.prompt_column, config=d.dataset_config, split=d.split, data_files=d.data_files)
+        train = load_rows(d.path, d.prompt_column, config=d.dataset_config, split=d.split,
+                          data_files=d.data_files)
         evals = load_rows(d.eval_path, d.prompt_column)[: d.num_eval] if d.eval_path else []
         default = get_task(d.task, **d.task_kwargs).reward_fns if d.task else []
         return train, evals, default
@@ -100,15 +101,16 @@ def _check_context(tokenizer, model, rows: list[dict], cfg: Config) -> int:
     longest = 0
     for i, row in enumerate(rows):
         try:
-            text = format_prompt(tokenizer, row["prompt"], cfg.data.system_prompt, cfg.data.chat_template_kwargs)
+            text = format_prompt(tokenizer, row["prompt"], cfg.data.system_prompt,
+                                 cfg.data.chat_template_kwargs)
         except DataError as err:
             raise DataError(f"prompt {i}: {err}") from None
         n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
         longest = max(longest, n)
         if n + cfg.rollout.max_new_tokens > limit:
             raise DataError(f"prompt {i} ({text[:40]!r}...) has {n} tokens; with rollout.max_new_tokens="
-                             f"{cfg.rollout.max_new_tokens} it exceeds the model's context of {limit} tokens; "
-                             "shorten or drop long prompts, or lower rollout.max_new_tokens")
+                            f"{cfg.rollout.max_new_tokens} it exceeds the model's context of {limit} tokens; "
+                            "shorten or drop long prompts, or lower rollout.max_new_tokens")
     return longest
 
 
@@ -117,9 +119,10 @@ def check_world(cfg: Config, world: int) -> None:
     B = cfg.train.prompts_per_step
     if B % world:
         fits = [w for w in range(1, B + 1) if B % w == 0]
-        raise ConfigError(f"train.prompts_per_step={B} cannot be split into whole groups over {world} processes "
-                         f"(WORLD_SIZE={world}); set train.prompts_per_step to a multiple of {world} (e.g. "
-                         f"{B + world - B % world}), or run {', '.join(map(str, fits))} processes")
+        raise ConfigError(f"train.prompts_per_step={B} cannot be split into whole groups over {world} "
+                          f"processes (WORLD_SIZE={world}); set train.prompts_per_step to a multiple of "
+                          f"{world} (e.g. {B + world - B % world}), or run {', '.join(map(str, fits))} "
+                          "processes")
 
 
 def _policy(cfg: Config, path: str, spec):
@@ -128,7 +131,8 @@ def _policy(cfg: Config, path: str, spec):
                         gguf_file=cfg.model.gguf_file)
     lora = cfg.model.lora
     if cfg.model.ref_name_or_path and spec.needs_reference:
-        reference = FrozenReference(load_model(resolve_model_path(cfg.model.ref_name_or_path), dtype=cfg.model.dtype,
+        reference = FrozenReference(load_model(resolve_model_path(cfg.model.ref_name_or_path),
+                                               dtype=cfg.model.dtype,
                                                trust_remote_code=cfg.model.trust_remote_code))
     elif spec.needs_reference and not lora.r:
         reference = FrozenReference(copy.deepcopy(policy))
@@ -137,7 +141,8 @@ def _policy(cfg: Config, path: str, spec):
     if lora.r:
         peft_model = apply_lora(policy, r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
                                 target_modules=lora.target_modules)
-        policy = peft_model.get_base_model()  # the same modules, adapters injected; computes like any HF model
+        # the same modules, adapters injected; computes like any HF model
+        policy = peft_model.get_base_model()
         if spec.needs_reference and reference is None:
             reference = AdapterOffReference(peft_model)
         return policy, reference, peft_model
@@ -158,7 +163,8 @@ def build(cfg: Config, run_dir: Path) -> Setup:
         raise ConfigError("rewards: no reward function; set rewards: [...] or use a built-in data.task")
     verifier_name(rewards, cfg.verifier)  # a verifier that names no reward fails before any model loads
     path = resolve_model_path(cfg.model.name_or_path)
-    if Path(path).is_dir() and not cfg.model.gguf_file:  # all that is missing, in one line, before any loader
+    # everything that is missing, in one line, before any loader reports only its part
+    if Path(path).is_dir() and not cfg.model.gguf_file:
         check_model_dir(Path(path))
     tokenizer = load_tokenizer(path, trust_remote_code=cfg.model.trust_remote_code,
                                gguf_file=cfg.model.gguf_file)
@@ -188,9 +194,10 @@ def build(cfg: Config, run_dir: Path) -> Setup:
                                     shards=dist.world if cfg.train.fsdp else 1))
     optimizer = build_optimizer(policy.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                                 betas=cfg.train.adam_betas)
-    scheduler = build_scheduler(optimizer, warmup_steps=cfg.train.warmup_steps, total_steps=total_updates(cfg),
-                                kind=cfg.train.lr_scheduler, kwargs=cfg.train.lr_scheduler_kwargs)
-    if dist.is_main and spec.soft_overlong and spec.overlong_max_len > cfg.rollout.max_new_tokens:
+    scheduler = build_scheduler(optimizer, warmup_steps=cfg.train.warmup_steps,
+                                total_steps=total_updates(cfg), kind=cfg.train.lr_scheduler,
+                                kwargs=cfg.train.lr_scheduler_kwargs)
+    if dist.is_main and spec.reads("overlong_max_len") and spec.overlong_max_len > cfg.rollout.max_new_tokens:
         say(f"warning: algo.overlong_max_len={spec.overlong_max_len} exceeds rollout.max_new_tokens="
             f"{cfg.rollout.max_new_tokens}, so the soft overlong penalty never applies; set "
             f"algo.overlong_max_len={cfg.rollout.max_new_tokens} (and algo.overlong_buffer_len) to use it")
@@ -204,12 +211,13 @@ def build(cfg: Config, run_dir: Path) -> Setup:
     if cfg.train.fsdp:
         weights = ShardedWeights(scorer, policy)
     return Setup(cfg, spec, run_dir, tokenizer, policy, reference, backend, runner,
-                 PromptSource(train_rows, cfg.data.seed), eval_rows, optimizer, scheduler, dist, scorer, weights,
-                 full_weights, memory_note)
+                 PromptSource(train_rows, cfg.data.seed), eval_rows, optimizer, scheduler, dist, scorer,
+                 weights, full_weights, memory_note)
 
 
 def prompt_texts(s: Setup, rows: list[dict]) -> list[str]:
-    return [format_prompt(s.tokenizer, row["prompt"], s.cfg.data.system_prompt, s.cfg.data.chat_template_kwargs)
+    data = s.cfg.data
+    return [format_prompt(s.tokenizer, row["prompt"], data.system_prompt, data.chat_template_kwargs)
             for row in rows]
 
 
@@ -217,4 +225,5 @@ def reward_state(s: Setup, finished: int) -> RewardState:
     """The ``trainer_state`` reward functions get after ``finished`` training steps."""
     source = s.source
     return RewardState(global_step=finished, max_steps=s.cfg.train.steps,
-                       epoch=source.epoch + source.pos / len(source.rows), is_world_process_zero=s.dist.is_main)
+                       epoch=source.epoch + source.pos / len(source.rows),
+                       is_world_process_zero=s.dist.is_main)

@@ -18,8 +18,7 @@ from dataclasses import fields
 import torch
 
 from grouprl import rewards as rewards_lib
-from grouprl.algo import AlgoSpec, Counts, GroupView, group_advantages, policy_loss
-from grouprl.algo.filters import FILTERS
+from grouprl.algo import AlgoSpec, Counts, GroupView, group_advantages, kept_groups, policy_loss
 from grouprl.distributed import SINGLE, Dist
 from grouprl.model.passes import DUMMY
 from grouprl.rollout.text import decode_completions, encode_prompts
@@ -43,11 +42,15 @@ def rollout_and_score(backend, tokenizer, rewards: rewards_lib.RewardRunner, row
                   scores.errors, scores.timeouts, scores.report, seconds=seconds)
 
 
-def informative_groups(batch: Scored, G: int) -> list[int]:
-    """Dynamic sampling's test (DAPO): the groups whose accuracies are not all equal."""
-    acc = batch.accuracy.reshape(-1, G)
-    view = GroupView(acc, acc, acc, acc.bool())
-    return torch.nonzero(FILTERS.get("nonzero_variance")(view)[:, 0]).flatten().tolist()
+def informative_groups(batch: Scored, G: int, spec: AlgoSpec) -> list[int]:
+    """The groups the spec's group filters keep (DAPO's dynamic sampling: accuracies not all equal), on the
+    raw rewards; all of them when the spec has no such filter."""
+    r = batch.rollout
+    as_groups = lambda x: x.reshape(-1, G).to(batch.rewards.device)  # noqa: E731
+    lengths = r.completion_mask.sum(-1).to(batch.rewards.dtype)
+    view = GroupView(as_groups(batch.rewards), as_groups(batch.accuracy), as_groups(lengths),
+                     as_groups(r.truncated.bool()))
+    return torch.nonzero(kept_groups(view, spec)).flatten().tolist()
 
 
 def needs_old_logp(num_iterations: int, mini_batches: int, spec: AlgoSpec) -> tuple[bool, bool]:
@@ -130,7 +133,8 @@ def advantages_stage(batch: Scored, G: int, spec: AlgoSpec, ref_logp: torch.Tens
     mask = r.completion_mask.to(torch.float64)
     N = mask.shape[0]
     kl_penalty = torch.zeros(N, dtype=torch.float64)
-    if spec.beta > 0 and spec.kl_placement == "reward":
+    in_reward = "seq_kl" in spec.needs  # a shaping piece takes the KL into the reward
+    if in_reward:
         kl_penalty = ((old_logp_for_kl - ref_logp).double() * mask).sum(-1)
     group_ids = torch.arange(N // G) if batch.group_ids is None else batch.group_ids
     key = (group_ids.double()[:, None] * G + torch.arange(G)).flatten()  # [N] unique, in one-process order
@@ -139,9 +143,7 @@ def advantages_stage(batch: Scored, G: int, spec: AlgoSpec, ref_logp: torch.Tens
     every = d.gather_rows(local)
     every = every[torch.argsort(every[:, 5], stable=True)]  # [N_global, 6]
     adv = group_advantages(every[:, 0], G, every[:, 1], spec, truncated=every[:, 2].bool(),
-                           accuracy=every[:, 3],
-                           kl_penalty=(every[:, 4] if spec.beta > 0 and spec.kl_placement == "reward"
-                                       else None))
+                           accuracy=every[:, 3], kl_penalty=every[:, 4] if in_reward else None)
     mine = torch.searchsorted(every[:, 5].contiguous(), key)  # [N] positions of this rank's rows
     adv.advantages, adv.in_loss, adv.rewards = adv.advantages[mine], adv.in_loss[mine], adv.rewards[mine]
     loss_mask = r.completion_mask * adv.in_loss[:, None].to(r.completion_mask.device, r.completion_mask.dtype)

@@ -66,7 +66,8 @@ GRADS_1 = {
     "sapo": ({}, [[-0.206647, -0.245508], [0.030303, 0.043771, 0.041667],
                   [0.037658, 0.028206, 0.03125, 0.039247], [0.025, 0.023765, 0.027545, 0.020284, 0.026263]]),
     "cispo": ({}, [[-0.118411, -0.137143], [0.026458, 0.037545, 0.035714],
-                   [0.043621, 0.032316, 0.035714, 0.045714], [0.035714, 0.033972, 0.039470, 0.029240, 0.037545]]),
+                   [0.043621, 0.032316, 0.035714, 0.045714],
+                   [0.035714, 0.033972, 0.039470, 0.029240, 0.037545]]),
 }
 
 
@@ -81,7 +82,8 @@ def test_example_1_gradients(name):
 EXAMPLE_2 = [
     ("grpo", VERL_STD, [1.499997] + [-0.499999] * 3 + [0.499999, 0.499999, -1.499997, 0.499999], -0.01015088),
     ("grpo", dict(VERL_STD, beta=0.0), None, -0.01127179),
-    ("grpo_bessel", {}, [1.499997] + [-0.499999] * 3 + [0.499999, 0.499999, -1.499997, 0.499999], -0.01015088),
+    ("grpo_bessel", {}, [1.499997] + [-0.499999] * 3 + [0.499999, 0.499999, -1.499997, 0.499999],
+     -0.01015088),
     ("dr_grpo", dict(loss_norm_length=5), [0.75] + [-0.25] * 3 + [0.25, 0.25, -0.75, 0.25], 0.05299725),
     ("dapo", dict(dynamic_sampling=False, soft_overlong=False), None, 0.14570615),
     ("lite_ppo", {}, [1.403119] + [-0.467706] * 3 + [0.467706, 0.467706, -1.403119, 0.467706], 0.14164085),
@@ -106,7 +108,8 @@ DAPO_3 = dict(soft_overlong=True, overlong_max_len=5, overlong_buffer_len=2, dyn
     (DAPO_3, None, [0.998625, -0.453920, 0.635488, -1.180193] + [0] * 4, 0.13759636),
     (dict(DAPO_3, overlong_filter=True), [False, False, False, True] * 2,
      [0.998625, -0.453920, 0.635488, -1.180193] + [0] * 4, -0.43197283),
-    (dict(soft_overlong=False, dynamic_sampling=False), None, [0.866025, -0.866025] * 2 + [0] * 4, 0.03050455),
+    (dict(soft_overlong=False, dynamic_sampling=False), None, [0.866025, -0.866025] * 2 + [0] * 4,
+     0.03050455),
 ])
 def test_example_3_dapo_shaping_and_filtering(overrides, truncated, advantages, loss):
     truncated = None if truncated is None else torch.tensor(truncated)

@@ -77,7 +77,8 @@ def _inputs():
     (lambda a: a.update(rewards=a["rewards"][None]), "rewards must be 1-D"),
     (lambda a: a.update(old_logp=a["old_logp"][:, :3]), "old_logp must have logp's shape"),
     (lambda a: a.update(mask=a["mask"][:3]), "mask must have logp's shape"),
-    (lambda a: a.update(rewards=torch.tensor([1.0, float("nan"), 0, 0], dtype=torch.float64)), "rewards contains NaN"),
+    (lambda a: a.update(rewards=torch.tensor([1.0, float("nan"), 0, 0], dtype=torch.float64)),
+     "rewards contains NaN"),
     (lambda a: a["logp"].__setitem__((0, 0), float("inf")), "logp contains NaN or inf"),
     (lambda a: a.update(mask=torch.zeros_like(a["mask"])), "mask has no unmasked token"),
     (lambda a: a.update(truncated=torch.zeros(3, dtype=torch.bool)), "truncated must be"),
@@ -85,7 +86,8 @@ def _inputs():
 ])
 def test_bad_input_names_the_argument(mutate, message):
     rewards, new, old, ref, mask = _inputs()
-    args = dict(rewards=rewards, group_size=4, logp=new, old_logp=old, ref_logp=ref, mask=mask, truncated=None)
+    args = dict(rewards=rewards, group_size=4, logp=new, old_logp=old, ref_logp=ref, mask=mask,
+                truncated=None)
     mutate(args)
     with pytest.raises(ValueError, match=message):
         compute_loss(args["rewards"], args["group_size"], args["logp"], args["old_logp"], args["ref_logp"],
@@ -110,7 +112,8 @@ def test_kl_estimator_values_and_derivatives():
     ref = torch.tensor([-1.5, -0.2, -1.0], dtype=torch.float64)
     d = ref - logp.detach()
     scale = float((d.exp() + d.abs() + 1).max())  # the largest term: three elementwise steps (e.g. exp, -, -)
-    for fn, value, deriv in ((k1, -d, torch.ones(3)), (k2, d * d / 2, -d), (k3, torch.exp(d) - d - 1, 1 - torch.exp(d))):
+    cases = ((k1, -d, torch.ones(3)), (k2, d * d / 2, -d), (k3, torch.exp(d) - d - 1, 1 - torch.exp(d)))
+    for fn, value, deriv in cases:
         out = fn(logp, ref)
         assert_close(out, value, n=3, scale=scale)
         (grad,) = torch.autograd.grad(out.sum(), logp)
@@ -120,7 +123,8 @@ def test_kl_estimator_values_and_derivatives():
 
 def test_length_penalty_and_retain_k_ties():
     view = GroupView(torch.tensor([[1.0, 1.0, 1.0, 1.0]]), None, torch.tensor([[3.0, 2.0, 2.0, 5.0]]), None)
-    assert_close(length_penalty(view, coef=0.5, max_len=10)[0], [-0.15, -0.1, -0.1, -0.25], n=2)  # float32: *, /
+    # float32: *, /
+    assert_close(length_penalty(view, coef=0.5, max_len=10)[0], [-0.15, -0.1, -0.1, -0.25], n=2)
     # ties broken by index: of the two length-2 responses, index 1 comes first
     assert retain_k(view, k=1).tolist() == [[False, True, False, False]]
     assert retain_k(view, k=3, metric="token_efficiency").tolist() == [[True, True, True, False]]

@@ -36,7 +36,8 @@ CASES = [
     ("dataset_train_split", "test", "data.split", "test"),
     ("dataset_prompt_column", "problem", "data.prompt_column", "problem"),
     ("chat_template", "{{ messages[0]['content'] }}", "data.chat_template", "{{ messages[0]['content'] }}"),
-    ("chat_template_kwargs", {"enable_thinking": False}, "data.chat_template_kwargs", {"enable_thinking": False}),
+    ("chat_template_kwargs", {"enable_thinking": False}, "data.chat_template_kwargs",
+     {"enable_thinking": False}),
     ("system_prompt", "Think first.", "data.system_prompt", "Think first."),
     ("data_seed", 7, "data.seed", 7),
     ("num_generations", 4, "rollout.num_generations", 4),
@@ -116,13 +117,16 @@ def test_the_generation_batch_is_completions_per_device_times_accumulation_times
     cfg = load_config(None, over)
     assert (cfg.train.prompts_per_step, cfg.train.micro_batch_size) == (3, 6)  # 6 x 2 x 1 / 4
     with pytest.raises(ConfigError, match=r"= 10 completions per step, not a multiple of num_generations=4"):
-        load_config(None, ["num_generations=4", "per_device_train_batch_size=5", "gradient_accumulation_steps=2"])
-    several = load_config(None, [*over, "steps_per_generation=4", "max_steps=10"])  # 2 optimizer steps a rollout
+        load_config(None, ["num_generations=4", "per_device_train_batch_size=5",
+                           "gradient_accumulation_steps=2"])
+    # 2 optimizer steps a rollout
+    several = load_config(None, [*over, "steps_per_generation=4", "max_steps=10"])
     assert (several.train.prompts_per_step, several.train.mini_batches, several.train.steps) == (6, 2, 5)
     assert load_config(None, [*over, "generation_batch_size=24"]).train.mini_batches == 2
-    with pytest.raises(ConfigError, match="3 micro-steps per generation is not a multiple of gradient_accumulation"):
-        load_config(None, ["num_generations=2", "per_device_train_batch_size=6", "gradient_accumulation_steps=2",
-                           "steps_per_generation=3"])
+    with pytest.raises(ConfigError,
+                       match="3 micro-steps per generation is not a multiple of gradient_accumulation"):
+        load_config(None, ["num_generations=2", "per_device_train_batch_size=6",
+                           "gradient_accumulation_steps=2", "steps_per_generation=3"])
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert load_config(None, over).train.prompts_per_step == 6  # 6 x 2 x 2 / 4
 
@@ -134,19 +138,23 @@ def test_trl_steps_count_optimizer_steps_grouprl_steps_count_rollouts():
 
 def test_epochs_from_the_dataset_size(tmp_path):
     path = tmp_path / "p.jsonl"
-    path.write_text("".join(json.dumps({"prompt": f"{i}+1=", "answer": str(i + 1)}) + "\n" for i in range(10)))
+    path.write_text("".join(json.dumps({"prompt": f"{i}+1=", "answer": str(i + 1)}) + "\n"
+                            for i in range(10)))
     recipe = {"dataset_name": str(path), "max_steps": -1, "num_train_epochs": 1, "num_generations": 2,
               "per_device_train_batch_size": 4}
     file = tmp_path / "r.yaml"
     file.write_text(yaml.safe_dump(recipe))
     assert load_config(file).train.steps == 5  # 10 prompts / 2 per step
-    assert load_config(None, ["max_steps=-1", "train.prompts_per_step=32"]).train.steps == 375  # TRL's 3 epochs
+    # TRL's 3 epochs
+    assert load_config(None, ["max_steps=-1", "train.prompts_per_step=32"]).train.steps == 375
 
 
 def test_warmup_ratio_of_all_optimizer_steps_and_its_conflict(tmp_path):
     cfg = load_config(None, ["max_steps=40", "warmup_ratio=0.1", "train.mini_batches=2"])
-    assert (cfg.train.steps, cfg.train.warmup_steps) == (20, 4)  # 40 optimizer steps: 20 rollouts x 2; 10 % of 40
-    assert load_config(None, ["warmup_steps=0.25", "train.steps=8"]).train.warmup_steps == 2  # below 1: a ratio
+    # 40 optimizer steps: 20 rollouts x 2; 10 % of 40
+    assert (cfg.train.steps, cfg.train.warmup_steps) == (20, 4)
+    # below 1: a ratio
+    assert load_config(None, ["warmup_steps=0.25", "train.steps=8"]).train.warmup_steps == 2
     with pytest.raises(ConfigError, match=r"warmup_ratio=0.1 gives 20 warm-up steps of 200, but "
                                           r"train.warmup_steps=3 is given too; keep one"):
         load_config(None, ["warmup_ratio=0.1", "train.warmup_steps=3"])
@@ -160,7 +168,8 @@ def test_cispo_epsilon_high_is_trls_absolute_cap():
     default = algo_spec(load_config(None, ["loss_type=cispo"]))
     assert (default.clip, default.loss_type, default.epsilon_low, default.epsilon_high) == (
         "is_weight_clip", "token_mean", None, 4.0)  # TRL's recommended cap 5.0 = grouprl's 1 + 4.0
-    assert algo_spec(load_config(None, ["loss_type=cispo", "epsilon_high=3", "epsilon=0.2"])).epsilon_high == 2.0
+    spec = algo_spec(load_config(None, ["loss_type=cispo", "epsilon_high=3", "epsilon=0.2"]))
+    assert spec.epsilon_high == 2.0
     assert algo_spec(load_config(None, ["algorithm=cispo", "epsilon_high=5"])).epsilon_high == 4.0
     with pytest.raises(ConfigError, match="epsilon_high=0.28 with loss_type=cispo is TRL's cap"):
         load_config(None, ["loss_type=cispo", "epsilon_high=0.28"])
@@ -168,7 +177,8 @@ def test_cispo_epsilon_high_is_trls_absolute_cap():
 
 def test_reward_funcs_and_weights():
     cfg = load_config(None, ["reward_funcs=[correct_answer, integer_format]", "reward_weights=[1.0, 0.5]"])
-    assert cfg.rewards == [{"name": "correct_answer", "weight": 1.0}, {"name": "integer_format", "weight": 0.5}]
+    assert cfg.rewards == [{"name": "correct_answer", "weight": 1.0},
+                           {"name": "integer_format", "weight": 0.5}]
     weighted = load_config(None, ["rewards=[correct_answer]", "reward_weights=[2]"])
     assert weighted.rewards == [{"name": "correct_answer", "weight": 2}]
     with pytest.raises(ConfigError, match="reward_weights has 1 weights for 2 rewards"):
@@ -183,8 +193,10 @@ def test_reward_funcs_and_weights():
     (["torch_dtype=bfloat16", "dtype=float16"],
      "dtype='float16' and torch_dtype='bfloat16' are both given, with different values; keep one"),
     (["per_device_train_batch_size=16", "train.prompts_per_step=4"],
-     "per_device_train_batch_size (giving train.prompts_per_step=2) and train.prompts_per_step=4 are both given"),
-    (["reward_funcs=[correct_answer]", "rewards=[integer_format]"], "reward_funcs=['correct_answer'] and rewards="),
+     "per_device_train_batch_size (giving train.prompts_per_step=2) and train.prompts_per_step=4 are both "
+     "given"),
+    (["reward_funcs=[correct_answer]", "rewards=[integer_format]"],
+     "reward_funcs=['correct_answer'] and rewards="),
 ])
 def test_a_trl_name_and_its_grouprl_key_disagreeing_is_an_error(overrides, message):
     with pytest.raises(ConfigError) as err:
@@ -220,23 +232,26 @@ def test_unknown_keys_suggest_both_spellings(key, suggestion):
 
 def test_meaningless_keys_are_accepted_with_one_warning_line(tmp_path, capsys):
     path = tmp_path / "r.yaml"
-    path.write_text("hub_model_id: me/model\npush_to_hub: true\nuse_vllm: true\nvllm_gpu_memory_utilization: 0.7\n"
-                    "bf16: true\nlearning_rate: 1.0e-6\n")
+    path.write_text("hub_model_id: me/model\npush_to_hub: true\nuse_vllm: true\n"
+                    "vllm_gpu_memory_utilization: 0.7\nbf16: true\nlearning_rate: 1.0e-6\n")
     cfg = load_config(path, ["logging_steps=5"])
-    assert cfg.train.lr == 1e-6 and cfg.model.dtype == "float32"  # bf16 is mixed precision, not the weights' dtype
+    # bf16 is mixed precision, not the weights' dtype
+    assert cfg.train.lr == 1e-6 and cfg.model.dtype == "float32"
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1
-    for name in ("hub_model_id", "push_to_hub", "use_vllm", "vllm_gpu_memory_utilization", "bf16", "logging_steps"):
+    for name in ("hub_model_id", "push_to_hub", "use_vllm", "vllm_gpu_memory_utilization", "bf16",
+                 "logging_steps"):
         assert name in lines[0]
     load_config(None, ["learning_rate=1e-6"])
     assert capsys.readouterr().err == ""
 
 
 def test_trl_knobs_grouprl_lacks_are_accepted_only_at_grouprls_behaviour(capsys):
-    cfg = load_config(None, ["repetition_penalty=1.0", "optim=adamw_torch", "multi_objective_aggregation=sum_then_normalize"])
+    cfg = load_config(None, ["repetition_penalty=1.0", "optim=adamw_torch",
+                             "multi_objective_aggregation=sum_then_normalize"])
     assert cfg == load_config() and capsys.readouterr().err == ""  # no warning: grouprl does exactly that
-    with pytest.raises(ConfigError, match=r"repetition_penalty=1.1 \(TRL\) has no counterpart in grouprl, which "
-                                          r"always runs as repetition_penalty=1.0; remove it"):
+    with pytest.raises(ConfigError, match=r"repetition_penalty=1.1 \(TRL\) has no counterpart in grouprl, "
+                                          r"which always runs as repetition_penalty=1.0; remove it"):
         load_config(None, ["repetition_penalty=1.1"])
     with pytest.raises(ConfigError, match="use_bias_correction_kl=True"):
         load_config(None, ["use_bias_correction_kl=true"])

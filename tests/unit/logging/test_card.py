@@ -22,7 +22,8 @@ def test_card_summarises_the_run_and_its_evaluation():
     for text in ("# dapo checkpoint, step 60 of 60", "arXiv 2503.14476", "aggregation token_mean", "lr 1e-05",
                  "`correct_answer`, `integer_format` × 0.5", "'Be brief.'", "32 prompts × 8 completions",
                  "built-in task `arithmetic`", "| eval/pass@1 | 0.8590 |", "| eval/pass@8 | 0.9450 |",
-                 "AutoModelForCausalLM.from_pretrained"):
+                 "AutoModelForCausalLM.from_pretrained",
+                 "no KL, filters nonzero_variance, shaping soft_overlong"):
         assert text in card, text
 
 
