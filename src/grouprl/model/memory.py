@@ -9,6 +9,7 @@ recording, so rollout and the frozen log-prob passes run at full speed.
 from __future__ import annotations
 
 from functools import wraps
+from pathlib import Path
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -100,6 +101,41 @@ def estimate(model: torch.nn.Module, *, separate_reference: bool, micro_batch_si
            "reference": _mib(weights) if separate_reference else 0.0, "activations": _mib(kept + logits)}
     out["total"] = sum(out.values())
     return out
+
+
+AUTO_BUDGET_FRACTION = 0.5
+AUTO_BUDGET_MIB = (320, 16384)
+
+
+def free_memory_mib(device: torch.device | None = None) -> float | None:
+    """Memory a new allocation can still get, in MiB: the CUDA device's free memory, or on the CPU Linux's
+    ``MemAvailable`` capped by the cgroup's limit (a container's ``memory.max``). None where unknown."""
+    if device is not None and device.type == "cuda":
+        return _mib(torch.cuda.mem_get_info(device)[0])
+    try:
+        text = Path("/proc/meminfo").read_text()
+        meminfo = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        free = float(meminfo["MemAvailable"].split()[0]) / 1024
+    except (OSError, KeyError, ValueError):
+        return None
+    try:  # cgroup v2: the container's own limit, when it has one
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = float(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+        if limit != "max":
+            free = min(free, _mib(float(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return max(free, 0.0)
+
+
+def auto_activation_budget_mib(free_mib: float | None, still_to_allocate_mib: float) -> float:
+    """The activation budget ``train.activation_budget_mib=0`` picks: half of what is free once the gradients
+    and optimizer moments (allocated at the first step) are taken out, within ``AUTO_BUDGET_MIB``. Unknown
+    free memory: the lower bound."""
+    low, high = AUTO_BUDGET_MIB
+    if free_mib is None:
+        return float(low)
+    return float(min(high, max(low, AUTO_BUDGET_FRACTION * (free_mib - still_to_allocate_mib))))
 
 
 def describe(est: dict[str, float]) -> str:

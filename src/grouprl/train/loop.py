@@ -92,8 +92,7 @@ def update(s: Setup, batch: Scored) -> tuple[Scored, dict]:
     per_token = activation_bytes_per_token(s.policy, cfg.model.gradient_checkpointing)
 
     def micro_rows(n: int) -> int:  # sequences per forward/backward for a pass over n sequences
-        budget = cfg.train.activation_budget_mib
-        return cfg.train.micro_batch_size or micro_batch_rows(n, width, per_token, budget)
+        return cfg.train.micro_batch_size or micro_batch_rows(n, width, per_token, s.activation_budget_mib)
 
     mbs = micro_rows(batch.rollout.completion_ids.shape[0])
     off_policy, need_old = stages.needs_old_logp(cfg.train.num_iterations, cfg.train.mini_batches, spec)

@@ -32,9 +32,11 @@ from grouprl.model.load import check_model_dir, format_prompt, load_model, load_
 from grouprl.model.lora import apply_lora
 from grouprl.model.memory import (
     activation_bytes_per_token,
+    auto_activation_budget_mib,
     describe,
     enable_gradient_checkpointing,
     estimate,
+    free_memory_mib,
     micro_batch_rows,
 )
 from grouprl.model.passes import TrainingPass
@@ -71,6 +73,7 @@ class Setup:
     weights: FullWeights | AdapterWeights | ShardedWeights | None = None  # what checkpoints hold
     full_weights: Callable[[], AbstractContextManager] = nullcontext  # collective: full weights for sampling
     memory_note: str = ""  # the start-up estimate of peak memory by phase, printed by rank 0
+    activation_budget_mib: float = 320.0  # train.activation_budget_mib, or what 0 (auto) chose at start-up
     last_eval: dict = field(default_factory=dict)  # the newest held-out metrics, for checkpoints' model cards
 
 
@@ -184,14 +187,15 @@ def build(cfg: Config, run_dir: Path) -> Setup:
         # (rotary tables) are deterministic, so they are not re-broadcast before every forward.
         scorer = torch.nn.parallel.DistributedDataParallel(scorer, forward_sync_buffers=False)
     seq_len = longest_prompt + cfg.rollout.max_new_tokens
+    budget, budget_note = _activation_budget(cfg, policy, dist)
     micro = cfg.train.micro_batch_size or micro_batch_rows(
         cfg.train.prompts_per_step * cfg.rollout.num_generations // dist.world, seq_len,
-        activation_bytes_per_token(policy, cfg.model.gradient_checkpointing), cfg.train.activation_budget_mib)
+        activation_bytes_per_token(policy, cfg.model.gradient_checkpointing), budget)
     memory_note = describe(estimate(policy, separate_reference=isinstance(reference, FrozenReference),
                                     micro_batch_size=micro, seq_len=seq_len,
                                     chunk_size=cfg.model.logprob_chunk_size,
                                     gradient_checkpointing=cfg.model.gradient_checkpointing,
-                                    shards=dist.world if cfg.train.fsdp else 1))
+                                    shards=dist.world if cfg.train.fsdp else 1)) + budget_note
     optimizer = build_optimizer(policy.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                                 betas=cfg.train.adam_betas)
     scheduler = build_scheduler(optimizer, warmup_steps=cfg.train.warmup_steps,
@@ -212,7 +216,22 @@ def build(cfg: Config, run_dir: Path) -> Setup:
         weights = ShardedWeights(scorer, policy)
     return Setup(cfg, spec, run_dir, tokenizer, policy, reference, backend, runner,
                  PromptSource(train_rows, cfg.data.seed), eval_rows, optimizer, scheduler, dist, scorer,
-                 weights, full_weights, memory_note)
+                 weights, full_weights, memory_note, budget)
+
+
+def _activation_budget(cfg: Config, policy: torch.nn.Module, dist: distributed.Dist) -> tuple[float, str]:
+    """``train.activation_budget_mib``, or (0) the one chosen from the memory free now, the smallest over
+    ranks so that every rank sizes its micro-batches alike; and a note for the start-up line."""
+    if cfg.train.activation_budget_mib or cfg.train.micro_batch_size:
+        return float(cfg.train.activation_budget_mib or 320), ""
+    trainable = sum(p.numel() * p.element_size() for p in policy.parameters() if p.requires_grad) / 2**20
+    shards = dist.world if cfg.train.fsdp else 1
+    free = free_memory_mib(next(policy.parameters()).device)
+    budget = auto_activation_budget_mib(free, 3 * trainable / shards)  # gradients + two AdamW moments
+    if dist.active:
+        budget = -float(dist.all_reduce(torch.tensor([-budget], dtype=torch.float64), "max").item())
+    found = "free memory unknown" if free is None else f"{free:,.0f} MiB free"
+    return budget, f"; activation budget {budget:,.0f} MiB (auto, {found})"
 
 
 def prompt_texts(s: Setup, rows: list[dict]) -> list[str]:

@@ -9,10 +9,13 @@ from grouprl.model.configs import tiny_llama_config
 from grouprl.model.load import load_model
 from grouprl.model.logprobs import position_ids_from_mask, sequence_logprobs
 from grouprl.model.memory import (
+    AUTO_BUDGET_MIB,
     activation_bytes_per_token,
+    auto_activation_budget_mib,
     decoder_layers,
     enable_gradient_checkpointing,
     estimate,
+    free_memory_mib,
     micro_batch_rows,
 )
 from tolerance import assert_close, assert_runs_close, forward_path_length, in_float64, logprob_scale
@@ -181,3 +184,32 @@ def test_activation_estimate_reads_a_nested_text_config():
     from transformers import Gemma3Config
 
     assert activation_bytes_per_token(SimpleNamespace(config=Gemma3Config())) > 0
+
+
+def test_the_auto_activation_budget_is_half_of_what_is_left_within_bounds():
+    low, high = AUTO_BUDGET_MIB
+    assert auto_activation_budget_mib(10_000, 2_000) == 4_000  # (free - gradients and moments) / 2
+    assert auto_activation_budget_mib(1_000, 2_000) == low  # nothing left: the floor, not a negative budget
+    assert auto_activation_budget_mib(10**7, 0) == high
+    assert auto_activation_budget_mib(None, 0) == low  # free memory unknown
+    free = free_memory_mib()
+    assert free is None or free > 0
+
+
+def test_the_auto_budget_is_printed_and_a_given_budget_is_kept(tmp_path, monkeypatch, capsys):
+    """0 (the default) picks the budget from the free memory; a given budget or micro-batch size is kept."""
+    from grouprl.cli.main import main
+    from grouprl.train import setup
+
+    args = ["train.steps=1", "train.prompts_per_step=2", "rollout.num_generations=2", "data.num_eval=0",
+            "data.num_train=4", "output.progress=false"]
+    monkeypatch.setattr(setup, "free_memory_mib", lambda device: 5_000.0)
+    assert main(["train", *args, f"output.run_dir={tmp_path / 'auto'}"]) == 0
+    out = "".join(capsys.readouterr())
+    from grouprl.model.assets import DEFAULT_MODEL_DIR
+
+    trainable = sum(p.numel() for p in load_model(str(DEFAULT_MODEL_DIR)).parameters()) * 4 / 2**20
+    expected = auto_activation_budget_mib(5_000.0, 3 * trainable)
+    assert f"activation budget {expected:,.0f} MiB (auto, 5,000 MiB free)" in out
+    assert main(["train", *args, "train.activation_budget_mib=500", f"output.run_dir={tmp_path / 'set'}"]) == 0
+    assert "activation budget" not in "".join(capsys.readouterr())
