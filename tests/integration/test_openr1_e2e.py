@@ -15,6 +15,7 @@ from grouprl.model.load import load_tokenizer
 TINY = ["train.prompts_per_step=2", "rollout.num_generations=4", "eval.every=0", "data.num_eval=0",
         "output.plots=false", "output.progress=false"]
 
+# A backslash at the end of a line in this string joins that line to the next one (the code is unchanged).
 OPEN_R1_STYLE = '''
 import json, os, pathlib
 
@@ -23,9 +24,11 @@ CALLS = pathlib.Path(__file__).with_name("calls.jsonl")
 
 def _record(fn, prompts, completions, kwargs):
     with open(CALLS, "a") as handle:
-        handle.write(json.dumps({"fn": fn, "pid": os.getpid(), "prompt": prompts[0], "completion": completions[0],
+        handle.write(json.dumps({"fn": fn, "pid": os.getpid(), "prompt": prompts[0], \
+"completion": completions[0],
                                  "step": kwargs["trainer_state"].global_step,
-                                 "columns": sorted(k for k in kwargs if k not in ("trainer_state", "log_extra",
+                                 "columns": sorted(k for k in kwargs if k not in ("trainer_state", \
+"log_extra",
                                                                                    "log_metric"))}) + "\\n")
 
 
@@ -69,7 +72,8 @@ def scalar(completions, **kwargs):
 '''
 
 BUILT_INS = ("accuracy, format, tag_count, reasoning_steps, length, cosine, repetition_penalty, code_format, "
-             "{name: soft_overlong_punishment, factory_kwargs: {max_completion_len: 4, soft_punish_cache: 2}}")
+             "{name: soft_overlong_punishment, "
+             "factory_kwargs: {max_completion_len: 4, soft_punish_cache: 2}}")
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +97,14 @@ def run(tmp_path, chat_model):
     with open(tmp_path / "data.jsonl", "w") as handle:
         for a in range(12):
             prompt = [{"role": "user", "content": f"{a}+{a + 3}="}]
-            handle.write(json.dumps({"prompt": prompt, "solution": f"${2 * a + 3}$", "answer": str(2 * a + 3)}) + "\n")
+            handle.write(json.dumps({"prompt": prompt, "solution": f"${2 * a + 3}$",
+                                     "answer": str(2 * a + 3)}) + "\n")
 
     def train(rewards: str, *overrides, capsys):
         run_dir = tmp_path / "run"
         code = main(["train", *TINY, f"model.name_or_path={chat_model}", f"data.path={tmp_path}/data.jsonl",
-                     f"rewards=[{rewards.replace('{r}', str(tmp_path / 'r.py'))}]", f"output.run_dir={run_dir}",
-                     *overrides])
+                     f"rewards=[{rewards.replace('{r}', str(tmp_path / 'r.py'))}]",
+                     f"output.run_dir={run_dir}", *overrides])
         return code, run_dir, capsys.readouterr().err
 
     return train
@@ -110,17 +115,20 @@ def read_jsonl(path):
 
 
 def test_open_r1_rewards_train_on_a_conversational_dataset(run, tmp_path, capsys):
-    user = ("{r}:exact_solution, {r}:shorter, {name: {r}:get_contains_reward, factory_kwargs: {needle: '1'}}, "
+    user = ("{r}:exact_solution, {r}:shorter, "
+            "{name: {r}:get_contains_reward, factory_kwargs: {needle: '1'}}, "
             "{name: {r}:from_answer, columns: {answer: reference}}")
     code, run_dir, err = run(f"{user}, {BUILT_INS}", "train.steps=3", f"data.eval_path={tmp_path}/data.jsonl",
                              "data.num_eval=2", "eval.num_samples=0", capsys=capsys)
     assert code == 0, err
     names = ["exact_solution", "shorter", "contains_reward", "from_answer", "accuracy", "format", "tag_count",
-             "reasoning_steps", "length", "cosine", "repetition_penalty", "code_format", "soft_overlong_punishment"]
+             "reasoning_steps", "length", "cosine", "repetition_penalty", "code_format",
+             "soft_overlong_punishment"]
     rows = read_jsonl(run_dir / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3]
     for row in rows:
-        assert all(row[f"reward/{name}/errors"] == 0 and row[f"reward/{name}/timeouts"] == 0 for name in names), row
+        assert all(row[f"reward/{name}/errors"] == 0 and row[f"reward/{name}/timeouts"] == 0
+                   for name in names), row
         assert row["reward_log/mean_chars"] >= 0  # log_metric, averaged over the step
     assert any(r["grad_norm"] > 0 for r in rows)
 
@@ -134,8 +142,9 @@ def test_open_r1_rewards_train_on_a_conversational_dataset(run, tmp_path, capsys
     assert sorted({c["step"] for c in calls}) == [0, 1, 2, 3]  # trainer_state.global_step; 3: the last eval
     assert {c["fn"] for c in calls if c["step"] == 3} == {"exact_solution"}  # evaluation calls the verifier
     assert [r["step"] for r in read_jsonl(run_dir / "eval.jsonl")] == [0, 3]
-    assert {tuple(c["columns"]) for c in calls if c["fn"] == "from_answer"} == {("completion_ids", "reference",
-                                                                                 "solution")}  # answer: renamed
+    # answer: renamed
+    assert {tuple(c["columns"]) for c in calls if c["fn"] == "from_answer"} == {
+        ("completion_ids", "reference", "solution")}
     assert {tuple(c["columns"]) for c in calls if c["fn"] == "shorter"} == {("answer", "completion_ids",
                                                                              "solution")}
 
@@ -151,8 +160,9 @@ def test_a_reward_that_fails_on_every_sample_stops_the_run(run, capsys):
     assert code == 2
     lines = [line for line in err.splitlines() if "error" in line and not line.startswith("warning: ")]
     assert len(lines) == 1 and err.splitlines()[-1] == lines[0] and "Traceback" not in err
-    assert lines[0].startswith("grouprl train: error: reward boom_from_step_2 got reward_fallback on every sample "
-                               "of step 2 (8 samples); its first fault: failed (RuntimeError: boom)")
+    assert lines[0].startswith("grouprl train: error: reward boom_from_step_2 got reward_fallback "
+                               "on every sample of step 2 (8 samples); its first fault: failed "
+                               "(RuntimeError: boom)")
     assert "reward_fail_fast=false" in lines[0]
     assert [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [1]  # the completed step is kept
     assert {r["step"] for r in read_jsonl(run_dir / "completions.jsonl")} == {1}
@@ -175,6 +185,6 @@ def test_a_tolerated_failure_trains_on_with_null_fallbacks(run, capsys):
 def test_a_scalar_return_stops_the_run_at_the_first_step(run, capsys):
     code, run_dir, err = run("{r}:shorter, {r}:scalar", "train.steps=2", capsys=capsys)
     assert code == 2
-    assert ("reward scalar got reward_fallback on every sample of step 1 (8 samples); its first fault: returned "
-            "0.5 (float), not a list of 8 values") in err
+    assert ("reward scalar got reward_fallback on every sample of step 1 (8 samples); its first fault: "
+            "returned 0.5 (float), not a list of 8 values") in err
     assert not (run_dir / "metrics.jsonl").exists()  # no step was completed

@@ -33,7 +33,8 @@ def both_forms(fn, texts, **columns):
 
 def test_open_r1_names_are_built_ins():
     assert {"accuracy", "format", "tag_count", "reasoning_steps", "length"} <= set(BUILTIN_REWARDS)
-    assert set(BUILTIN_FACTORIES) == {"cosine", "repetition_penalty", "code_format", "soft_overlong_punishment"}
+    assert set(BUILTIN_FACTORIES) == {"cosine", "repetition_penalty", "code_format",
+                                      "soft_overlong_punishment"}
     assert BUILTIN_REWARDS["tag_count"] is tag_count  # open-r1's tag_count, not grouprl's tag_count_loose
 
 
@@ -48,7 +49,8 @@ def test_accuracy():
 
 def test_format():
     texts = [LAYOUT,
-             LAYOUT + "\nmore",  # after </answer>, a new line may start anything (open-r1's $ under MULTILINE)
+             # after </answer>, a new line may start anything (open-r1's $ under MULTILINE)
+             LAYOUT + "\nmore",
              LAYOUT + " more",  # but text on the same line may not
              " " + LAYOUT,  # nothing before <think>
              "<think>x</think>\n<answer>\n4\n</answer>",  # the new lines inside the tags are required
@@ -75,11 +77,13 @@ def test_reasoning_steps():
 
 
 def test_length():
-    # lengths 9, 15, 9, 18 (min 9, max 18): lambda = 0.5, -1/6, 0.5, -0.5; the last two are wrong: min(0, lambda)
+    # lengths 9, 15, 9, 18 (min 9, max 18): lambda = 0.5, -1/6, 0.5, -0.5;
+    # the last two are wrong: min(0, lambda)
     texts = [r"\boxed{2}", r"it is \boxed{2}", r"\boxed{3}", r"so it is \boxed{3}"]
     out = both_forms(length, texts, solution=["$2$"] * 4)
     assert out == pytest.approx([0.5, 0.5 - 6 / 9, 0.0, -0.5])
-    assert both_forms(length, [r"\boxed{2}", r"\boxed{3}"], solution=["$2$"] * 2) == [0.0, 0.0]  # equal lengths
+    # equal lengths
+    assert both_forms(length, [r"\boxed{2}", r"\boxed{3}"], solution=["$2$"] * 2) == [0.0, 0.0]
     # an unparseable solution counts as correct: lambda itself, even above 0
     assert both_forms(length, ["ab", "abcd"], solution=["prose", "prose"]) == [0.5, -0.5]
 
@@ -101,7 +105,8 @@ def test_repetition_penalty():
              "a b",  # fewer words than ngram_size
              ""]
     assert both_forms(repetition_penalty(), texts) == [-0.25, 0.0, 0.0, 0.0]
-    assert both_forms(repetition_penalty(ngram_size=1, max_penalty=-2.0), ["A a b"]) == [pytest.approx(-2 / 3)]
+    assert both_forms(repetition_penalty(ngram_size=1, max_penalty=-2.0),
+                      ["A a b"]) == [pytest.approx(-2 / 3)]
     with pytest.raises(RewardError, match="its factory refused factory_kwargs=.*max_penalty 1 must be <= 0"):
         resolve_rewards([{"name": "repetition_penalty", "factory_kwargs": {"max_penalty": 1}}], [])
 
@@ -128,5 +133,6 @@ def test_factories_by_name_with_and_without_factory_kwargs():
     assert plain.fn(None, [r"\boxed{2}"], solution=["$2$"]) == pytest.approx([0.5 + 0.25 * (1 + math.cos(
         math.pi * 9 / 1000))])
     assert tuned.fn(None, [r"\boxed{2}"], solution=["$2$"]) == pytest.approx([0.5])
-    with pytest.raises(RewardError, match="reward 'accuracy' is a function, not a factory: drop factory_kwargs"):
+    with pytest.raises(RewardError,
+                       match="reward 'accuracy' is a function, not a factory: drop factory_kwargs"):
         resolve_rewards([{"name": "accuracy", "factory_kwargs": {}}], [])

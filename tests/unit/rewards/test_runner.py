@@ -52,8 +52,8 @@ ARGS = (["p"] * 4, ["a", "bb", "", "dddd"], None, {"answer": ["a", "x", "", "y"]
 
 @pytest.mark.parametrize("isolate", [True, False])
 def test_good_async_and_columns(isolate):
-    runner = RewardRunner([Reward("good", good), Reward("async", asynchronous, 0.5), Reward("cols", uses_columns)],
-                          isolate=isolate)
+    runner = RewardRunner([Reward("good", good), Reward("async", asynchronous, 0.5),
+                           Reward("cols", uses_columns)], isolate=isolate)
     try:
         out = runner.score(*ARGS)
     finally:
@@ -84,7 +84,8 @@ def test_failures_become_the_fallback_and_are_counted():
 BAD_RETURNS = {
     "a_float": (lambda prompts, completions, **kw: 0.5, "returned 0.5 (float), not a list of 4 values"),
     "none": (lambda prompts, completions, **kw: None, "returned None (NoneType), not a list of 4 values"),
-    "a_generator": (lambda prompts, completions, **kw: (1.0 for _ in completions), "returned a generator, not a list"),
+    "a_generator": (lambda prompts, completions, **kw: (1.0 for _ in completions),
+                    "returned a generator, not a list"),
     "a_dict": (lambda prompts, completions, **kw: {1: 1.0, 2: 2.0, 3: 3.0, 4: 4.0}, "(dict), not a list"),
     "a_string": (lambda prompts, completions, **kw: "1234", "returned '1234' (str), not a list of 4 values"),
     "three": (lambda prompts, completions, **kw: [1.0, 2.0, 3.0], "returned 3 values for 4 completions"),
@@ -93,15 +94,16 @@ BAD_RETURNS = {
 
 @pytest.fixture
 def warnings(monkeypatch, capsys):
-    """The reward warnings printed during a test (each fault kind of a function is printed once per process)."""
+    ("""The reward warnings printed during a test (each fault kind of a function is printed once """
+     """per process).""")
     monkeypatch.setattr(grouprl.rewards, "_WARNED", set())
     return lambda: capsys.readouterr().err
 
 
 @pytest.mark.parametrize("isolate", [True, False])
 def test_a_return_that_is_not_one_value_per_completion_is_a_counted_error(isolate, warnings):
-    runner = RewardRunner([Reward(name, fn) for name, (fn, _) in BAD_RETURNS.items()] + [Reward("good", good)],
-                          isolate=isolate, fallback=-1.0)
+    runner = RewardRunner([Reward(name, fn) for name, (fn, _) in BAD_RETURNS.items()]
+                          + [Reward("good", good)], isolate=isolate, fallback=-1.0)
     try:
         out = runner.score(*ARGS)
         again = runner.score(*ARGS)
@@ -169,8 +171,8 @@ def test_the_memory_limit_is_a_budget_above_what_the_fork_inherited():
 
 
 def test_memory_hogs_are_counted_errors_and_the_worker_survives(warnings):
-    runner = RewardRunner([Reward("hog", allocates_1gib), Reward("huge", allocates_64gib), Reward("good", good)],
-                          memory_mb=256)
+    runner = RewardRunner([Reward("hog", allocates_1gib), Reward("huge", allocates_64gib),
+                           Reward("good", good)], memory_mb=256)
     try:
         pid = runner.worker.process.pid
         out = runner.score(*ARGS)
@@ -195,30 +197,36 @@ def test_a_killed_worker_is_replaced_and_its_call_counted(warnings):
         runner.close()
     assert out.errors["killed"] == again.errors["killed"] == 4
     assert out.parts["good"].tolist() == again.parts["good"].tolist() == [1.0, 2.0, 0.0, 4.0]
-    assert "reward killed failed (the reward worker died (killed by SIGKILL, e.g. by the OOM killer)" in warnings()
+    assert ("reward killed failed (the reward worker died (killed by SIGKILL, "
+            "e.g. by the OOM killer)") in warnings()
 
 
 def test_loading_by_name_module_and_file(tmp_path):
-    (tmp_path / "my_reward.py").write_text("def fn(prompts, completions, **kw):\n    return [1.0] * len(completions)\n")
+    (tmp_path / "my_reward.py").write_text("def fn(prompts, completions, **kw):\n"
+                                           "    return [1.0] * len(completions)\n")
     assert load_reward_fn("correct_answer").__name__ == "correct_answer"
     assert load_reward_fn("math:sqrt") is math.sqrt
     assert load_reward_fn(f"{tmp_path}/my_reward.py:fn")([""], ["x"]) == [1.0]
     rewards = resolve_rewards([{"name": "correct_answer", "weight": 2.0}], [])
     assert (rewards[0].name, rewards[0].weight) == ("correct_answer", 2.0)
-    with pytest.raises(RewardError, match="unknown reward 'nope'; built-in: accuracy, code_format, code_tests"):
+    with pytest.raises(RewardError,
+                       match="unknown reward 'nope'; built-in: accuracy, code_format, code_tests"):
         load_reward_fn("nope")
 
 
 def test_kwargs_configure_a_built_in_reward():
-    rewards = resolve_rewards([{"name": "soft_overlong_penalty", "kwargs": {"max_len": 5, "cache_len": 2}}], [])
-    out = RewardRunner(rewards, isolate=False).score(["p"] * 2, ["ab", "abcde"], [[1, 2], [1, 2, 3, 4, 5]], {})
+    rewards = resolve_rewards([{"name": "soft_overlong_penalty",
+                                "kwargs": {"max_len": 5, "cache_len": 2}}], [])
+    out = RewardRunner(rewards, isolate=False).score(["p"] * 2, ["ab", "abcde"],
+                                                     [[1, 2], [1, 2, 3, 4, 5]], {})
     assert out.parts["soft_overlong_penalty"].tolist() == [0.0, -1.0]
     with pytest.raises(RewardError, match="kwargs of 'length_penalty' must be a mapping"):
         resolve_rewards([{"name": "length_penalty", "kwargs": 3}], [])
 
 
 def test_the_worker_dies_with_a_killed_trainer(tmp_path):
-    """kill -9 of the trainer must not leave its reward worker behind (it holds a forked copy of the model)."""
+    ("""kill -9 of the trainer must not leave its reward worker behind """
+     """(it holds a forked copy of the model).""")
     import signal
     import subprocess
     import sys
@@ -228,7 +236,8 @@ def test_the_worker_dies_with_a_killed_trainer(tmp_path):
     script.write_text(
         "import time\n"
         "from grouprl.rewards import Reward, RewardRunner\n"
-        "runner = RewardRunner([Reward('len', lambda prompts, completions, **kw: [1.0] * len(completions))])\n"
+        "runner = RewardRunner([Reward('len', "
+        "lambda prompts, completions, **kw: [1.0] * len(completions))])\n"
         "print(runner.worker.process.pid, flush=True)\n"
         "time.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
