@@ -211,5 +211,6 @@ def test_the_auto_budget_is_printed_and_a_given_budget_is_kept(tmp_path, monkeyp
     trainable = sum(p.numel() for p in load_model(str(DEFAULT_MODEL_DIR)).parameters()) * 4 / 2**20
     expected = auto_activation_budget_mib(5_000.0, 3 * trainable)
     assert f"activation budget {expected:,.0f} MiB (auto, 5,000 MiB free)" in out
-    assert main(["train", *args, "train.activation_budget_mib=500", f"output.run_dir={tmp_path / 'set'}"]) == 0
+    set_dir = f"output.run_dir={tmp_path / 'set'}"
+    assert main(["train", *args, "train.activation_budget_mib=500", set_dir]) == 0
     assert "activation budget" not in "".join(capsys.readouterr())
