@@ -36,7 +36,8 @@ class Scripted:
     def generate(self, prompt_ids, G, sampling):
         rows = []
         for ids in prompt_ids:
-            reply = self.tokenizer(self.policy(self.tokenizer.decode(ids)), add_special_tokens=False)["input_ids"]
+            text = self.policy(self.tokenizer.decode(ids))
+            reply = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             rows.append((reply + [EOS])[:sampling.max_new_tokens])
         T = max(map(len, rows))
         out = torch.full((len(rows), T), PAD)
@@ -90,7 +91,8 @@ def test_masks_token_by_token_match_the_rendered_conversation():
     # the whole sequence is exactly the template's rendering of the whole conversation
     whole = tok.apply_chat_template([{"role": "user", "content": ROW["prompt"]}, *messages], tokenize=False,
                                     tools=None)
-    ids = torch.cat([r.prompt_ids[0][r.prompt_mask[0].bool()], r.completion_ids[0][r.sequence_mask()[0].bool()]])
+    ids = torch.cat([r.prompt_ids[0][r.prompt_mask[0].bool()],
+                     r.completion_ids[0][r.sequence_mask()[0].bool()]])
     assert tok.decode(ids) == whole
     # model tokens: each assistant turn's text and its EOS; environment tokens: everything in between
     own = r.completion_mask[0].tolist()
@@ -152,7 +154,8 @@ def test_every_tool_failure_is_a_counted_message_never_a_crash(isolate):
     assert tools[2].startswith("error: LookupError: unknown tool 'nope'; the tools are big, boom, echo, slow")
     assert tools[3] == "error: RuntimeError: it broke"
     assert tools[4] == "error: timed out after 0.5 s"
-    assert tools[5].startswith("error: ValueError: the result of big has 1000 characters, over the cap of 100")
+    assert tools[5].startswith("error: ValueError: the result of big has 1000 characters, over the cap of "
+                               "100")
     assert tools[6] == 'error: TypeError: echo: argument x must be int, got "one"'
     assert tools[7].startswith("error: TypeError: echo: bad arguments")
     assert tools[8] == "7"

@@ -44,8 +44,8 @@ def test_teacher_forced_logprobs_see_the_environment_tokens(episodes, share_prom
     model, played = episodes
     r = played.rollout
     with torch.no_grad():
-        logp, _ = rollout_logprobs(model, r, torch.arange(len(r.truncated)), G, temperature=1.0, chunk_size=16,
-                                   share_prompts=share_prompts)
+        logp, _ = rollout_logprobs(model, r, torch.arange(len(r.truncated)), G, temperature=1.0,
+                                   chunk_size=16, share_prompts=share_prompts)
     assert (logp[r.completion_mask == 0] == 0).all()  # nothing at environment tokens or padding
     ids = torch.cat([r.prompt_ids, r.completion_ids], 1)
     mask = torch.cat([r.prompt_mask, r.sequence_mask()], 1)
