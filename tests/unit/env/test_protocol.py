@@ -97,3 +97,12 @@ def test_loading_by_name_module_and_path(tmp_path):
     (tmp_path / "broken.py").write_text("raise RuntimeError('no')\n")
     with pytest.raises(ConfigError, match="importing .*broken.py failed: RuntimeError: no"):
         load_environment(f"{tmp_path}/broken.py:Env")
+
+
+def test_the_python_tool_runs_code_in_the_sandbox():
+    from grouprl.env.builtin import PythonTool
+
+    tool = load_environment("python")()
+    assert isinstance(tool, PythonTool) and tool_names(PythonTool) == ["run"]
+    assert tool.run("print(6 * 7)") == "42\n"
+    assert "ZeroDivisionError" in tool.run("1 / 0")
