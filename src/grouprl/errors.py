@@ -30,6 +30,11 @@ class RewardFailed(RewardError):
     """A reward function gave no usable value on any sample of a training step (``reward_fail_fast``)."""
 
 
+class EnvError(UserError, ValueError):
+    """An environment (``environment=...``) that cannot start an episode: its class, its chat template or its
+    ``reset``."""
+
+
 class ModelError(UserError, ValueError):
     """A model or tokenizer source that cannot be loaded: the message says what is missing and what was
     found."""

@@ -33,6 +33,11 @@ class Rollout:
     Completion rows are left-aligned: token ``t`` of row ``i`` is ``completion_ids[i, t]`` and the row's valid
     tokens are the ones where ``completion_mask`` is 1. The EOS token that ended a row counts as a completion
     token (it is a sampled action); padding after it does not.
+
+    A multi-turn episode (``grouprl.env``) also holds tokens the environment wrote (tool results, the chat
+    template's turn markers): they are in the sequence (``env_mask`` 1: attended to, positions counted) but
+    not the model's actions, so ``completion_mask`` is 0 there, and everything that reads it (the loss, the
+    KL, every normaliser, completion lengths) counts the model's own tokens only.
     """
 
     prompt_ids: torch.Tensor  # [N, P] long, left-padded with pad id
@@ -41,6 +46,12 @@ class Rollout:
     completion_mask: torch.Tensor  # [N, T] long, 1 on sampled tokens (EOS included)
     truncated: torch.Tensor  # [N] bool, hit max_new_tokens without EOS
     sampler_logprobs: torch.Tensor | None = None  # [N, T] float, log pi_old of each sampled token (0 on pad)
+    env_mask: torch.Tensor | None = None  # [N, T] long, 1 on environment tokens; None: there are none
+
+    def sequence_mask(self) -> torch.Tensor:
+        """``[N, T]`` long, 1 on every token in the sequence: the model's and the environment's (what the
+        teacher-forced passes attend to)."""
+        return self.completion_mask if self.env_mask is None else self.completion_mask | self.env_mask
 
 
 @dataclass
@@ -101,6 +112,8 @@ class Scored:
     # [B] long, each group's index in the one-process order (None: 0..B-1)
     group_ids: torch.Tensor | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # "generate", "reward": time spent in each
+    # multi-turn episodes only: name -> [N] per-episode counts (turns, tool_calls, tool_errors, env_tokens)
+    episodes: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -136,6 +149,7 @@ def concat(batches: list[Scored], pad_id: int) -> Scored:
         completion_mask=torch.cat([right(r.completion_mask, T) for r in rs]),
         truncated=torch.cat([r.truncated for r in rs]),
         sampler_logprobs=torch.cat([right(r.sampler_logprobs, T) for r in rs]),
+        env_mask=None if rs[0].env_mask is None else torch.cat([right(r.env_mask, T) for r in rs]),
     )
     return Scored(
         rows=[row for b in batches for row in b.rows],
@@ -148,6 +162,7 @@ def concat(batches: list[Scored], pad_id: int) -> Scored:
         timeouts={k: sum(b.timeouts[k] for b in batches) for k in batches[0].timeouts},
         report=Report.concat([b.report for b in batches]),
         seconds={k: sum(b.seconds.get(k, 0.0) for b in batches) for k in batches[0].seconds},
+        episodes={k: torch.cat([b.episodes[k] for b in batches]) for k in batches[0].episodes},
     )
 
 
@@ -155,12 +170,14 @@ def select_groups(batch: Scored, groups: list[int], G: int) -> Scored:
     """Keep whole groups, in the given order."""
     rows_idx = torch.tensor([g * G + j for g in groups for j in range(G)], dtype=torch.long)
     r = batch.rollout
-    T = int(r.completion_mask[rows_idx].sum(-1).max()) if len(rows_idx) else 0
+    present = r.sequence_mask()[rows_idx]  # [n, T]: the columns past the last token of every row are padding
+    T = int(present.any(0).nonzero().max()) + 1 if present.any() else 0
     return Scored(
         rows=[batch.rows[g] for g in groups],
         rollout=Rollout(r.prompt_ids[rows_idx], r.prompt_mask[rows_idx], r.completion_ids[rows_idx, :T],
                         r.completion_mask[rows_idx, :T], r.truncated[rows_idx],
-                        r.sampler_logprobs[rows_idx, :T]),
+                        r.sampler_logprobs[rows_idx, :T],
+                        None if r.env_mask is None else r.env_mask[rows_idx, :T]),
         completions=[batch.completions[i] for i in rows_idx.tolist()],
         rewards=batch.rewards[rows_idx],
         parts={k: v[rows_idx] for k, v in batch.parts.items()},
@@ -169,4 +186,5 @@ def select_groups(batch: Scored, groups: list[int], G: int) -> Scored:
         timeouts=batch.timeouts,
         report=batch.report.select(rows_idx.tolist()),
         seconds=batch.seconds,
+        episodes={k: v[rows_idx] for k, v in batch.episodes.items()},
     )

@@ -21,7 +21,7 @@ import yaml
 
 from grouprl.algo import AlgoSpec, preset
 from grouprl.config import trl
-from grouprl.config.schema import ROLLOUT_BACKENDS, Config
+from grouprl.config.schema import ROLLOUT_BACKENDS, TOOL_PARSER_NAMES, Config
 from grouprl.errors import ConfigError, read_utf8
 
 REPORT_TO = ("tensorboard", "wandb", "trackio")
@@ -284,6 +284,12 @@ def _check_values(cfg: Config) -> None:
         (cfg.rollout.top_k >= 0, "rollout.top_k", "must be >= 0 (0 turns it off)"),
         (cfg.rollout.backend in ROLLOUT_BACKENDS, "rollout.backend",
          f"must be one of {', '.join(ROLLOUT_BACKENDS)}"),
+        (cfg.rollout.max_turns >= 1, "rollout.max_turns",
+         f"must be >= 1 (got {cfg.rollout.max_turns}): an episode needs a model turn; 1 is single-turn"),
+        (cfg.rollout.tool_parser in TOOL_PARSER_NAMES, "rollout.tool_parser",
+         f"must be one of {', '.join(TOOL_PARSER_NAMES)}"),
+        (cfg.rollout.tool_timeout > 0, "rollout.tool_timeout", "must be > 0 seconds"),
+        (cfg.rollout.tool_result_max_chars >= 1, "rollout.tool_result_max_chars", "must be >= 1"),
         (cfg.train.steps >= 0, "train.steps", "must be >= 0"),
         (cfg.train.prompts_per_step >= 1, "train.prompts_per_step", "must be >= 1"),
         (cfg.train.num_iterations >= 1, "train.num_iterations", "must be >= 1"),

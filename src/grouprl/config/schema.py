@@ -12,10 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from grouprl.env.parse import TOOL_PARSERS
 from grouprl.rollout import BACKENDS
 
 ROLLOUT_BACKENDS = tuple(BACKENDS.names())
 """``rollout.backend``'s choices: the names ``grouprl.rollout`` registers."""
+
+TOOL_PARSER_NAMES = tuple(TOOL_PARSERS.names())
+"""``rollout.tool_parser``'s choices: the names ``grouprl.env.parse`` registers."""
 
 
 @dataclass
@@ -107,7 +111,9 @@ class RolloutConfig:
     num_generations: int = 8
     """G, completions sampled per prompt (the group). At least 2: a group of one has no baseline."""
     max_new_tokens: int = 8
-    """Generation budget per completion (TRL: max_completion_length); a longer answer is truncated."""
+    """Generation budget per completion (TRL: max_completion_length); a longer answer is truncated. With an
+    environment it is the budget of the whole episode after the prompt, the model's and the environment's
+    tokens together (as TRL counts it); the loss and ``completion/len_mean`` count the model's alone."""
     temperature: float = 1.0
     """Sampling temperature; log-probs for the loss use the same temperature, so the ratio starts at 1."""
     top_p: float = 1.0
@@ -116,7 +122,20 @@ class RolloutConfig:
     """Keep only the k most likely tokens (0: off)."""
     backend: str = "auto"
     """Rollout engine: fast (preallocated KV cache, shared prompt prefill, per-group random streams), hf
-    (transformers.generate, the reference), or auto (fast where the model supports it, else hf)."""
+    (transformers.generate, the reference), or auto (fast where the model supports it, else hf). Episodes
+    with an ``environment`` always run on hf."""
+    max_turns: int = 4
+    """With an environment: model turns per episode at most (each turn ends at EOS; a turn with tool calls is
+    followed by their results, one without by the environment's ``respond``)."""
+    tool_parser: str = "hermes"
+    """With an environment: how a turn's tool calls are read. hermes: ``<tool_call>{"name": ...,
+    "arguments": {...}}</tool_call>`` blocks, the format of Hermes and Qwen chat templates."""
+    tool_timeout: float = 10.0
+    """With an environment: seconds one tool call (or reset, respond, get_reward) may take; past it the
+    model is told the call timed out (counted in ``env/tool_errors``)."""
+    tool_result_max_chars: int = 2000
+    """With an environment: a tool result longer than this many characters is not shown; the model gets an
+    error saying so instead (counted in ``env/tool_errors``)."""
 
 
 @dataclass
@@ -238,6 +257,12 @@ class Config:
     """Reward functions: names (``grouprl list rewards``), ``module:function`` or ``file.py:function``; or
     ``{name: ..., weight: ..., kwargs: ..., factory_kwargs: ..., columns: ...}`` (docs/rewards.md). Empty: the
     task's own verifier."""
+    environment: str | None = None
+    """Multi-turn, tool-using episodes (docs/environments.md): a built-in environment (``calculator``,
+    ``guess_number``, ``python``), ``package.module:Class`` or ``path/to/file.py:Class``, written as for TRL's
+    ``environment_factory`` (``reset(**row)``, typed public methods as tools, optional ``get_reward``). A
+    built-in brings its prompts and rewards unless ``data.path`` and ``rewards`` are set. None: single-turn
+    completions."""
     verifier: str | None = None
     """The reward that defines ``accuracy`` (the training metric, dynamic sampling's test) and what evaluation
     accepts (a value >= 1.0): a name as the metrics show it (``reward/<name>/mean``). Unset: the first reward

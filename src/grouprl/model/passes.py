@@ -23,11 +23,20 @@ def _cut(prompt_mask: torch.Tensor, completion_mask: torch.Tensor) -> tuple[int,
 
 def model_inputs(rollout: Rollout, rows: torch.Tensor | slice = slice(None)):
     """``(input_ids [n, P'+T'], attention_mask [n, P'+T'], T')`` for a teacher-forced pass over some rows,
-    without the columns that are padding in every one of them."""
-    P0, T1 = _cut(rollout.prompt_mask[rows], rollout.completion_mask[rows])
+    without the columns that are padding in every one of them. The environment's tokens of a multi-turn
+    episode are in the attention mask (the model read them) though not in the completion mask."""
+    present = rollout.sequence_mask()[rows]
+    P0, T1 = _cut(rollout.prompt_mask[rows], present)
     ids = torch.cat([rollout.prompt_ids[rows][:, P0:], rollout.completion_ids[rows][:, :T1]], dim=1)
-    mask = torch.cat([rollout.prompt_mask[rows][:, P0:], rollout.completion_mask[rows][:, :T1]], dim=1)
+    mask = torch.cat([rollout.prompt_mask[rows][:, P0:], present[:, :T1]], dim=1)
     return ids, mask, T1
+
+
+def _own_tokens(x: torch.Tensor | None, rollout: Rollout, rows) -> torch.Tensor | None:
+    """``x`` ``[n, T]`` with 0 where the completion mask is 0 (padding, and the environment's tokens)."""
+    if x is None or rollout.env_mask is None:
+        return x
+    return x.masked_fill(rollout.completion_mask[rows] == 0, 0.0)
 
 
 def widen(x: torch.Tensor | None, T: int) -> torch.Tensor | None:
@@ -59,18 +68,19 @@ def rollout_logprobs(model, rollout: Rollout, rows: torch.Tensor, G: int, *, tem
         ids, mask, T1 = model_inputs(rollout, rows)
         logp, entropy = sequence_logprobs(model, ids, mask, T1, temperature=temperature,
                                           chunk_size=chunk_size, with_entropy=with_entropy)
-        return widen(logp, T), widen(entropy, T)
+        return _own_tokens(widen(logp, T), rollout, rows), _own_tokens(widen(entropy, T), rollout, rows)
     _, repeats = torch.unique_consecutive(rows // G, return_counts=True)  # [b] rows per group present
     firsts = rows[torch.cumsum(repeats, 0) - repeats]  # [b] one row per group: its prompt
     # repeat_interleave wants it beside the tensors it repeats
     repeats = repeats.to(rollout.prompt_ids.device)
-    P0, T1 = _cut(rollout.prompt_mask[firsts], rollout.completion_mask[rows])
+    present = rollout.sequence_mask()[rows]  # [n, T] what the model attends to: its tokens and the env's
+    P0, T1 = _cut(rollout.prompt_mask[firsts], present)
     logp, entropy = shared_prompt_logprobs(model, rollout.prompt_ids[firsts][:, P0:],
                                            rollout.prompt_mask[firsts][:, P0:], repeats,
                                            rollout.completion_ids[rows][:, :T1],
-                                           rollout.completion_mask[rows][:, :T1], temperature=temperature,
+                                           present[:, :T1], temperature=temperature,
                                            chunk_size=chunk_size, with_entropy=with_entropy)
-    return widen(logp, T), widen(entropy, T)
+    return _own_tokens(widen(logp, T), rollout, rows), _own_tokens(widen(entropy, T), rollout, rows)
 
 
 class TrainingPass(torch.nn.Module):

@@ -76,21 +76,27 @@ def _volunteer_for_oom_kill() -> None:
         adj.write("1000")
 
 
-def _serve(conn, parent_end, fns: list[Callable], memory_mb: int) -> None:
+def prepare_worker(memory_mb: int) -> None:
+    """What a forked worker (this one, the environments' in ``env/host.py``) does first: die with the
+    trainer, leave stop signals to it, stay out of its thread pool, and bound its own memory."""
     _die_with_parent()
-    # The fork copied the trainer's end of the pipe; close it, or the pipe never reports EOF when the
-    # trainer dies and this worker would wait forever.
-    parent_end.close()
     # Stop signals are the trainer's to handle: Ctrl-C, torchrun and job schedulers signal the whole process
     # group, and the trainer needs this worker to finish its step and checkpoint before it closes it.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     if "torch" in sys.modules:  # a forked child must not enter the parent's OpenMP pool (a reward model)
         sys.modules["torch"].set_num_threads(1)
-    from grouprl.rewards import BadReturn, call_reward, describe  # noqa: PLC0415 - in the child, after fork
-
     _volunteer_for_oom_kill()
     _limit_memory(memory_mb)
+
+
+def _serve(conn, parent_end, fns: list[Callable], memory_mb: int) -> None:
+    # The fork copied the trainer's end of the pipe; close it, or the pipe never reports EOF when the
+    # trainer dies and this worker would wait forever.
+    parent_end.close()
+    prepare_worker(memory_mb)
+    from grouprl.rewards import BadReturn, call_reward, describe  # noqa: PLC0415 - in the child, after fork
+
     while True:
         try:
             index, args = conn.recv()

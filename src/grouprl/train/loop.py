@@ -177,7 +177,7 @@ def train(cfg: Config, run_dir: Path, resume: str | None = None) -> dict:
                 raise failure(s.dist, "(DDP gradient all-reduce)", err) from err
             raise
         finally:
-            s.rewards.close()
+            s.close()
             shutdown(s.dist)
 
 

@@ -26,6 +26,8 @@ def step_metrics(batch: Scored, sampling_stats: dict, d: Dist) -> dict:
         sums.update({f"{name}/sum": finite.sum().item(), f"{name}/n": float(len(finite)),
                      f"{name}/errors": float(batch.errors.get(name, 0)),
                      f"{name}/timeouts": float(batch.timeouts.get(name, 0))})
+    for name, values in batch.episodes.items():  # multi-turn episodes: turns, tool calls, env tokens ...
+        sums[f"episodes/{name}"] = values.double().sum().item()
     sums = d.sum_floats(sums)
     peaks = d.all_reduce(torch.tensor([lengths.max().item() if len(lengths) else 0.0,
                                        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]), "max")
@@ -38,6 +40,11 @@ def step_metrics(batch: Scored, sampling_stats: dict, d: Dist) -> dict:
         out[f"reward/{name}/mean"] = sums[f"{name}/sum"] / n if n else math.nan
         out[f"reward/{name}/errors"] = sums[f"{name}/errors"]
         out[f"reward/{name}/timeouts"] = sums[f"{name}/timeouts"]
+    if batch.episodes:
+        n, e = sums["n"], {name: sums[f"episodes/{name}"] for name in batch.episodes}
+        out.update({"env/turns_mean": e["turns"] / n, "env/tool_calls_mean": e["tool_calls"] / n,
+                    "env/tool_errors_mean": e["tool_errors"] / n, "env/turn_limit_frac": e["turn_limit"] / n,
+                    "env/token_frac": e["env_tokens"] / max(e["env_tokens"] + sums["len"], 1.0)})
     out.update(logged_metrics(batch.report.metrics, d))
     return out
 

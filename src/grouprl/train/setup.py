@@ -25,6 +25,7 @@ from grouprl.config.load import total_updates
 from grouprl.data.prompts import PromptSource, load_rows, task_rows
 from grouprl.data.tasks import get_task
 from grouprl.distributed import sharding
+from grouprl.env import builtin_info, load_environment
 from grouprl.errors import ConfigError, DataError
 from grouprl.logging.sinks import say
 from grouprl.model.assets import resolve_model_path
@@ -41,7 +42,15 @@ from grouprl.model.memory import (
 )
 from grouprl.model.passes import TrainingPass
 from grouprl.optim import build_optimizer, build_scheduler
-from grouprl.rewards import RewardRunner, RewardState, dataset_columns, resolve_rewards, verifier_name
+from grouprl.rewards import (
+    REWARDS,
+    Reward,
+    RewardRunner,
+    RewardState,
+    dataset_columns,
+    resolve_rewards,
+    verifier_name,
+)
 from grouprl.rollout import RolloutBackend, build_backend, unsupported_reason
 from grouprl.train.policy import (
     AdapterOffReference,
@@ -76,6 +85,11 @@ class Setup:
     activation_budget_mib: float = 320.0  # train.activation_budget_mib, or what 0 (auto) chose at start-up
     last_eval: dict = field(default_factory=dict)  # the newest held-out metrics, for checkpoints' model cards
 
+    def close(self) -> None:
+        """Stop the workers: the reward functions', and the environments' when there are any."""
+        self.rewards.close()
+        getattr(self.backend, "close", lambda: None)()
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -84,8 +98,13 @@ def seed_everything(seed: int) -> None:
 
 
 def _rows(cfg: Config) -> tuple[list[dict], list[dict], list]:
-    """Training rows, evaluation rows, and the default reward functions."""
+    """Training rows, evaluation rows, and the default reward functions (a built-in environment's own
+    prompts and rewards when no ``data.path`` is given)."""
     d = cfg.data
+    env = builtin_info(cfg.environment) if cfg.environment else {}
+    if env.get("rows") and d.path is None:
+        rewards = [REWARDS.get(name) for name in env["rewards"]]
+        return env["rows"]("train", d.num_train, d.seed), env["rows"]("eval", d.num_eval, d.seed), rewards
     if d.path is not None:
         train = load_rows(d.path, d.prompt_column, config=d.dataset_config, split=d.split,
                           data_files=d.data_files)
@@ -160,8 +179,16 @@ def build(cfg: Config, run_dir: Path) -> Setup:
     spec = algo_spec(cfg)
     check_world(cfg, distributed.env_world()[1])
     sharding.check(cfg.train.fsdp, distributed.env_world()[1], cfg.model.lora.r > 0)
+    env = load_environment(cfg.environment) if cfg.environment else None  # a bad class fails here
     train_rows, eval_rows, default_rewards = _rows(cfg)  # data and rewards first: cheap to check, fail fast
-    rewards = resolve_rewards(cfg.rewards, default_rewards, dataset_columns(train_rows))  # TRL-callable?
+    columns = dataset_columns(train_rows) | ({"environment_reward", "environments"} if env else set())
+    rewards = resolve_rewards(cfg.rewards, default_rewards, columns)  # TRL-callable?
+    if env is not None:
+        rewards += environment_rewards(env)
+        if eval_rows:
+            say("evaluation: held-out evaluation of multi-turn episodes is not built yet; with an "
+                "environment none is run (data.num_eval is ignored)")
+            eval_rows = []
     if not rewards:
         raise ConfigError("rewards: no reward function; set rewards: [...] or use a built-in data.task")
     verifier_name(rewards, cfg.verifier)  # a verifier that names no reward fails before any model loads
@@ -207,9 +234,12 @@ def build(cfg: Config, run_dir: Path) -> Setup:
             f"algo.overlong_max_len={cfg.rollout.max_new_tokens} (and algo.overlong_buffer_len) to use it")
     runner = RewardRunner(rewards, timeout=cfg.reward_timeout, fallback=cfg.reward_fallback,
                           isolate=cfg.reward_isolation, memory_mb=cfg.reward_memory_mb, verifier=cfg.verifier)
-    backend = build_backend(cfg.rollout.backend, policy, tokenizer)
-    if cfg.rollout.backend == "auto" and dist.is_main and (reason := unsupported_reason(policy)):
-        say(f"rollout: the fast backend cannot run this model ({reason}); using the hf backend")
+    if env is not None:
+        backend = environment_rollout(cfg, env, policy, tokenizer, dist.is_main)
+    else:
+        backend = build_backend(cfg.rollout.backend, policy, tokenizer)
+        if cfg.rollout.backend == "auto" and dist.is_main and (reason := unsupported_reason(policy)):
+            say(f"rollout: the fast backend cannot run this model ({reason}); using the hf backend")
     weights = FullWeights(policy) if peft_model is None else AdapterWeights(peft_model, tokenizer,
                                                                           cfg.output.save_merged)
     if cfg.train.fsdp:
@@ -232,6 +262,36 @@ def _activation_budget(cfg: Config, policy: torch.nn.Module, dist: distributed.D
         budget = -float(dist.all_reduce(torch.tensor([-budget], dtype=torch.float64), "max").item())
     found = "free memory unknown" if free is None else f"{free:,.0f} MiB free"
     return budget, f"; activation budget {budget:,.0f} MiB (auto, {found})"
+
+
+def environment_rewards(env: type) -> list[Reward]:
+    """An environment with ``get_reward`` is also scored by it, as the reward named ``environment`` (TRL: an
+    extra reward source of weight 1)."""
+    from grouprl.env import environment_reward
+
+    return [Reward("environment", environment_reward)] if callable(getattr(env, "get_reward", None)) else []
+
+
+def environment_rollout(cfg: Config, env: type, policy, tokenizer, main: bool):
+    """Episodes of ``env`` on the hf backend; the fast one is set aside with a note (continuing an episode
+    in place on its KV cache is not built)."""
+    from grouprl.env import TOOL_PARSERS, check_environment, tool_names
+    from grouprl.env.episode import EnvironmentRollout, Renderer
+    from grouprl.env.host import EnvHost
+
+    fast = cfg.rollout.backend == "fast" or (cfg.rollout.backend == "auto" and not unsupported_reason(policy))
+    if main and fast:
+        say("rollout: episodes with an environment run on the hf backend (the fast backend cannot continue "
+                "an episode in place yet)")
+    hf = build_backend("hf", policy, tokenizer)
+    tools = check_environment(env, cfg.environment)
+    renderer = Renderer(tokenizer, tools, hf.eos_ids, cfg.data.system_prompt, cfg.data.chat_template_kwargs)
+    renderer.check()  # a template that cannot render tool replies fails now, before any step
+    host = EnvHost(env, tool_names(env), timeout=cfg.rollout.tool_timeout,
+                   max_chars=cfg.rollout.tool_result_max_chars, isolate=cfg.reward_isolation,
+                   memory_mb=cfg.reward_memory_mb)
+    return EnvironmentRollout(hf, tokenizer, host, renderer, TOOL_PARSERS.get(cfg.rollout.tool_parser),
+                              max_turns=cfg.rollout.max_turns)
 
 
 def prompt_texts(s: Setup, rows: list[dict]) -> list[str]:

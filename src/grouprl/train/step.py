@@ -20,6 +20,7 @@ import torch
 from grouprl import rewards as rewards_lib
 from grouprl.algo import AlgoSpec, Counts, GroupView, group_advantages, kept_groups, policy_loss
 from grouprl.distributed import SINGLE, Dist
+from grouprl.env.episode import EnvironmentRollout
 from grouprl.model.passes import DUMMY
 from grouprl.rollout.text import decode_completions, encode_prompts
 from grouprl.types import Rollout, SamplingParams, Scored, UpdateInputs
@@ -31,15 +32,23 @@ def rollout_and_score(backend, tokenizer, rewards: rewards_lib.RewardRunner, row
     """Stages 2–3: sample G completions per prompt and score each with every reward function, called as TRL
     calls them (``rewards_lib.reward_inputs``); ``state`` is their ``trainer_state``."""
     t0 = time.perf_counter()
-    rollout = backend.generate(encode_prompts(tokenizer, prompt_texts), G, sampling)
+    if isinstance(backend, EnvironmentRollout):  # multi-turn episodes: completions are message lists
+        played = backend.play(rows, G, sampling)
+        rollout, completions, completion_ids, episodes = (played.rollout, played.completions,
+                                                          played.completion_ids, played.episodes)
+    else:
+        rollout, episodes = backend.generate(encode_prompts(tokenizer, prompt_texts), G, sampling), {}
     t1 = time.perf_counter()
-    completions, completion_ids = decode_completions(tokenizer, rollout)
+    if not episodes:
+        completions, completion_ids = decode_completions(tokenizer, rollout)
     prompts, as_passed, columns = rewards_lib.reward_inputs(rows, completions, G)
+    if episodes:  # TRL passes the trajectory as it is, the episodes' prompts, and the environments
+        prompts, as_passed, columns = played.prompts, completions, {**columns, **played.columns}
     scores = rewards.score(prompts, as_passed, completion_ids, columns, state=state)
     verdict = scores.parts[rewards.verifier]
     seconds = {"generate": t1 - t0, "reward": time.perf_counter() - t1}
     return Scored(rows, rollout, completions, scores.total, scores.parts, torch.nan_to_num(verdict, nan=0.0),
-                  scores.errors, scores.timeouts, scores.report, seconds=seconds)
+                  scores.errors, scores.timeouts, scores.report, seconds=seconds, episodes=episodes)
 
 
 def informative_groups(batch: Scored, G: int, spec: AlgoSpec) -> list[int]:
@@ -92,7 +101,8 @@ def accumulate_gradients(scorer, inputs: UpdateInputs, rows: torch.Tensor, G: in
     metrics: dict[str, torch.Tensor] = {}
     entropy_sum = 0.0
     device = inputs.rollout.prompt_ids.device
-    dummy = Rollout(**{f.name: getattr(DUMMY, f.name).to(device) for f in fields(Rollout)})
+    dummy = Rollout(**{f.name: None if getattr(DUMMY, f.name) is None else getattr(DUMMY, f.name).to(device)
+                       for f in fields(Rollout)})
     for i in range(n_passes):
         rollout, micro, group = (inputs.rollout, micros[i], G) if i < len(micros) else (dummy, None, 1)
         with no_sync() if i < n_passes - 1 else nullcontext():
