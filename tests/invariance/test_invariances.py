@@ -152,7 +152,9 @@ def test_gfpo_with_k_equal_to_g_is_grpo_under_dapo_aggregation():
 @pytest.mark.parametrize("name", NAMES)
 def test_all_equal_rewards_never_give_nan(name):
     old, new, ref, mask = example(repeat=2)
-    no_eps = dict(adv_eps=0.0, adv_eps_inside=False) if PRESETS[name].reads("adv_eps") else {}
+    spec = PRESETS[name]
+    no_eps = {**({"adv_eps": 0.0} if spec.reads("adv_eps") else {}),
+              **({"adv_eps_inside": False} if spec.reads("adv_eps_inside") else {})}
     out = compute_loss(torch.ones(8, dtype=torch.float64), 4, new, old, ref, mask, preset(name, **no_eps),
                        max_new_tokens=5)
     assert torch.isfinite(out.loss) and torch.all(out.advantages == 0)

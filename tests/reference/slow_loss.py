@@ -77,6 +77,8 @@ def advantages(R, G, lengths, spec, truncated, accuracy):
                 A[i] = R[i] - _mean(others)
             elif spec.advantage == "batch_whiten_tokens":
                 A[i] = R[i] - mu  # whitened below
+            elif spec.advantage == "maxrl":  # docs/algorithms/maxrl.md: 0 for a group of mean <= 0
+                A[i] = (R[i] - mu) / (mu + spec.adv_eps) if mu > 0 else 0.0
             elif spec.advantage == "subset_zscore":
                 sub = [j for j in members if retained[j]]
                 rs = [R[j] for j in sub]
@@ -109,6 +111,16 @@ def _token_term(spec, lp, op, A, L_i, log_s=None):
         r = torch.exp(lp - op)
     if spec.clip == "ppo_clip":
         o = torch.minimum(r * A, torch.clamp(r, 1 - spec.epsilon_low, 1 + spec.epsilon_high) * A)
+        if spec.clip_ratio_c is not None and A < 0:
+            o = torch.maximum(o, torch.tensor(spec.clip_ratio_c * A, dtype=o.dtype))
+        return o
+    if spec.clip == "gppo":  # a clipped token: the bound's value, and its gradient b * A
+        if A > 0 and r > 1 + spec.epsilon_high:
+            o = spec.gppo_beta2 * (1 + spec.epsilon_high) * r / r.detach() * A
+        elif A < 0 and r < 1 - spec.epsilon_low:
+            o = spec.gppo_beta1 * (1 - spec.epsilon_low) * r / r.detach() * A
+        else:
+            o = r * A
         if spec.clip_ratio_c is not None and A < 0:
             o = torch.maximum(o, torch.tensor(spec.clip_ratio_c * A, dtype=o.dtype))
         return o

@@ -35,6 +35,12 @@ CASES = [
     ("cispo", {}),
     ("cispo", dict(epsilon_low=0.1)),
     ("sapo", {}),
+    ("maxrl", {}),
+    ("maxrl", dict(adv_eps=0.0, loss_type="seq_mean_token_mean")),
+    ("gppo", {}),
+    ("gppo", dict(epsilon=0.05, clip_ratio_c=None, beta=0.02)),  # many clipped tokens, both sides
+    ("ce_gppo", dict(epsilon=0.05)),
+    ("ce_gppo", dict(gppo_beta1=0.3, gppo_beta2=1.5, epsilon_low=0.1, epsilon_high=0.1)),
 ]
 
 

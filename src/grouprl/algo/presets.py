@@ -61,22 +61,25 @@ class AlgoSpec:
     summary: str = ""
 
     # (a) advantage estimator: group_zscore | group_center | group_mean_batch_std | rloo |
-    #     batch_whiten_tokens | subset_zscore
+    #     batch_whiten_tokens | subset_zscore | maxrl
     advantage: str = "group_zscore"
     std_ddof: int = 1  # 0: population std (project spec), 1: Bessel-corrected (verl, TRL)
-    adv_eps: float = 1e-6  # added to the std, or inside the root with adv_eps_inside
+    adv_eps: float = 1e-6  # added to the std, or inside the root with adv_eps_inside; maxrl: to the mean
     adv_eps_inside: bool = False  # sqrt(var + eps) (project spec's delta) instead of sqrt(var) + eps
 
     # (b) ratio level: token | sequence (GSPO) | sequence_token (GSPO-token) | geometric (GMPO)
     importance_sampling_level: str = "token"
 
-    # (c) surrogate: ppo_clip | log_clip (GMPO) | is_weight_clip (CISPO) | soft_gate (SAPO) | none
+    # (c) surrogate: ppo_clip | log_clip (GMPO) | is_weight_clip (CISPO) | soft_gate (SAPO) | gppo (GPPO,
+    #     CE-GPPO) | none
     clip: str = "ppo_clip"
     epsilon_low: float | None = 0.2  # lower clip (ratio space; log space for log_clip; None: no bound, CISPO)
     epsilon_high: float = 0.2  # upper clip; > epsilon_low is DAPO's clip-higher
     clip_ratio_c: float | None = None  # dual-clip floor c > 1 for A < 0 (arXiv 1912.09729); None: off
     tau_pos: float = 1.0  # SAPO gate temperature for A > 0
     tau_neg: float = 1.05  # SAPO gate temperature for A <= 0
+    gppo_beta1: float = 1.0  # CE-GPPO's beta_1: gradient scale of the clipped A < 0, r < 1 - eps_low tokens
+    gppo_beta2: float = 1.0  # CE-GPPO's beta_2: gradient scale of the clipped A > 0, r > 1 + eps_high tokens
 
     # (d) aggregation: seq_mean_token_mean | token_mean | seq_mean_token_sum_norm | seq_mean_token_sum |
     #     seq_mean
@@ -317,8 +320,9 @@ def _validate(s: AlgoSpec) -> None:
     if s.epsilon_low is None and s.clip != "is_weight_clip":
         _fail(f"epsilon_low=None (no lower bound) is only meaningful for is_weight_clip, not {s.clip}",
               "give epsilon_low a value")
-    if s.clip_ratio_c is not None and (s.clip != "ppo_clip" or s.clip_ratio_c <= 1):
-        _fail("clip_ratio_c (dual-clip) needs clip='ppo_clip' and c > 1", "use e.g. clip_ratio_c=3, or None")
+    if s.clip_ratio_c is not None and (s.clip not in ("ppo_clip", "gppo") or s.clip_ratio_c <= 1):
+        _fail("clip_ratio_c (dual-clip) needs clip='ppo_clip' or 'gppo' and c > 1",
+              "use e.g. clip_ratio_c=3, or None")
     if s.sequence_level and s.loss_type not in ("seq_mean", "seq_mean_token_mean"):
         _fail(f"importance_sampling_level={s.importance_sampling_level!r} gives one term per sequence, "
               f"which loss_type={s.loss_type!r} cannot weigh by tokens",
@@ -327,7 +331,7 @@ def _validate(s: AlgoSpec) -> None:
     if (s.importance_sampling_level == "geometric") != (s.clip == "log_clip"):
         _fail("GMPO's geometric ratio and the log-space clip go together",
               "use importance_sampling_level='geometric' with clip='log_clip' (or neither)")
-    if s.clip in ("is_weight_clip", "soft_gate") and s.importance_sampling_level != "token":
+    if s.clip in ("is_weight_clip", "soft_gate", "gppo") and s.importance_sampling_level != "token":
         _fail(f"clip={s.clip!r} is defined on token ratios", "use importance_sampling_level='token'")
     if s.retain_k is not None and s.advantage != "subset_zscore":
         _fail("retain_k (GFPO) chooses a subset whose statistics the advantage must use",
@@ -352,6 +356,13 @@ def _validate(s: AlgoSpec) -> None:
               "KL)", "set kl_estimator='k1'")
     if min(s.tau_pos, s.tau_neg) <= 0:
         _fail("SAPO temperatures tau_pos and tau_neg must be > 0", "use the paper's 1.0 / 1.05")
+    if min(s.gppo_beta1, s.gppo_beta2) < 0:
+        _fail(f"gppo_beta1 and gppo_beta2 must be >= 0, got {s.gppo_beta1} / {s.gppo_beta2}: a negative "
+              "scale would push a clipped token the wrong way", "use GPPO's 1 / 1 or CE-GPPO's 0.75 / 1")
+    if s.advantage == "maxrl" and s.acting("shaping"):
+        _fail(f"advantage='maxrl' divides by the group's mean reward, a success rate, but the shaping "
+              f"{', '.join(s.acting('shaping'))} subtracts from the reward, so the mean can reach 0 or below",
+              "drop the shaping, or use a reward function that stays >= 0 (e.g. length shaping as a reward)")
 
 
 def _check_provided(s: AlgoSpec, given: dict[str, object]) -> None:
@@ -415,6 +426,13 @@ PRESETS: dict[str, AlgoSpec] = {
              filters=("nonzero_variance",)),
         _row("sapo", "2511.20347", "a smooth sigmoid gate instead of the hard clip",
              clip="soft_gate"),
+        _row("maxrl", "2602.02710", "centred reward divided by the group mean (success rate): 1/p weighting",
+             advantage="maxrl", loss_type="token_mean"),
+        _row("gppo", "2508.07629", "clipped tokens keep the bound's gradient (stop-gradient), dual-clip 3",
+             clip="gppo", epsilon_high=0.28, clip_ratio_c=3.0, loss_type="token_mean"),
+        _row("ce_gppo", "2509.20712", "GPPO with the clipped gradients scaled: beta_1 0.75 (A<0), beta_2 1",
+             clip="gppo", epsilon_high=0.28, clip_ratio_c=3.0, gppo_beta1=0.75, gppo_beta2=1.0,
+             loss_type="token_mean"),
         # Not one of the spec's presets: the algorithm fields of TRL 1.16's GRPOConfig() (trl/trainer/
         # grpo_config.py, grpo_trainer.py): scale_rewards="group" as (r - mean) / (Bessel std + 1e-4),
         # epsilon 0.2 both sides, loss_type="dapo" (token mean over the whole batch), beta 0.0.
