@@ -181,3 +181,28 @@ def test_gspo_with_trl_grpo_loss_type_equals_the_papers_seq_mean():
     b, gb = _loss_and_grad("gspo", rewards, 4, new, old, ref, mask, epsilon=0.05, loss_type="grpo")
     assert a.item() == b.item()  # exact: seq_mean_token_mean of a per-sequence term is seq_mean itself
     torch.testing.assert_close(ga, gb, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["grpo", "dapo", "gspo", "gppo"])
+def test_the_entropy_bonus_splits_over_micro_batches_and_ignores_padding(name):
+    G = 4
+    rewards, new, old, ref, mask, truncated = random_batch(4, G, 3, 6)
+    H = torch.rand(new.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2
+    H[mask == 0] = float("nan")  # padding may hold anything
+    spec = preset(name, entropy_coef=0.05)
+    adv = group_advantages(rewards, G, mask.sum(-1), spec, truncated=truncated)
+    loss_mask = mask * adv.in_loss[:, None]
+    counts = Counts.of(loss_mask)
+    entropy = H.clone().requires_grad_(True)
+    full, _ = policy_loss(new, old, ref, loss_mask, adv.advantages, spec, counts, entropy=entropy)
+    full.backward()
+    full_grad, entropy.grad = entropy.grad.clone(), None
+    total = 0.0
+    for part in torch.split(torch.arange(12), [5, 7]):
+        part_loss, _ = policy_loss(new[part], old[part], ref[part], loss_mask[part], adv.advantages[part],
+                                   spec, counts, entropy=entropy[part])
+        part_loss.backward()
+        total += part_loss.item()
+    atol = rounding_tol(new, G)
+    assert torch.isfinite(full) and total == pytest.approx(full.item(), abs=atol)
+    torch.testing.assert_close(entropy.grad, full_grad, atol=atol, rtol=0)

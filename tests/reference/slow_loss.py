@@ -135,8 +135,9 @@ def _token_term(spec, lp, op, A, L_i, log_s=None):
     return r * A  # clip "none"
 
 
-def loss(R, G, logp, old, ref, mask, spec, truncated=None, accuracy=None, norm_length=None):
-    """The loss as a 0-d tensor, and the advantages list."""
+def loss(R, G, logp, old, ref, mask, spec, truncated=None, accuracy=None, norm_length=None, entropy=None):
+    """The loss as a 0-d tensor, and the advantages list. ``entropy`` [N, T]: the per-token entropies the
+    bonus ``-entropy_coef * H`` reads (a token's bonus sits beside its policy term, aggregated with it)."""
     N, T = logp.shape
     lengths = [int(mask[i].sum()) for i in range(N)]
     truncated = [False] * N if truncated is None else [bool(x) for x in truncated]
@@ -156,11 +157,13 @@ def loss(R, G, logp, old, ref, mask, spec, truncated=None, accuracy=None, norm_l
         kl_in_loss = spec.beta > 0 and not kl_in_reward
         kl_terms = [_kl(spec, logp[i, t], ref[i, t]) for t in toks] if kl_in_loss else []
         kl_mean = sum(kl_terms) / L if kl_terms else 0.0
+        bonus = [-spec.entropy_coef * entropy[i, t] for t in toks] if spec.entropy_coef > 0 else []
+        bonus_mean = sum(bonus) / L if bonus else 0.0  # one term per sequence: the token mean, as the KL
         if spec.importance_sampling_level == "sequence":
             log_s = sum(logp[i, t] - old[i, t] for t in toks) / L
             s = torch.exp(log_s)
             term = torch.minimum(s * A[i], torch.clamp(s, 1 - spec.epsilon_low, 1 + spec.epsilon_high) * A[i])
-            total = total + (-term + spec.beta * kl_mean) / n_seq
+            total = total + (-term + spec.beta * kl_mean + bonus_mean) / n_seq
             continue
         if spec.importance_sampling_level == "geometric":
             sign = (A[i] > 0) - (A[i] < 0)
@@ -170,12 +173,14 @@ def loss(R, G, logp, old, ref, mask, spec, truncated=None, accuracy=None, norm_l
                 dc = torch.clamp(d, -spec.epsilon_low, spec.epsilon_high)
                 dts.append(sign * torch.minimum(sign * d, sign * dc))
             term = A[i] * torch.exp(sum(dts) / L)
-            total = total + (-term + spec.beta * kl_mean) / n_seq
+            total = total + (-term + spec.beta * kl_mean + bonus_mean) / n_seq
             continue
         log_s = sum(logp[i, t] - old[i, t] for t in toks) / L
         per_tok = [-_token_term(spec, logp[i, t], old[i, t], A[i], L, log_s) for t in toks]
         if kl_terms:
             per_tok = [p + spec.beta * k for p, k in zip(per_tok, kl_terms)]
+        if bonus:
+            per_tok = [p + e for p, e in zip(per_tok, bonus)]
         if spec.loss_type == "seq_mean_token_mean":
             total = total + sum(per_tok) / L / n_seq
         elif spec.loss_type == "token_mean":

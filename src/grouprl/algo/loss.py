@@ -146,8 +146,10 @@ def policy_loss(
     counts: Counts,
     *,
     norm_length: int | None = None,  # the generation budget, for seq_mean_token_sum_norm
+    entropy: torch.Tensor | None = None,  # [n, T] per-token entropies, differentiable; for entropy_coef > 0
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The surrogate (plus KL) of one micro-batch, aggregated with the global ``counts``.
+    """The surrogate (plus KL, minus the entropy bonus) of one micro-batch, aggregated with the global
+    ``counts``.
 
     Metrics are this micro-batch's contribution to a **sum** over micro-batches (and ranks): fractions and
     means are already divided by the global counts.
@@ -179,6 +181,16 @@ def policy_loss(
             AGGREGATIONS.get("seq_mean")(kl, mask, counts)
         loss = loss + spec.beta * kl_loss
         metrics["loss/kl"] = kl_loss.detach()
+    if spec.entropy_coef > 0:
+        if entropy is None:
+            raise ValueError(f"entropy_coef={spec.entropy_coef} adds -entropy_coef * H to the loss; pass "
+                             "entropy= (the per-token entropies [N, T]), or entropy_coef=0")
+        entropy = torch.where(on, entropy, 0.0)
+        # aggregated as the policy term; one term per sequence (GSPO, GMPO) takes its token mean, as the KL
+        ent = aggregate(entropy, mask, counts, **agg_kwargs) if not spec.sequence_level else \
+            AGGREGATIONS.get("seq_mean")(entropy, mask, counts)
+        loss = loss - spec.entropy_coef * ent
+        metrics["loss/entropy"] = ent.detach()
     if ref_logp is not None:
         with torch.no_grad():
             metrics["kl/mean"] = _per_unit(KL_ESTIMATORS.get("k3")(logp, ref_logp), mask, counts)
@@ -237,6 +249,7 @@ def compute_loss(
     truncated: torch.Tensor | None = None,  # [N] bool
     accuracy: torch.Tensor | None = None,  # [N]
     max_new_tokens: int | None = None,
+    entropy: torch.Tensor | None = None,  # [N, T] per-token entropies; needed when spec.entropy_coef > 0
 ) -> LossOutput:
     """Advantages and loss of any preset on plain tensors (docs/contracts.md).
 
@@ -245,6 +258,8 @@ def compute_loss(
     if old_logp is None:
         old_logp = logp.detach()
     check_inputs(rewards, group_size, logp, old_logp, ref_logp, mask, truncated)
+    if entropy is not None and tuple(entropy.shape) != tuple(logp.shape):
+        raise ValueError(f"entropy must have logp's shape {tuple(logp.shape)}, got {tuple(entropy.shape)}")
     if spec.needs_ref_logp and ref_logp is None:
         raise ValueError(f"beta={spec.beta} needs ref_logp (the reference policy's log-probs); "
                          "pass it, or beta=0")
@@ -257,5 +272,5 @@ def compute_loss(
                            accuracy=accuracy, kl_penalty=kl_penalty)
     loss_mask = mask * adv.in_loss[:, None].to(mask.dtype)
     loss, metrics = policy_loss(logp, old_logp, ref_logp, loss_mask, adv.advantages, spec,
-                                Counts.of(loss_mask), norm_length=max_new_tokens)
+                                Counts.of(loss_mask), norm_length=max_new_tokens, entropy=entropy)
     return LossOutput(loss, adv.advantages, {**adv.metrics, **metrics})

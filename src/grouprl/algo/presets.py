@@ -44,8 +44,9 @@ REGISTRIES: dict[str, Registry] = {
 # The field that chooses the one piece of each single-choice kind.
 CHOICE_FIELDS = {"advantage": "advantage", "ratio": "importance_sampling_level", "objective": "clip",
                  "aggregation": "loss_type", "kl": "kl_estimator"}
-# The fields that list the filter and shaping pieces, and beta, which turns the KL term on.
-SWITCH_FIELDS = ("filters", "shaping", "beta")
+# The fields that list the filter and shaping pieces, beta, which turns the KL term on, and entropy_coef,
+# which turns the entropy bonus on.
+SWITCH_FIELDS = ("filters", "shaping", "beta", "entropy_coef")
 LIST_FIELDS = {"filters": "filter", "shaping": "shaping"}
 META_FIELDS = ("name", "paper", "summary")
 # What preset() always accepts: no chosen piece needs to read a field that chooses pieces.
@@ -103,6 +104,10 @@ class AlgoSpec:
     # (f) KL to the reference policy
     beta: float = 0.0  # coefficient; 0 turns the reference model off
     kl_estimator: str = "k3"  # k1 | k2 | k3 (the KL in the reward, shaping kl_in_reward, uses k1)
+
+    # (g) entropy bonus: -entropy_coef * H added to the loss, H the per-token entropy of the policy's
+    #     (temperature-scaled) next-token distribution, aggregated as the policy term; 0 turns it off
+    entropy_coef: float = 0.0
 
     def __post_init__(self) -> None:
         """Lists as tuples, each name once, in registration order. A filter that provides what a piece needs
@@ -349,6 +354,9 @@ def _validate(s: AlgoSpec) -> None:
               f"got buffer {s.overlong_buffer_len}, max {s.overlong_max_len}")
     if s.loss_norm_length is not None and s.loss_norm_length <= 0:
         _fail(f"loss_norm_length must be > 0, got {s.loss_norm_length}", "set it to max_new_tokens")
+    if s.entropy_coef < 0:
+        _fail(f"entropy_coef must be >= 0, got {s.entropy_coef}: the bonus -entropy_coef * H rewards "
+              "entropy, a negative coefficient would penalise it", "0 turns the bonus off")
     if s.beta < 0:
         _fail(f"beta must be >= 0, got {s.beta}", "0 disables the KL term")
     if s.kl_placement == "reward" and s.kl_estimator != "k1":

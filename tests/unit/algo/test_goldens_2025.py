@@ -134,3 +134,40 @@ def test_ce_gppo_with_unit_betas_is_gppo():
     b, gb = loss_and_grad(preset("gppo"), [2, 0, 2, 0], old, new, mask)
     assert a.loss.item() == b.loss.item()  # exact: the same operations on the same values
     torch.testing.assert_close(ga, gb, atol=0, rtol=0)
+
+
+# Entropy bonus ---------------------------------------------------------------------------------------------
+
+H = [[0.5, 1.0], [2.0, 0.25], [1.5, 0.0], [0.75, 0.0]]  # per-token entropies on the clip board
+
+
+@pytest.mark.parametrize("loss_type,bonus,dH", [
+    # token mean: (0.5 + 1 + 2 + 0.25 + 1.5 + 0.75)/6 = 1; each token's dLoss/dH = -alpha/6
+    ("token_mean", 1.0, [[-0.1 / 6] * 2, [-0.1 / 6] * 2, [-0.1 / 6, 0], [-0.1 / 6, 0]]),
+    # seq-mean-token-mean: (0.75 + 1.125 + 1.5 + 0.75)/4 = 1.03125; dLoss/dH = -alpha/(|o_i| * 4)
+    ("seq_mean_token_mean", 1.03125, [[-0.1 / 8] * 2, [-0.1 / 8] * 2, [-0.1 / 4, 0], [-0.1 / 4, 0]]),
+])
+def test_entropy_bonus_is_aggregated_like_the_loss(loss_type, bonus, dH):
+    old, new, mask = clip_board()
+    spec = preset("dapo", filters=[], shaping=[], clip_ratio_c=3.0, advantage="group_center",
+                  loss_type=loss_type)
+    entropy = torch.tensor(H, dtype=torch.float64, requires_grad=True)
+    rewards = torch.tensor([2.0, 0, 2, 0], dtype=torch.float64)
+    plain = compute_loss(rewards, 4, new.clone().requires_grad_(True), old, None, mask, spec)
+    out = compute_loss(rewards, 4, new.clone().requires_grad_(True), old, None, mask,
+                       spec.replace(entropy_coef=0.1), entropy=entropy)
+    out.loss.backward()
+    assert out.loss.item() == pytest.approx(plain.loss.item() - 0.1 * bonus, abs=EXACT)
+    assert out.metrics["loss/entropy"].item() == pytest.approx(bonus, abs=EXACT)
+    assert entropy.grad.tolist() == [pytest.approx(row, abs=EXACT) for row in dH]
+    if loss_type == "token_mean":  # the PPO part of the clip board: 2.52 / 6
+        assert plain.loss.item() == pytest.approx(0.42, abs=EXACT)
+
+
+def test_entropy_coef_without_entropies_says_how_to_fix():
+    old, new, mask = clip_board()
+    with pytest.raises(ValueError, match="pass entropy="):
+        compute_loss(torch.tensor([2.0, 0, 2, 0], dtype=torch.float64), 4, new, old, None, mask,
+                     preset("gppo", entropy_coef=0.01))
+    with pytest.raises(ValueError, match="entropy_coef must be >= 0"):
+        preset("gppo", entropy_coef=-0.01)
