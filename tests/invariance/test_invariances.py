@@ -184,12 +184,12 @@ def test_gspo_with_trl_grpo_loss_type_equals_the_papers_seq_mean():
 
 
 @pytest.mark.parametrize("name", ["grpo", "dapo", "gspo", "gppo"])
-def test_the_entropy_bonus_splits_over_micro_batches_and_ignores_padding(name):
+def test_the_entropy_bonus_and_opsm_split_over_micro_batches_and_ignore_padding(name):
     G = 4
     rewards, new, old, ref, mask, truncated = random_batch(4, G, 3, 6)
     H = torch.rand(new.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2
     H[mask == 0] = float("nan")  # padding may hold anything
-    spec = preset(name, entropy_coef=0.05)
+    spec = preset(name, entropy_coef=0.05, opsm_delta=0.02)  # and OPSM: a per-sequence decision
     adv = group_advantages(rewards, G, mask.sum(-1), spec, truncated=truncated)
     loss_mask = mask * adv.in_loss[:, None]
     counts = Counts.of(loss_mask)

@@ -154,6 +154,9 @@ def loss(R, G, logp, old, ref, mask, spec, truncated=None, accuracy=None, norm_l
     for i in seqs:
         L = lengths[i]
         toks = range(L)
+        drift = sum(float(old[i, t] - logp[i, t]) for t in toks) / L  # mean log(pi_old / pi_theta)
+        if spec.opsm_delta is not None and A[i] < 0 and drift > spec.opsm_delta:
+            continue  # OPSM: out of the loss, still in n_seq / n_tok
         kl_in_loss = spec.beta > 0 and not kl_in_reward
         kl_terms = [_kl(spec, logp[i, t], ref[i, t]) for t in toks] if kl_in_loss else []
         kl_mean = sum(kl_terms) / L if kl_terms else 0.0

@@ -46,6 +46,9 @@ CASES = [
     ("dr_grpo", dict(entropy_coef=0.02, loss_norm_length=7)),
     ("gspo", dict(entropy_coef=0.03, beta=0.02)),
     ("gmpo", dict(entropy_coef=0.03)),
+    ("grpo", dict(opsm_delta=0.0)),  # masks 0 to 40% of the sequences of the six batches
+    ("dapo", dict(opsm_delta=0.05, entropy_coef=0.01, overlong_max_len=6, overlong_buffer_len=3)),
+    ("gspo", dict(opsm_delta=0.02, epsilon=0.2)),
 ]
 
 

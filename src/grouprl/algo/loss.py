@@ -26,7 +26,7 @@ from grouprl.algo.filters import FILTERS, SHAPING, GroupView
 from grouprl.algo.kl import KL_ESTIMATORS
 from grouprl.algo.objectives import OBJECTIVES
 from grouprl.algo.presets import AlgoSpec
-from grouprl.algo.ratios import RATIOS
+from grouprl.algo.ratios import RATIOS, masked_token_mean
 
 
 @dataclass
@@ -159,6 +159,12 @@ def policy_loss(
     logp, old_logp = torch.where(on, logp, 0.0), torch.where(on, old_logp.detach(), 0.0)
     ref_logp = None if ref_logp is None else torch.where(on, ref_logp.detach(), 0.0)
     mask = mask.to(logp.dtype)
+    opsm = None
+    if spec.opsm_delta is not None:  # DeepSeek-V3.2's OPSM: a per-sequence decision, so micro-batches agree
+        with torch.no_grad():
+            drift = masked_token_mean(old_logp - logp, mask)  # [n] mean log(pi_old / pi_theta)
+            opsm = (advantages < 0) & (drift > spec.opsm_delta) & (mask.sum(-1) > 0)
+        mask = mask * (~opsm)[:, None].to(mask.dtype)  # out of the loss; the global counts keep it
     log_ratio = RATIOS.get(spec.importance_sampling_level)(logp, old_logp.detach(), mask)
     surrogate = OBJECTIVES.get(spec.clip)(log_ratio, advantages.detach(), mask, logp,
                                           **spec.kwargs("objective", spec.clip))
@@ -181,6 +187,8 @@ def policy_loss(
             AGGREGATIONS.get("seq_mean")(kl, mask, counts)
         loss = loss + spec.beta * kl_loss
         metrics["loss/kl"] = kl_loss.detach()
+    if opsm is not None:
+        metrics["opsm/seqs_masked"] = opsm.to(logp.dtype).sum() / max(counts.num_seqs, 1.0)
     if spec.entropy_coef > 0:
         if entropy is None:
             raise ValueError(f"entropy_coef={spec.entropy_coef} adds -entropy_coef * H to the loss; pass "

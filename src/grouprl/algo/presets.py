@@ -44,9 +44,9 @@ REGISTRIES: dict[str, Registry] = {
 # The field that chooses the one piece of each single-choice kind.
 CHOICE_FIELDS = {"advantage": "advantage", "ratio": "importance_sampling_level", "objective": "clip",
                  "aggregation": "loss_type", "kl": "kl_estimator"}
-# The fields that list the filter and shaping pieces, beta, which turns the KL term on, and entropy_coef,
-# which turns the entropy bonus on.
-SWITCH_FIELDS = ("filters", "shaping", "beta", "entropy_coef")
+# The fields that list the filter and shaping pieces, beta, which turns the KL term on, entropy_coef, which
+# turns the entropy bonus on, and opsm_delta, which turns off-policy sequence masking on.
+SWITCH_FIELDS = ("filters", "shaping", "beta", "entropy_coef", "opsm_delta")
 LIST_FIELDS = {"filters": "filter", "shaping": "shaping"}
 META_FIELDS = ("name", "paper", "summary")
 # What preset() always accepts: no chosen piece needs to read a field that chooses pieces.
@@ -108,6 +108,10 @@ class AlgoSpec:
     # (g) entropy bonus: -entropy_coef * H added to the loss, H the per-token entropy of the policy's
     #     (temperature-scaled) next-token distribution, aggregated as the policy term; 0 turns it off
     entropy_coef: float = 0.0
+
+    # (h) off-policy sequence masking (OPSM, DeepSeek-V3.2): at each update, a sequence with A < 0 whose mean
+    #     per-token log(pi_old / pi_theta) exceeds opsm_delta leaves the loss (not its normaliser); None: off
+    opsm_delta: float | None = None
 
     def __post_init__(self) -> None:
         """Lists as tuples, each name once, in registration order. A filter that provides what a piece needs
@@ -354,6 +358,9 @@ def _validate(s: AlgoSpec) -> None:
               f"got buffer {s.overlong_buffer_len}, max {s.overlong_max_len}")
     if s.loss_norm_length is not None and s.loss_norm_length <= 0:
         _fail(f"loss_norm_length must be > 0, got {s.loss_norm_length}", "set it to max_new_tokens")
+    if s.opsm_delta is not None and s.opsm_delta < 0:
+        _fail(f"opsm_delta must be >= 0, got {s.opsm_delta}: it bounds a mean log-ratio that is >= 0 for the "
+              "sequences it is meant to catch", "use a small positive value, or None to turn it off")
     if s.entropy_coef < 0:
         _fail(f"entropy_coef must be >= 0, got {s.entropy_coef}: the bonus -entropy_coef * H rewards "
               "entropy, a negative coefficient would penalise it", "0 turns the bonus off")

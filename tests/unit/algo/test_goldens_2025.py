@@ -171,3 +171,33 @@ def test_entropy_coef_without_entropies_says_how_to_fix():
                      preset("gppo", entropy_coef=0.01))
     with pytest.raises(ValueError, match="entropy_coef must be >= 0"):
         preset("gppo", entropy_coef=-0.01)
+
+
+# OPSM ------------------------------------------------------------------------------------------------------
+
+# On the clip board (A = [1, -1, 1, -1]) the mean log(pi_old / pi_theta) of each sequence is -mean_t log r:
+# -log(1.5)/2, log(4/3)/2 = 0.143841, log 2, -log 4. Only sequence 2 has A < 0 and a positive drift.
+@pytest.mark.parametrize("delta,masked", [(0.1, True), (math.log(4 / 3) / 2 - 1e-9, True), (0.15, False),
+                                          (None, False)])
+def test_opsm_masks_the_negative_sequence_that_drifted(delta, masked):
+    old, new, mask = clip_board()
+    spec = preset("gppo", advantage="group_center", opsm_delta=delta)
+    out, grad = loss_and_grad(spec, [2, 0, 2, 0], old, new, mask)
+    if masked:  # sequence 2 leaves the loss, not the normaliser: -(1.28 + 1 + 0.5 - 3)/6
+        assert out.loss.item() == pytest.approx(-(1.28 + 1 + 0.5 - 3.0) / 6, abs=EXACT)
+        assert grad[1].tolist() == [0.0, 0.0]
+        assert out.metrics["opsm/seqs_masked"].item() == pytest.approx(1 / 4, abs=EXACT)
+    else:
+        assert out.loss.item() == pytest.approx(0.42, abs=EXACT)
+        assert grad[1].tolist() == pytest.approx([0.8 / 6, 1.5 / 6], abs=EXACT)
+    assert grad[0].tolist() == pytest.approx([-1.28 / 6, -1 / 6], abs=EXACT)  # A > 0: never masked
+
+
+def test_opsm_on_policy_masks_nothing_and_refuses_a_negative_delta():
+    old, new, mask = clip_board()
+    spec = preset("gppo", advantage="group_center", opsm_delta=0.0)
+    rewards = torch.tensor([2.0, 0, 2, 0], dtype=torch.float64)
+    on_policy = compute_loss(rewards, 4, new, None, None, mask, spec)
+    assert on_policy.metrics["opsm/seqs_masked"].item() == 0.0  # pi_old = sg[pi_theta]: no drift
+    with pytest.raises(ValueError, match="opsm_delta must be >= 0"):
+        preset("grpo", opsm_delta=-0.1)
