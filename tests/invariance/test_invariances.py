@@ -152,7 +152,9 @@ def test_gfpo_with_k_equal_to_g_is_grpo_under_dapo_aggregation():
 @pytest.mark.parametrize("name", NAMES)
 def test_all_equal_rewards_never_give_nan(name):
     old, new, ref, mask = example(repeat=2)
-    no_eps = dict(adv_eps=0.0, adv_eps_inside=False) if PRESETS[name].reads("adv_eps") else {}
+    spec = PRESETS[name]
+    no_eps = {**({"adv_eps": 0.0} if spec.reads("adv_eps") else {}),
+              **({"adv_eps_inside": False} if spec.reads("adv_eps_inside") else {})}
     out = compute_loss(torch.ones(8, dtype=torch.float64), 4, new, old, ref, mask, preset(name, **no_eps),
                        max_new_tokens=5)
     assert torch.isfinite(out.loss) and torch.all(out.advantages == 0)
@@ -179,3 +181,28 @@ def test_gspo_with_trl_grpo_loss_type_equals_the_papers_seq_mean():
     b, gb = _loss_and_grad("gspo", rewards, 4, new, old, ref, mask, epsilon=0.05, loss_type="grpo")
     assert a.item() == b.item()  # exact: seq_mean_token_mean of a per-sequence term is seq_mean itself
     torch.testing.assert_close(ga, gb, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["grpo", "dapo", "gspo", "gppo"])
+def test_the_entropy_bonus_and_opsm_split_over_micro_batches_and_ignore_padding(name):
+    G = 4
+    rewards, new, old, ref, mask, truncated = random_batch(4, G, 3, 6)
+    H = torch.rand(new.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2
+    H[mask == 0] = float("nan")  # padding may hold anything
+    spec = preset(name, entropy_coef=0.05, opsm_delta=0.02)  # and OPSM: a per-sequence decision
+    adv = group_advantages(rewards, G, mask.sum(-1), spec, truncated=truncated)
+    loss_mask = mask * adv.in_loss[:, None]
+    counts = Counts.of(loss_mask)
+    entropy = H.clone().requires_grad_(True)
+    full, _ = policy_loss(new, old, ref, loss_mask, adv.advantages, spec, counts, entropy=entropy)
+    full.backward()
+    full_grad, entropy.grad = entropy.grad.clone(), None
+    total = 0.0
+    for part in torch.split(torch.arange(12), [5, 7]):
+        part_loss, _ = policy_loss(new[part], old[part], ref[part], loss_mask[part], adv.advantages[part],
+                                   spec, counts, entropy=entropy[part])
+        part_loss.backward()
+        total += part_loss.item()
+    atol = rounding_tol(new, G)
+    assert torch.isfinite(full) and total == pytest.approx(full.item(), abs=atol)
+    torch.testing.assert_close(entropy.grad, full_grad, atol=atol, rtol=0)

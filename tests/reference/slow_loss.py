@@ -77,6 +77,8 @@ def advantages(R, G, lengths, spec, truncated, accuracy):
                 A[i] = R[i] - _mean(others)
             elif spec.advantage == "batch_whiten_tokens":
                 A[i] = R[i] - mu  # whitened below
+            elif spec.advantage == "maxrl":  # docs/algorithms/maxrl.md: 0 for a group of mean <= 0
+                A[i] = (R[i] - mu) / (mu + spec.adv_eps) if mu > 0 else 0.0
             elif spec.advantage == "subset_zscore":
                 sub = [j for j in members if retained[j]]
                 rs = [R[j] for j in sub]
@@ -112,6 +114,16 @@ def _token_term(spec, lp, op, A, L_i, log_s=None):
         if spec.clip_ratio_c is not None and A < 0:
             o = torch.maximum(o, torch.tensor(spec.clip_ratio_c * A, dtype=o.dtype))
         return o
+    if spec.clip == "gppo":  # a clipped token: the bound's value, and its gradient b * A
+        if A > 0 and r > 1 + spec.epsilon_high:
+            o = spec.gppo_beta2 * (1 + spec.epsilon_high) * r / r.detach() * A
+        elif A < 0 and r < 1 - spec.epsilon_low:
+            o = spec.gppo_beta1 * (1 - spec.epsilon_low) * r / r.detach() * A
+        else:
+            o = r * A
+        if spec.clip_ratio_c is not None and A < 0:
+            o = torch.maximum(o, torch.tensor(spec.clip_ratio_c * A, dtype=o.dtype))
+        return o
     if spec.clip == "is_weight_clip":
         w = r.detach()
         if spec.epsilon_low is not None:
@@ -123,8 +135,9 @@ def _token_term(spec, lp, op, A, L_i, log_s=None):
     return r * A  # clip "none"
 
 
-def loss(R, G, logp, old, ref, mask, spec, truncated=None, accuracy=None, norm_length=None):
-    """The loss as a 0-d tensor, and the advantages list."""
+def loss(R, G, logp, old, ref, mask, spec, truncated=None, accuracy=None, norm_length=None, entropy=None):
+    """The loss as a 0-d tensor, and the advantages list. ``entropy`` [N, T]: the per-token entropies the
+    bonus ``-entropy_coef * H`` reads (a token's bonus sits beside its policy term, aggregated with it)."""
     N, T = logp.shape
     lengths = [int(mask[i].sum()) for i in range(N)]
     truncated = [False] * N if truncated is None else [bool(x) for x in truncated]
@@ -141,14 +154,19 @@ def loss(R, G, logp, old, ref, mask, spec, truncated=None, accuracy=None, norm_l
     for i in seqs:
         L = lengths[i]
         toks = range(L)
+        drift = sum(float(old[i, t] - logp[i, t]) for t in toks) / L  # mean log(pi_old / pi_theta)
+        if spec.opsm_delta is not None and A[i] < 0 and drift > spec.opsm_delta:
+            continue  # OPSM: out of the loss, still in n_seq / n_tok
         kl_in_loss = spec.beta > 0 and not kl_in_reward
         kl_terms = [_kl(spec, logp[i, t], ref[i, t]) for t in toks] if kl_in_loss else []
         kl_mean = sum(kl_terms) / L if kl_terms else 0.0
+        bonus = [-spec.entropy_coef * entropy[i, t] for t in toks] if spec.entropy_coef > 0 else []
+        bonus_mean = sum(bonus) / L if bonus else 0.0  # one term per sequence: the token mean, as the KL
         if spec.importance_sampling_level == "sequence":
             log_s = sum(logp[i, t] - old[i, t] for t in toks) / L
             s = torch.exp(log_s)
             term = torch.minimum(s * A[i], torch.clamp(s, 1 - spec.epsilon_low, 1 + spec.epsilon_high) * A[i])
-            total = total + (-term + spec.beta * kl_mean) / n_seq
+            total = total + (-term + spec.beta * kl_mean + bonus_mean) / n_seq
             continue
         if spec.importance_sampling_level == "geometric":
             sign = (A[i] > 0) - (A[i] < 0)
@@ -158,12 +176,14 @@ def loss(R, G, logp, old, ref, mask, spec, truncated=None, accuracy=None, norm_l
                 dc = torch.clamp(d, -spec.epsilon_low, spec.epsilon_high)
                 dts.append(sign * torch.minimum(sign * d, sign * dc))
             term = A[i] * torch.exp(sum(dts) / L)
-            total = total + (-term + spec.beta * kl_mean) / n_seq
+            total = total + (-term + spec.beta * kl_mean + bonus_mean) / n_seq
             continue
         log_s = sum(logp[i, t] - old[i, t] for t in toks) / L
         per_tok = [-_token_term(spec, logp[i, t], old[i, t], A[i], L, log_s) for t in toks]
         if kl_terms:
             per_tok = [p + spec.beta * k for p, k in zip(per_tok, kl_terms)]
+        if bonus:
+            per_tok = [p + e for p, e in zip(per_tok, bonus)]
         if spec.loss_type == "seq_mean_token_mean":
             total = total + sum(per_tok) / L / n_seq
         elif spec.loss_type == "token_mean":

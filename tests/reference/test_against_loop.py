@@ -35,6 +35,20 @@ CASES = [
     ("cispo", {}),
     ("cispo", dict(epsilon_low=0.1)),
     ("sapo", {}),
+    ("maxrl", {}),
+    ("maxrl", dict(adv_eps=0.0, loss_type="seq_mean_token_mean")),
+    ("gppo", {}),
+    ("gppo", dict(epsilon=0.05, clip_ratio_c=None, beta=0.02)),  # many clipped tokens, both sides
+    ("ce_gppo", dict(epsilon=0.05)),
+    ("ce_gppo", dict(gppo_beta1=0.3, gppo_beta2=1.5, epsilon_low=0.1, epsilon_high=0.1)),
+    ("grpo", dict(entropy_coef=0.01)),  # the bonus under each aggregation and a sequence-level objective
+    ("dapo", dict(entropy_coef=0.05, overlong_max_len=6, overlong_buffer_len=3)),
+    ("dr_grpo", dict(entropy_coef=0.02, loss_norm_length=7)),
+    ("gspo", dict(entropy_coef=0.03, beta=0.02)),
+    ("gmpo", dict(entropy_coef=0.03)),
+    ("grpo", dict(opsm_delta=0.0)),  # masks 0 to 40% of the sequences of the six batches
+    ("dapo", dict(opsm_delta=0.05, entropy_coef=0.01, overlong_max_len=6, overlong_buffer_len=3)),
+    ("gspo", dict(opsm_delta=0.02, epsilon=0.2)),
 ]
 
 
@@ -60,18 +74,23 @@ def test_matches_slow_loop(name, overrides, seed):
     rewards, new, old, ref, mask, truncated = random_batch(seed, G, B, T)
     spec = preset(name, **overrides)
     logp = new.clone().requires_grad_(True)
-    out = compute_loss(rewards, G, logp, old, ref, mask, spec, truncated=truncated, max_new_tokens=T)
+    H = torch.rand(new.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * mask
+    entropy = H.clone().requires_grad_(True)
+    out = compute_loss(rewards, G, logp, old, ref, mask, spec, truncated=truncated, max_new_tokens=T,
+                       entropy=entropy)
     out.loss.backward()
 
-    ref_logp = new.clone().requires_grad_(True)
+    ref_logp, ref_entropy = new.clone().requires_grad_(True), H.clone().requires_grad_(True)
     want, want_adv = slow_loss.loss(rewards.tolist(), G, ref_logp, old, ref, mask, spec,
-                                    truncated=truncated.tolist(), norm_length=T)
+                                    truncated=truncated.tolist(), norm_length=T, entropy=ref_entropy)
     atol = rounding_tol(new, G)  # the loop sums in another order
     assert out.advantages.tolist() == pytest.approx(want_adv, abs=atol)
     assert out.loss.item() == pytest.approx(float(want), abs=atol)
     if want.requires_grad:
         want.backward()
         torch.testing.assert_close(logp.grad, ref_logp.grad * mask, atol=atol, rtol=0)
+        if spec.entropy_coef > 0:  # the bonus's gradient reaches the entropies, per token
+            torch.testing.assert_close(entropy.grad, ref_entropy.grad * mask, atol=atol, rtol=0)
     else:  # every sequence filtered out: nothing to learn, and no NaN
         assert torch.all(logp.grad == 0)
 

@@ -117,3 +117,26 @@ def subset_zscore(rewards: torch.Tensor, ctx: GroupContext, *, ddof: int = 1, ep
     """GFPO: z-score with the mean and std of the retained subset only; rejected responses get 0."""
     retained = GroupContext(ctx.lengths, ctx.valid & ctx.retained, ctx.retained)
     return group_zscore(rewards, retained, ddof=ddof, eps=eps, eps_inside=eps_inside)
+
+
+@ADVANTAGES.register("maxrl", params={"adv_eps": "eps"})
+def maxrl(rewards: torch.Tensor, ctx: GroupContext, *, eps: float = 1e-6) -> torch.Tensor:
+    """MaxRL (arXiv 2602.02710): ``(R_i - mean_g R) / (mean_g R + eps)``: the centred reward divided by the
+    group's mean, its success rate for 0/1 rewards, so a prompt solved once in G counts G - 1 times more
+    than a solved one (the paper's ``1/p`` weighting of maximum likelihood).
+
+    A group whose mean is ``<= 0`` gets 0 everywhere. With non-negative rewards that is only the all-zero
+    group, where the numerator is already 0 (no success, nothing to imitate); with negative rewards the
+    formula would divide by a negative "success rate" and flip every sign, so those groups carry no signal
+    rather than the wrong one. ``eps`` (the spec's ``adv_eps``, 1e-6 as the authors' code) is added to the
+    mean; it only matters for means near 0.
+
+    >>> on = torch.ones(1, 4, dtype=torch.bool)
+    >>> ctx = GroupContext(torch.ones(1, 4), on, on)
+    >>> maxrl(torch.tensor([[1., 0, 0, 0]], dtype=torch.float64), ctx, eps=0.0)
+    tensor([[ 3., -1., -1., -1.]], dtype=torch.float64)
+    """
+    w = ctx.valid.to(rewards.dtype)
+    mean, _ = _masked_mean_var(rewards, w, 0, dim=1)  # [B, 1]
+    scaled = (rewards - mean) / (mean + eps).clamp(min=torch.finfo(rewards.dtype).tiny)
+    return torch.where(mean > 0, scaled, torch.zeros_like(scaled)) * w

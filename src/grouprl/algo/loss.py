@@ -26,7 +26,7 @@ from grouprl.algo.filters import FILTERS, SHAPING, GroupView
 from grouprl.algo.kl import KL_ESTIMATORS
 from grouprl.algo.objectives import OBJECTIVES
 from grouprl.algo.presets import AlgoSpec
-from grouprl.algo.ratios import RATIOS
+from grouprl.algo.ratios import RATIOS, masked_token_mean
 
 
 @dataclass
@@ -146,8 +146,10 @@ def policy_loss(
     counts: Counts,
     *,
     norm_length: int | None = None,  # the generation budget, for seq_mean_token_sum_norm
+    entropy: torch.Tensor | None = None,  # [n, T] per-token entropies, differentiable; for entropy_coef > 0
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The surrogate (plus KL) of one micro-batch, aggregated with the global ``counts``.
+    """The surrogate (plus KL, minus the entropy bonus) of one micro-batch, aggregated with the global
+    ``counts``.
 
     Metrics are this micro-batch's contribution to a **sum** over micro-batches (and ranks): fractions and
     means are already divided by the global counts.
@@ -157,6 +159,12 @@ def policy_loss(
     logp, old_logp = torch.where(on, logp, 0.0), torch.where(on, old_logp.detach(), 0.0)
     ref_logp = None if ref_logp is None else torch.where(on, ref_logp.detach(), 0.0)
     mask = mask.to(logp.dtype)
+    opsm = None
+    if spec.opsm_delta is not None:  # DeepSeek-V3.2's OPSM: a per-sequence decision, so micro-batches agree
+        with torch.no_grad():
+            drift = masked_token_mean(old_logp - logp, mask)  # [n] mean log(pi_old / pi_theta)
+            opsm = (advantages < 0) & (drift > spec.opsm_delta) & (mask.sum(-1) > 0)
+        mask = mask * (~opsm)[:, None].to(mask.dtype)  # out of the loss; the global counts keep it
     log_ratio = RATIOS.get(spec.importance_sampling_level)(logp, old_logp.detach(), mask)
     surrogate = OBJECTIVES.get(spec.clip)(log_ratio, advantages.detach(), mask, logp,
                                           **spec.kwargs("objective", spec.clip))
@@ -179,6 +187,18 @@ def policy_loss(
             AGGREGATIONS.get("seq_mean")(kl, mask, counts)
         loss = loss + spec.beta * kl_loss
         metrics["loss/kl"] = kl_loss.detach()
+    if opsm is not None:
+        metrics["opsm/seqs_masked"] = opsm.to(logp.dtype).sum() / max(counts.num_seqs, 1.0)
+    if spec.entropy_coef > 0:
+        if entropy is None:
+            raise ValueError(f"entropy_coef={spec.entropy_coef} adds -entropy_coef * H to the loss; pass "
+                             "entropy= (the per-token entropies [N, T]), or entropy_coef=0")
+        entropy = torch.where(on, entropy, 0.0)
+        # aggregated as the policy term; one term per sequence (GSPO, GMPO) takes its token mean, as the KL
+        ent = aggregate(entropy, mask, counts, **agg_kwargs) if not spec.sequence_level else \
+            AGGREGATIONS.get("seq_mean")(entropy, mask, counts)
+        loss = loss - spec.entropy_coef * ent
+        metrics["loss/entropy"] = ent.detach()
     if ref_logp is not None:
         with torch.no_grad():
             metrics["kl/mean"] = _per_unit(KL_ESTIMATORS.get("k3")(logp, ref_logp), mask, counts)
@@ -237,6 +257,7 @@ def compute_loss(
     truncated: torch.Tensor | None = None,  # [N] bool
     accuracy: torch.Tensor | None = None,  # [N]
     max_new_tokens: int | None = None,
+    entropy: torch.Tensor | None = None,  # [N, T] per-token entropies; needed when spec.entropy_coef > 0
 ) -> LossOutput:
     """Advantages and loss of any preset on plain tensors (docs/contracts.md).
 
@@ -245,6 +266,8 @@ def compute_loss(
     if old_logp is None:
         old_logp = logp.detach()
     check_inputs(rewards, group_size, logp, old_logp, ref_logp, mask, truncated)
+    if entropy is not None and tuple(entropy.shape) != tuple(logp.shape):
+        raise ValueError(f"entropy must have logp's shape {tuple(logp.shape)}, got {tuple(entropy.shape)}")
     if spec.needs_ref_logp and ref_logp is None:
         raise ValueError(f"beta={spec.beta} needs ref_logp (the reference policy's log-probs); "
                          "pass it, or beta=0")
@@ -257,5 +280,5 @@ def compute_loss(
                            accuracy=accuracy, kl_penalty=kl_penalty)
     loss_mask = mask * adv.in_loss[:, None].to(mask.dtype)
     loss, metrics = policy_loss(logp, old_logp, ref_logp, loss_mask, adv.advantages, spec,
-                                Counts.of(loss_mask), norm_length=max_new_tokens)
+                                Counts.of(loss_mask), norm_length=max_new_tokens, entropy=entropy)
     return LossOutput(loss, adv.advantages, {**adv.metrics, **metrics})

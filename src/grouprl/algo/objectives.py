@@ -99,6 +99,34 @@ def soft_gate(log_ratio: Tensor, advantages: Tensor, mask: Tensor, logp: Tensor,
     return Surrogate(gate * A, none, none)
 
 
+@OBJECTIVES.register("gppo", params=(*_BOUNDS, "clip_ratio_c", "gppo_beta1", "gppo_beta2"))
+def gppo(log_ratio: Tensor, advantages: Tensor, mask: Tensor, logp: Tensor, *, epsilon_low: float,
+         epsilon_high: float, clip_ratio_c: float | None = None, gppo_beta1: float = 1.0,
+         gppo_beta2: float = 1.0) -> Surrogate:
+    """GPPO (Klear-Reasoner, arXiv 2508.07629) and CE-GPPO (arXiv 2509.20712): PPO's clipped value, but the
+    clipped tokens keep a bounded gradient instead of none.
+
+    A token that PPO clips (``A < 0`` with ``r < 1 - eps_low``: the "low" side; ``A > 0`` with
+    ``r > 1 + eps_high``: the "high" side) gets the term ``beta * b * r / sg[r] * A`` with ``b`` the bound it
+    crossed: its value is ``beta * b * A`` (PPO's clipped value when ``beta = 1``) and its gradient with
+    respect to ``l`` is ``beta * b * A``, as if the ratio sat on the bound. ``gppo_beta1`` scales the low
+    side, ``gppo_beta2`` the high side (CE-GPPO's beta_1, beta_2; both 1 is GPPO). Every other token is
+    ``r A``, exactly PPO's unclipped term. ``clip_ratio_c`` is the dual-clip floor ``c A`` for ``A < 0``, as
+    in ``ppo_clip`` (the authors' code applies it with c = 3).
+    """
+    A = _broadcast(advantages, log_ratio)
+    r = torch.exp(log_ratio.clamp(max=MAX_LOG_RATIO))
+    low, high = (A < 0) & (r < 1 - epsilon_low), (A > 0) & (r > 1 + epsilon_high)
+    bound = torch.where(low, torch.full_like(r, gppo_beta1 * (1 - epsilon_low)),
+                        torch.full_like(r, gppo_beta2 * (1 + epsilon_high)))
+    # r / sg[r] is 1 in value and passes d r / d l = r through: the bound's value with the gradient of b * l
+    scale = torch.where(low | high, bound / r.detach(), torch.ones_like(r))
+    term = r * scale * A
+    if clip_ratio_c is not None:
+        term = torch.where(A < 0, torch.maximum(term, clip_ratio_c * A), term)
+    return Surrogate(term, low, high)
+
+
 @OBJECTIVES.register("none")
 def unclipped(log_ratio: Tensor, advantages: Tensor, mask: Tensor, logp: Tensor) -> Surrogate:
     """Plain importance-weighted policy gradient ``r A`` (REINFORCE when on-policy)."""

@@ -44,8 +44,9 @@ REGISTRIES: dict[str, Registry] = {
 # The field that chooses the one piece of each single-choice kind.
 CHOICE_FIELDS = {"advantage": "advantage", "ratio": "importance_sampling_level", "objective": "clip",
                  "aggregation": "loss_type", "kl": "kl_estimator"}
-# The fields that list the filter and shaping pieces, and beta, which turns the KL term on.
-SWITCH_FIELDS = ("filters", "shaping", "beta")
+# The fields that list the filter and shaping pieces, beta, which turns the KL term on, entropy_coef, which
+# turns the entropy bonus on, and opsm_delta, which turns off-policy sequence masking on.
+SWITCH_FIELDS = ("filters", "shaping", "beta", "entropy_coef", "opsm_delta")
 LIST_FIELDS = {"filters": "filter", "shaping": "shaping"}
 META_FIELDS = ("name", "paper", "summary")
 # What preset() always accepts: no chosen piece needs to read a field that chooses pieces.
@@ -61,22 +62,25 @@ class AlgoSpec:
     summary: str = ""
 
     # (a) advantage estimator: group_zscore | group_center | group_mean_batch_std | rloo |
-    #     batch_whiten_tokens | subset_zscore
+    #     batch_whiten_tokens | subset_zscore | maxrl
     advantage: str = "group_zscore"
     std_ddof: int = 1  # 0: population std (project spec), 1: Bessel-corrected (verl, TRL)
-    adv_eps: float = 1e-6  # added to the std, or inside the root with adv_eps_inside
+    adv_eps: float = 1e-6  # added to the std, or inside the root with adv_eps_inside; maxrl: to the mean
     adv_eps_inside: bool = False  # sqrt(var + eps) (project spec's delta) instead of sqrt(var) + eps
 
     # (b) ratio level: token | sequence (GSPO) | sequence_token (GSPO-token) | geometric (GMPO)
     importance_sampling_level: str = "token"
 
-    # (c) surrogate: ppo_clip | log_clip (GMPO) | is_weight_clip (CISPO) | soft_gate (SAPO) | none
+    # (c) surrogate: ppo_clip | log_clip (GMPO) | is_weight_clip (CISPO) | soft_gate (SAPO) | gppo (GPPO,
+    #     CE-GPPO) | none
     clip: str = "ppo_clip"
     epsilon_low: float | None = 0.2  # lower clip (ratio space; log space for log_clip; None: no bound, CISPO)
     epsilon_high: float = 0.2  # upper clip; > epsilon_low is DAPO's clip-higher
     clip_ratio_c: float | None = None  # dual-clip floor c > 1 for A < 0 (arXiv 1912.09729); None: off
     tau_pos: float = 1.0  # SAPO gate temperature for A > 0
     tau_neg: float = 1.05  # SAPO gate temperature for A <= 0
+    gppo_beta1: float = 1.0  # CE-GPPO's beta_1: gradient scale of the clipped A < 0, r < 1 - eps_low tokens
+    gppo_beta2: float = 1.0  # CE-GPPO's beta_2: gradient scale of the clipped A > 0, r > 1 + eps_high tokens
 
     # (d) aggregation: seq_mean_token_mean | token_mean | seq_mean_token_sum_norm | seq_mean_token_sum |
     #     seq_mean
@@ -100,6 +104,14 @@ class AlgoSpec:
     # (f) KL to the reference policy
     beta: float = 0.0  # coefficient; 0 turns the reference model off
     kl_estimator: str = "k3"  # k1 | k2 | k3 (the KL in the reward, shaping kl_in_reward, uses k1)
+
+    # (g) entropy bonus: -entropy_coef * H added to the loss, H the per-token entropy of the policy's
+    #     (temperature-scaled) next-token distribution, aggregated as the policy term; 0 turns it off
+    entropy_coef: float = 0.0
+
+    # (h) off-policy sequence masking (OPSM, DeepSeek-V3.2): at each update, a sequence with A < 0 whose mean
+    #     per-token log(pi_old / pi_theta) exceeds opsm_delta leaves the loss (not its normaliser); None: off
+    opsm_delta: float | None = None
 
     def __post_init__(self) -> None:
         """Lists as tuples, each name once, in registration order. A filter that provides what a piece needs
@@ -317,8 +329,9 @@ def _validate(s: AlgoSpec) -> None:
     if s.epsilon_low is None and s.clip != "is_weight_clip":
         _fail(f"epsilon_low=None (no lower bound) is only meaningful for is_weight_clip, not {s.clip}",
               "give epsilon_low a value")
-    if s.clip_ratio_c is not None and (s.clip != "ppo_clip" or s.clip_ratio_c <= 1):
-        _fail("clip_ratio_c (dual-clip) needs clip='ppo_clip' and c > 1", "use e.g. clip_ratio_c=3, or None")
+    if s.clip_ratio_c is not None and (s.clip not in ("ppo_clip", "gppo") or s.clip_ratio_c <= 1):
+        _fail("clip_ratio_c (dual-clip) needs clip='ppo_clip' or 'gppo' and c > 1",
+              "use e.g. clip_ratio_c=3, or None")
     if s.sequence_level and s.loss_type not in ("seq_mean", "seq_mean_token_mean"):
         _fail(f"importance_sampling_level={s.importance_sampling_level!r} gives one term per sequence, "
               f"which loss_type={s.loss_type!r} cannot weigh by tokens",
@@ -327,7 +340,7 @@ def _validate(s: AlgoSpec) -> None:
     if (s.importance_sampling_level == "geometric") != (s.clip == "log_clip"):
         _fail("GMPO's geometric ratio and the log-space clip go together",
               "use importance_sampling_level='geometric' with clip='log_clip' (or neither)")
-    if s.clip in ("is_weight_clip", "soft_gate") and s.importance_sampling_level != "token":
+    if s.clip in ("is_weight_clip", "soft_gate", "gppo") and s.importance_sampling_level != "token":
         _fail(f"clip={s.clip!r} is defined on token ratios", "use importance_sampling_level='token'")
     if s.retain_k is not None and s.advantage != "subset_zscore":
         _fail("retain_k (GFPO) chooses a subset whose statistics the advantage must use",
@@ -345,6 +358,12 @@ def _validate(s: AlgoSpec) -> None:
               f"got buffer {s.overlong_buffer_len}, max {s.overlong_max_len}")
     if s.loss_norm_length is not None and s.loss_norm_length <= 0:
         _fail(f"loss_norm_length must be > 0, got {s.loss_norm_length}", "set it to max_new_tokens")
+    if s.opsm_delta is not None and s.opsm_delta < 0:
+        _fail(f"opsm_delta must be >= 0, got {s.opsm_delta}: it bounds a mean log-ratio that is >= 0 for the "
+              "sequences it is meant to catch", "use a small positive value, or None to turn it off")
+    if s.entropy_coef < 0:
+        _fail(f"entropy_coef must be >= 0, got {s.entropy_coef}: the bonus -entropy_coef * H rewards "
+              "entropy, a negative coefficient would penalise it", "0 turns the bonus off")
     if s.beta < 0:
         _fail(f"beta must be >= 0, got {s.beta}", "0 disables the KL term")
     if s.kl_placement == "reward" and s.kl_estimator != "k1":
@@ -352,6 +371,13 @@ def _validate(s: AlgoSpec) -> None:
               "KL)", "set kl_estimator='k1'")
     if min(s.tau_pos, s.tau_neg) <= 0:
         _fail("SAPO temperatures tau_pos and tau_neg must be > 0", "use the paper's 1.0 / 1.05")
+    if min(s.gppo_beta1, s.gppo_beta2) < 0:
+        _fail(f"gppo_beta1 and gppo_beta2 must be >= 0, got {s.gppo_beta1} / {s.gppo_beta2}: a negative "
+              "scale would push a clipped token the wrong way", "use GPPO's 1 / 1 or CE-GPPO's 0.75 / 1")
+    if s.advantage == "maxrl" and s.acting("shaping"):
+        _fail(f"advantage='maxrl' divides by the group's mean reward, a success rate, but the shaping "
+              f"{', '.join(s.acting('shaping'))} subtracts from the reward, so the mean can reach 0 or below",
+              "drop the shaping, or use a reward function that stays >= 0 (e.g. length shaping as a reward)")
 
 
 def _check_provided(s: AlgoSpec, given: dict[str, object]) -> None:
@@ -415,6 +441,13 @@ PRESETS: dict[str, AlgoSpec] = {
              filters=("nonzero_variance",)),
         _row("sapo", "2511.20347", "a smooth sigmoid gate instead of the hard clip",
              clip="soft_gate"),
+        _row("maxrl", "2602.02710", "centred reward divided by the group mean (success rate): 1/p weighting",
+             advantage="maxrl", loss_type="token_mean"),
+        _row("gppo", "2508.07629", "clipped tokens keep the bound's gradient (stop-gradient), dual-clip 3",
+             clip="gppo", epsilon_high=0.28, clip_ratio_c=3.0, loss_type="token_mean"),
+        _row("ce_gppo", "2509.20712", "GPPO with the clipped gradients scaled: beta_1 0.75 (A<0), beta_2 1",
+             clip="gppo", epsilon_high=0.28, clip_ratio_c=3.0, gppo_beta1=0.75, gppo_beta2=1.0,
+             loss_type="token_mean"),
         # Not one of the spec's presets: the algorithm fields of TRL 1.16's GRPOConfig() (trl/trainer/
         # grpo_config.py, grpo_trainer.py): scale_rewards="group" as (r - mean) / (Bessel std + 1e-4),
         # epsilon 0.2 both sides, loss_type="dapo" (token mean over the whole batch), beta 0.0.

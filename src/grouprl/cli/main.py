@@ -57,6 +57,21 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _other_settings(spec) -> str:
+    """The fields a preset sets away from the defaults, read by its pieces, beyond the listed columns."""
+    import dataclasses
+
+    from grouprl.algo import AlgoSpec
+
+    shown = {"name", "paper", "summary", "advantage", "importance_sampling_level", "clip", "epsilon_low",
+             "epsilon_high", "loss_type", "filters", "shaping", "beta", "kl_estimator"}
+    default = AlgoSpec()
+    other = [f"{f.name}={getattr(spec, f.name)}" for f in dataclasses.fields(AlgoSpec)
+             if f.name not in shown and getattr(spec, f.name) != getattr(default, f.name)
+             and spec.reads(f.name)]
+    return " ".join(other) or "-"
+
+
 def cmd_list(args) -> int:
     from grouprl.algo import PRESETS
     from grouprl.data.tasks import TASKS
@@ -64,7 +79,7 @@ def cmd_list(args) -> int:
 
     if args.what == "algorithms":
         print(f"{'name':<22} {'paper':<11} {'advantage':<21} {'ratio':<15} {'clip':<15} {'eps':<13} "
-              f"{'aggregation':<24} {'filters':<18} {'shaping':<14} kl")
+              f"{'aggregation':<24} {'filters':<18} {'shaping':<14} {'kl':<28} other settings")
         for spec in PRESETS.values():
             eps = "-" if spec.clip in ("soft_gate", "none") else f"{spec.epsilon_low}/{spec.epsilon_high}"
             kl = f"{spec.kl_estimator} beta={spec.beta} in the {'loss' if spec.kl_in_loss else 'reward'}" \
@@ -72,7 +87,7 @@ def cmd_list(args) -> int:
             filters, shaping = ",".join(spec.filters) or "none", ",".join(spec.shaping) or "none"
             print(f"{spec.name:<22} {spec.paper:<11} {spec.advantage:<21} "
                   f"{spec.importance_sampling_level:<15} {spec.clip:<15} {eps:<13} {spec.loss_type:<24} "
-                  f"{filters:<18} {shaping:<14} {kl}")
+                  f"{filters:<18} {shaping:<14} {kl:<28} {_other_settings(spec)}")
     elif args.what == "tasks":
         for name in TASKS.names():
             print(f"{name:<14} {(TASKS.get(name).__doc__ or '').strip().splitlines()[0]}")

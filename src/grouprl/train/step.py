@@ -118,7 +118,8 @@ def accumulate_gradients(scorer, inputs: UpdateInputs, rows: torch.Tensor, G: in
                 ref = None if inputs.ref_logp is None else inputs.ref_logp[micro]
                 mask = inputs.loss_mask[micro].to(logp.dtype)
                 adv = inputs.advantages[micro].to(logp.dtype)
-            loss, m = policy_loss(logp, old, ref, mask, adv, spec, counts, norm_length=norm_length)
+            loss, m = policy_loss(logp, old, ref, mask, adv, spec, counts, norm_length=norm_length,
+                                  entropy=entropy)
             # The loss uses global counts, so the ranks' losses sum to the global loss. DDP averages the
             # gradients over ranks (divides by world), so scaling by world makes the result that sum: the
             # gradient of a one-process run on the whole batch.

@@ -15,11 +15,13 @@ SPEC_PRESETS = ["grpo", "dr_grpo", "dapo", "gspo", "gspo_token", "gmpo", "gfpo",
 
 # Presets beyond the spec's contract (adding one is allowed): GRPOConfig()'s defaults, for TRL users.
 EXTRA_PRESETS = ["trl_defaults", "grpo_bessel"]
+# The 2025-26 methods of issue 18, each with its paper id.
+TABLE_2025 = ["maxrl", "gppo", "ce_gppo"]
 
 
 def test_every_preset_of_the_contract_exists_and_validates():
-    assert sorted(SPEC_PRESETS + EXTRA_PRESETS) == sorted(PRESETS)
-    for name in SPEC_PRESETS:
+    assert sorted(SPEC_PRESETS + EXTRA_PRESETS + TABLE_2025) == sorted(PRESETS)
+    for name in SPEC_PRESETS + TABLE_2025:
         assert preset(name).name == name and preset(name).paper
 
 

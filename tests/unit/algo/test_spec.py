@@ -15,8 +15,8 @@ DEFAULTS = AlgoSpec()
 
 @pytest.mark.parametrize("name,overrides,message", [
     ("reinforce_pp_baseline", dict(adv_eps=1e-3),
-     "adv_eps is read by group_zscore, group_mean_batch_std, subset_zscore, not by batch_whiten_tokens "
-     "(the chosen advantage); drop it or choose one of those"),
+     "adv_eps is read by group_zscore, group_mean_batch_std, subset_zscore, maxrl, not by "
+     "batch_whiten_tokens (the chosen advantage); drop it or choose one of those"),
     ("rloo", dict(std_ddof=0), "std_ddof is read by group_zscore, group_mean_batch_std, subset_zscore, "
                                "not by rloo (the chosen advantage)"),
     ("grpo", dict(overlong_max_len=8), "overlong_max_len is read by soft_overlong, not by any chosen shaping "
@@ -27,7 +27,7 @@ DEFAULTS = AlgoSpec()
     ("grpo", dict(retain_metric="length"), "retain_metric is read by retain_k, not by any chosen filter "
                                            "(none is on); drop it or choose advantage=subset_zscore"),
     ("sapo", dict(epsilon_high=0.28), "epsilon_high is read by ppo_clip, log_clip, is_weight_clip, "
-                                      "not by soft_gate (the chosen objective)"),
+                                      "gppo, not by soft_gate (the chosen objective)"),
     ("grpo", dict(tau_pos=2.0), "tau_pos is read by soft_gate, not by ppo_clip (the chosen objective)"),
     ("grpo", dict(loss_norm_length=8), "loss_norm_length is read by seq_mean_token_sum_norm, "
                                        "not by seq_mean_token_mean (the chosen aggregation)"),
@@ -155,6 +155,8 @@ def test_kept_groups_asks_only_the_group_filters():
 @pytest.mark.parametrize("off_policy", [False, True])
 def test_needed_passes_match_the_trainers_rule(name, kl, off_policy):
     """train/loop.py's rule: pi_ref for beta > 0; pi_old off-policy, or for a KL in the reward."""
+    if name == "maxrl" and "kl_placement" in kl:  # refused: see test_maxrl_refuses_shaping
+        pytest.skip("maxrl divides by the mean reward, so it takes no shaping")
     s = preset(name, **kl)
     assert s.needs_ref_logp == s.needs_reference == (s.beta > 0)
     assert s.needs_old_logp(off_policy) == (off_policy or (s.beta > 0 and s.kl_placement == "reward"))
@@ -167,3 +169,29 @@ def test_kwargs_come_from_the_declarations():
     assert PRESETS["reinforce_pp_baseline"].kwargs("advantage", "batch_whiten_tokens") == {}
     assert PRESETS["dapo"].kwargs("shaping", "soft_overlong") == dict(max_len=20480, cache_len=4096)
     assert PRESETS["dr_grpo"].kwargs("aggregation", "seq_mean_token_sum_norm") == dict(norm_length=None)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(shaping=["soft_overlong"], overlong_max_len=8, overlong_buffer_len=2),
+     "advantage='maxrl' divides by the group's mean reward, a success rate, but the shaping soft_overlong "
+     "subtracts from the reward"),
+    (dict(beta=0.01, kl_placement="reward", kl_estimator="k1"), "the shaping kl_in_reward subtracts"),
+])
+def test_maxrl_refuses_shaping(overrides, message):
+    with pytest.raises(ValueError, match=message) as err:
+        preset("maxrl", **overrides)
+    assert "\n" not in str(err.value)
+    assert preset("maxrl", kl_placement="reward", kl_estimator="k1").acting("shaping") == ()  # beta 0: inert
+
+
+@pytest.mark.parametrize("name,overrides,message", [
+    ("gppo", dict(gppo_beta1=-0.5), "gppo_beta1 and gppo_beta2 must be >= 0, got -0.5 / 1.0"),
+    ("gppo", dict(importance_sampling_level="sequence", loss_type="seq_mean"),
+     "clip='gppo' is defined on token ratios"),
+    ("gppo", dict(clip_ratio_c=0.9), "clip_ratio_c (dual-clip) needs clip='ppo_clip' or 'gppo' and c > 1"),
+    ("grpo", dict(gppo_beta2=0.5), "gppo_beta2 is read by gppo, not by ppo_clip (the chosen objective)"),
+])
+def test_gppo_refuses_incoherent_settings(name, overrides, message):
+    with pytest.raises(ValueError) as err:
+        preset(name, **overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
