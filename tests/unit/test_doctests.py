@@ -8,7 +8,9 @@ import pytest
 MODULES = ["grouprl.algo.advantages", "grouprl.algo.filters", "grouprl.algo.kl", "grouprl.algo.presets",
            "grouprl.data.tasks.arithmetic", "grouprl.rewards.arithmetic", "grouprl.rewards.countdown",
            "grouprl.rewards.code", "grouprl.rewards.length", "grouprl.rewards.answers",
-           "grouprl.rewards.tags", "grouprl.rewards.openr1", "grouprl.messages"]
+           "grouprl.rewards.tags", "grouprl.rewards.openr1", "grouprl.messages", "grouprl.rewards.extract",
+           "grouprl.rewards.numeric", "grouprl.data.tasks.chat", "grouprl.data.tasks.word_problems",
+           "grouprl.data.tasks.chat_arithmetic"]
 
 
 @pytest.mark.parametrize("name", MODULES)

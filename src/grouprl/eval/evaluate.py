@@ -3,6 +3,8 @@
 * ``pass@1`` — greedy decoding, the fraction of prompts whose completion the verifier accepts.
 * ``pass@k`` — k samples at the eval temperature; a prompt counts if any sample is accepted.
 * ``mean@k`` — the mean acceptance over those k samples (an estimate of sampled pass@1).
+* ``len_mean``, ``truncated_frac`` — of the greedy completions: mean length in tokens, and the share that hit
+  ``max_new_tokens`` without EOS (an instruct model cut off before its answer scores 0, whatever it knew).
 
 A completion is *accepted* when the verifier (the ``verifier`` config key: by default the first reward
 function) gives it at least 1.0. The verifier
@@ -20,8 +22,9 @@ from grouprl.rollout.text import decode_completions, encode_prompts
 from grouprl.types import SamplingParams
 
 
-def _accepted(backend, tokenizer, rewards, rows, prompt_texts, n, sampling, state, logged) -> torch.Tensor:
-    """``[len(rows), n]`` bool: the verifier accepts the sample. What it logs is added to ``logged``."""
+def _accepted(backend, tokenizer, rewards, rows, prompt_texts, n, sampling, state, logged) -> tuple:
+    """``[len(rows), n]`` bool: the verifier accepts the sample; and the ``[len(rows) * n]`` completion
+    lengths (tokens) and truncation flags. What the verifier logs is added to ``logged``."""
     rollout = backend.generate(encode_prompts(tokenizer, prompt_texts), n, sampling)
     texts, completion_ids = decode_completions(tokenizer, rollout)
     prompts, completions, columns = reward_inputs(rows, texts, n)
@@ -29,7 +32,8 @@ def _accepted(backend, tokenizer, rewards, rows, prompt_texts, n, sampling, stat
     for name, values in scores.report.metrics.items():
         logged.setdefault(name, []).extend(values)
     verdict = scores.parts[rewards.verifier]
-    return (torch.nan_to_num(verdict, nan=0.0) >= 1.0).reshape(len(rows), n)
+    accepted = (torch.nan_to_num(verdict, nan=0.0) >= 1.0).reshape(len(rows), n)
+    return accepted, rollout.completion_mask.sum(dim=1).float(), rollout.truncated.float()
 
 
 @torch.no_grad()
@@ -38,18 +42,23 @@ def evaluate(backend, tokenizer, rewards, rows: list[dict], prompt_texts: list[s
              state: RewardState | None = None) -> dict[str, float]:
     if not rows:
         return {}
-    greedy, sampled, logged = [], [], {}
+    greedy, lengths, truncated, sampled, logged = [], [], [], [], {}
     for start in range(0, len(rows), batch_size):
         part = slice(start, start + batch_size)
-        greedy.append(_accepted(backend, tokenizer, rewards, rows[part], prompt_texts[part], 1,
-                                SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0), state,
-                                logged))
+        greedy_params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
+        accepted, length, cut = _accepted(backend, tokenizer, rewards, rows[part], prompt_texts[part], 1,
+                                          greedy_params, state, logged)
+        greedy.append(accepted)
+        lengths.append(length)
+        truncated.append(cut)
         if k > 0:
             sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
                                       seed=seed + start)
             sampled.append(_accepted(backend, tokenizer, rewards, rows[part], prompt_texts[part], k, sampling,
-                                     state, logged))
-    out = {"eval/pass@1": torch.cat(greedy).float().mean().item(), "eval/num_prompts": float(len(rows))}
+                                     state, logged)[0])
+    out = {"eval/pass@1": torch.cat(greedy).float().mean().item(), "eval/num_prompts": float(len(rows)),
+           "eval/len_mean": torch.cat(lengths).mean().item(),
+           "eval/truncated_frac": torch.cat(truncated).mean().item()}
     if k > 0:
         samples = torch.cat(sampled).float()
         out[f"eval/pass@{k}"] = samples.max(dim=1).values.mean().item()

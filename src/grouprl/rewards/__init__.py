@@ -45,6 +45,7 @@ from grouprl.rewards.arithmetic import correct_answer, integer_format
 from grouprl.rewards.code import REWARDS as CODE_REWARDS
 from grouprl.rewards.countdown import countdown_reward
 from grouprl.rewards.length import REWARDS as LENGTH_REWARDS
+from grouprl.rewards.numeric import REWARDS as NUMERIC_REWARDS
 from grouprl.rewards.openr1 import FACTORIES as OPEN_R1_FACTORIES
 from grouprl.rewards.openr1 import REWARDS as OPEN_R1_REWARDS
 from grouprl.rewards.tags import REWARDS as TAG_REWARDS
@@ -54,8 +55,8 @@ from grouprl.types import Report
 def _builtins() -> Registry[Callable]:
     table: Registry[Callable] = Registry("reward")
     functions = {"correct_answer": correct_answer, "integer_format": integer_format,
-                 "countdown": countdown_reward, **ANSWER_REWARDS, **CODE_REWARDS, **LENGTH_REWARDS,
-                 **TAG_REWARDS, **OPEN_R1_REWARDS}
+                 "countdown": countdown_reward, **ANSWER_REWARDS, **NUMERIC_REWARDS, **CODE_REWARDS,
+                 **LENGTH_REWARDS, **TAG_REWARDS, **OPEN_R1_REWARDS}
     for name, fn in functions.items():
         table.register(name)(fn)
     for name, factory in OPEN_R1_FACTORIES.items():

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from grouprl.messages import completion_text
+from grouprl.rewards.extract import last_boxed
 
 MAX_ANSWER_CHARS = 1000
 """Longer extracted answers score 0.0 without being parsed: no real answer is that long, and sympy's cost on
@@ -40,23 +41,9 @@ SAMPLE_TIMEOUT = 5.0
 """Seconds allowed for math-verify on one sample when the in-process guard can be used (math-verify's own
 default is 5 s)."""
 
-_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _GSM8K = re.compile(r"####")
 _ANSWER = re.compile(r"\banswer\b\**\s*(?:is\b\s*:?|:)\s*\**", re.IGNORECASE)
 _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|[-+]?\.\d+")
-
-
-def _matching_braces(text: str) -> dict[int, int]:
-    """Index of each ``{`` → index of its closing ``}``; escaped braces (``\\{``) are skipped. One pass."""
-    stack, match = [], {}
-    for i, ch in enumerate(text):
-        if ch in "{}" and i > 0 and text[i - 1] == "\\":
-            continue
-        if ch == "{":
-            stack.append(i)
-        elif ch == "}" and stack:
-            match[stack.pop()] = i
-    return match
 
 
 def _clean(answer: str) -> str:
@@ -87,12 +74,9 @@ def extract_answer(text) -> str | None:
     """
     if not isinstance(text, str):
         return None
-    starts = [m.end() - 1 for m in _BOXED.finditer(text)]  # index of each opening brace
-    if starts:
-        match = _matching_braces(text)
-        for start in reversed(starts):
-            if start in match:
-                return text[start + 1:match[start]].strip()
+    boxed = last_boxed(text)
+    if boxed is not None:
+        return boxed
     for pattern in (_GSM8K, _ANSWER):
         last = None
         for last in pattern.finditer(text):  # noqa: B007 - we want the last match

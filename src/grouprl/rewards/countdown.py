@@ -12,9 +12,9 @@ from collections import Counter
 from fractions import Fraction
 
 from grouprl.messages import completion_text
+from grouprl.rewards.extract import last_tagged
 
 _TOKEN = re.compile(r"\s*(?:(\d+)|(\S))")
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 MAX_EXPRESSION_CHARS = 200  # longer "expressions" are rejected before parsing
 
 
@@ -96,9 +96,9 @@ def evaluate(text: str) -> tuple[Fraction, list[int]]:
 
 def answer_text(completion: str) -> str:
     """The last ``<answer>…</answer>`` span, else the last non-empty line."""
-    spans = _ANSWER.findall(completion)
-    if spans:
-        return spans[-1].strip()
+    tagged = last_tagged(completion)
+    if tagged is not None:
+        return tagged
     lines = [line.strip() for line in completion.strip().splitlines() if line.strip()]
     return lines[-1].split("=")[0] if lines else ""
 

@@ -14,8 +14,10 @@ from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 from grouprl.data.tasks.arithmetic import ArithmeticTask
+from grouprl.data.tasks.chat_arithmetic import ChatArithmeticTask
 from grouprl.data.tasks.code import CodeTask
-from grouprl.data.tasks.countdown import CountdownTask
+from grouprl.data.tasks.countdown import ChatCountdownTask, CountdownTask
+from grouprl.data.tasks.word_problems import WordProblemsTask
 from grouprl.errors import ConfigError
 from grouprl.registry import Registry
 
@@ -42,7 +44,8 @@ class Task(Protocol):
 
 TASKS: Registry[Callable[..., Task]] = Registry("task")
 """The built-in tasks by name; each entry is the task's class, called with its difficulty knobs."""
-for _task in (ArithmeticTask, CountdownTask, CodeTask):
+for _task in (ArithmeticTask, CountdownTask, CodeTask, WordProblemsTask, ChatArithmeticTask,
+              ChatCountdownTask):
     TASKS.register(_task.name)(_task)
 
 

@@ -10,10 +10,18 @@ from typing import Any
 from grouprl.errors import ConfigError
 
 
-def split_of(prompt: str, eval_fraction: float) -> str:
-    """``"eval"`` or ``"train"`` from a stable hash of the prompt text: the same for every seed, so the two
-    splits never share a prompt."""
-    digest = hashlib.blake2b(prompt.encode(), digest_size=8).digest()
+def prompt_key(prompt: str | list[dict]) -> str:
+    """What identifies a problem: a text prompt itself, or the user messages of a chat prompt (so the system
+    prompt, which states only the answer format, moves no problem between the splits)."""
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(m["content"] for m in prompt if m["role"] == "user")
+
+
+def split_of(prompt: str | list[dict], eval_fraction: float) -> str:
+    """``"eval"`` or ``"train"`` from a stable hash of the problem (``prompt_key``): the same for every seed,
+    so the two splits never share a problem."""
+    digest = hashlib.blake2b(prompt_key(prompt).encode(), digest_size=8).digest()
     return "eval" if int.from_bytes(digest, "big") < eval_fraction * 2**64 else "train"
 
 
@@ -29,8 +37,11 @@ def distinct_rows(draw: Callable[[random.Random], dict[str, Any] | None], *, tas
         if len(rows) == n:
             break
         row = draw(rng)
-        if row is not None and row["prompt"] not in seen and split_of(row["prompt"], eval_fraction) == split:
-            seen.add(row["prompt"])
+        if row is None:
+            continue
+        key = prompt_key(row["prompt"])
+        if key not in seen and split_of(key, eval_fraction) == split:
+            seen.add(key)
             rows.append(row)
     if len(rows) < n:
         raise ConfigError(f"found only {len(rows)} distinct {split!r} prompts of the {n} asked for: "
