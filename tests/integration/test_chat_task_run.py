@@ -46,7 +46,8 @@ def test_chat_arithmetic_runs_with_a_chat_template(tmp_path, tiny_llama_dir, cap
         assert [m["role"] for m in call["completion"]] == ["assistant"]
         assert call["columns"] == ["answer", "completion_ids", "difficulty", "operands", "operators"]
     metrics = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
-    assert metrics["reward/boxed_number/errors"] == 0
+    assert metrics["reward/boxed_number/errors"] == 0 and 0 <= metrics["reward_log/answered"] <= 1
     evals = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
-    assert all(0 < e["eval/len_mean"] <= 6 and 0 <= e["eval/truncated_frac"] <= 1 for e in evals)
+    assert all(0 < e["eval/len_mean"] <= 6 and 0 <= e["eval/truncated_frac"] <= 1
+               and 0 <= e["eval/reward_log/answered"] <= 1 for e in evals)
     assert {e["eval/num_prompts"] for e in evals} == {2.0}

@@ -139,6 +139,13 @@ def test_verifiers_need_the_asked_for_format_and_compare_exactly():
     assert boxed_number([""], [r"\boxed{3}"], answer=["not a number"]) == [0.0]
 
 
+def test_verifiers_log_the_share_that_answered_in_the_format():
+    logged = []
+    completions = [r"\boxed{12}", r"\boxed{13}", "12", r"\boxed{x}"]
+    scores = boxed_number([""] * 4, completions, answer=["12"] * 4, log_metric=lambda *a: logged.append(a))
+    assert scores == [1.0, 0.0, 0.0, 0.0] and logged == [("answered", 0.5)]  # right or wrong, but a number
+
+
 def test_the_verifiers_are_built_in_rewards():
     assert {REWARDS.get(fn.__name__) for fn in VERIFIERS.values()} == set(VERIFIERS.values())
 

@@ -209,8 +209,8 @@ def test_loading_by_name_module_and_file(tmp_path):
     assert load_reward_fn(f"{tmp_path}/my_reward.py:fn")([""], ["x"]) == [1.0]
     rewards = resolve_rewards([{"name": "correct_answer", "weight": 2.0}], [])
     assert (rewards[0].name, rewards[0].weight) == ("correct_answer", 2.0)
-    with pytest.raises(RewardError,
-                       match="unknown reward 'nope'; built-in: accuracy, code_format, code_tests"):
+    with pytest.raises(RewardError, match="unknown reward 'nope'; built-in: accuracy, answer_tag_number, "
+                                          "boxed_number, code_format"):
         load_reward_fn("nope")
 
 
