@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/task_levels.py --model DIR [--tasks word_problems:1-6,chat_arithmetic:1-6]
         [--num-eval 64] [--max-new-tokens 256] [--out DIR] [key=value ...]
 
+A task may carry more knobs: ``word_problems+answer_format=last_number:1-3``.
+
 Each (task, difficulty) is one ``grouprl eval`` on the task's held-out split: greedy decoding, the task's own
 verifier. Prints one markdown row per level: held-out prompts, greedy pass@1 and its standard error
 (``sqrt(p (1 - p) / n)``), the share of completions that stated an answer in the asked-for form (chat
@@ -19,21 +21,24 @@ from pathlib import Path
 from grouprl.cli.main import main as grouprl
 
 
-def levels(spec: str) -> list[tuple[str, int]]:
-    """``"word_problems:1-3,chat_countdown:2"`` → ``[("word_problems", 1), ..., ("chat_countdown", 2)]``."""
+def levels(spec: str) -> list[tuple[str, dict, int]]:
+    """``"word_problems+answer_format=last_number:1-2,chat_countdown:2"`` →
+    ``[("word_problems", {"answer_format": "last_number"}, 1), (…, 2), ("chat_countdown", {}, 2)]``."""
     out = []
     for part in spec.split(","):
-        task, _, span = part.partition(":")
+        head, _, span = part.partition(":")
+        task, *pairs = head.split("+")
+        knobs = dict(pair.split("=", 1) for pair in pairs)
         first, _, last = span.partition("-")
-        out += [(task, level) for level in range(int(first), int(last or first) + 1)]
+        out += [(task, knobs, level) for level in range(int(first), int(last or first) + 1)]
     return out
 
 
-def measure(model: str, task: str, level: int, args, out: Path) -> dict:
-    run_dir = out / f"{task}-{level}"
+def measure(model: str, task: str, knobs: dict, level: int, args, out: Path) -> dict:
+    run_dir = out / "-".join([task, *knobs.values(), str(level)])
     t0 = time.time()
-    knobs = f"data.task_kwargs={{difficulty: {level}}}"
-    code = grouprl(["eval", "--model", model, f"data.task={task}", knobs,
+    mapping = ", ".join(f"{k}: {v}" for k, v in {**knobs, "difficulty": level}.items())
+    code = grouprl(["eval", "--model", model, f"data.task={task}", f"data.task_kwargs={{{mapping}}}",
                     "data.num_train=8", f"data.num_eval={args.num_eval}", "eval.num_samples=0",
                     f"rollout.max_new_tokens={args.max_new_tokens}", f"output.run_dir={run_dir}",
                     "output.progress=false", *args.overrides])
@@ -51,14 +56,15 @@ def main() -> None:
     parser.add_argument("--out", default="runs/task_levels")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    print("| task | difficulty | n | pass@1 | s.e. | answered | mean length (tokens) | cut off | "
+    print("| task | knobs | difficulty | n | pass@1 | s.e. | answered | mean length (tokens) | cut off | "
           "wall time (s) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for task, level in levels(args.tasks):
-        r = measure(args.model, task, level, args, Path(args.out))
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for task, knobs, level in levels(args.tasks):
+        r = measure(args.model, task, knobs, level, args, Path(args.out))
         n, p = int(r["eval/num_prompts"]), r["eval/pass@1"]
         answered = r.get("eval/reward_log/answered")
-        print(f"| {task} | {level} | {n} | {p:.3f} | {math.sqrt(p * (1 - p) / n):.3f} | "
+        shown = ", ".join(f"{k}={v}" for k, v in knobs.items()) or "-"
+        print(f"| {task} | {shown} | {level} | {n} | {p:.3f} | {math.sqrt(p * (1 - p) / n):.3f} | "
               f"{'-' if answered is None else f'{answered:.2f}'} | {r['eval/len_mean']:.0f} | "
               f"{r['eval/truncated_frac']:.2f} | {r['seconds']:.0f} |", flush=True)
 
