@@ -80,7 +80,7 @@ CASES = [
     (["data.path={tmp}/bad_messages.jsonl"],
      "bad_messages.jsonl line 1: the 'messages' column has message 0"),
     (["algorithm=reinforce_pp_baseline", "algo.adv_eps=1e-3"], "algo: adv_eps is read by group_zscore, "
-     "group_mean_batch_std, subset_zscore, not by batch_whiten_tokens (the chosen advantage)"),
+     "group_mean_batch_std, subset_zscore, maxrl, not by batch_whiten_tokens (the chosen advantage)"),
     (["data.task_kwargs={digit: 2}"], "data.task_kwargs: the arithmetic task has no knob digit"),
     # a reward TRL could not call is refused before any model loads (the model path does not even exist)
     (["rewards=[{tmp}/not_trl.py:one_arg]", "model.name_or_path=/does/not/exist"],
