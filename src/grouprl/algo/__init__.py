@@ -17,6 +17,7 @@ from grouprl.algo.loss import (
     group_advantages,
     kept_groups,
     policy_loss,
+    select_flat,
     select_tokens,
 )
 from grouprl.algo.objectives import OBJECTIVES
@@ -28,5 +29,5 @@ __all__ = [
     "ADVANTAGES", "AGGREGATIONS", "FILTERS", "KL_ESTIMATORS", "OBJECTIVES", "RATIOS", "SHAPING",
     "PRESETS", "REGISTRIES", "AlgoSpec", "Advantages", "Counts", "GroupContext", "GroupView", "LossOutput",
     "check_inputs", "compute_loss", "group_advantages", "kept_groups", "policy_loss", "preset",
-    "SELECTIONS", "TokenSelection", "TokenView", "next_alpha", "select_tokens",  # (i)
+    "SELECTIONS", "TokenSelection", "TokenView", "next_alpha", "select_flat", "select_tokens",  # (i)
 ]

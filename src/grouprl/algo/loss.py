@@ -152,6 +152,18 @@ class TokenSelection:
         pick = lambda x: None if x is None else x[index]  # noqa: E731
         return TokenSelection(pick(self.objective), pick(self.masked), self.metrics)
 
+    def blank(self, like: torch.Tensor) -> TokenSelection:
+        """Nothing selected, in ``like``'s ``[n, T]`` shape (a padding pass with an empty loss mask)."""
+        none = lambda x: None if x is None else torch.zeros_like(like, dtype=torch.bool)  # noqa: E731
+        return TokenSelection(none(self.objective), none(self.masked), self.metrics)
+
+    @staticmethod
+    def of(chosen: dict, on: torch.Tensor) -> TokenSelection:
+        """``select_flat``'s ``[n]`` selections of the in-loss tokens ``on`` ``[N, T]`` (read row by row),
+        back in the ``[N, T]`` shape."""
+        return TokenSelection(*[_scattered(chosen.get(role), on) for role in ("objective", "mask")],
+                              chosen["metrics"])
+
 
 def select_flat(view: TokenView, spec: AlgoSpec) -> dict[str, torch.Tensor]:
     """(i) Every acting token selection on the flat in-loss tokens of a whole mini-batch, by role
@@ -180,9 +192,7 @@ def select_tokens(old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.
     on = mask.bool()
     mu = None if sampler_logp is None else sampler_logp.detach()[on]
     adv = advantages.detach()[:, None].expand_as(on)[on]
-    chosen = select_flat(TokenView(old_logp.detach()[on], adv, mu, seed), spec)
-    return TokenSelection(*[_scattered(chosen.get(role), on) for role in ("objective", "mask")],
-                          chosen["metrics"])
+    return TokenSelection.of(select_flat(TokenView(old_logp.detach()[on], adv, mu, seed), spec), on)
 
 
 def _scattered(flat: torch.Tensor | None, on: torch.Tensor) -> torch.Tensor | None:

@@ -1,5 +1,6 @@
-"""The hand-worked examples of docs/algorithms/{clip_cov,kl_cov,m2po}.md (issue 18's token selections), float64,
-to 1e-12: which tokens are selected, the loss, and autograd's dLoss/dl against the values derived on those pages.
+"""The hand-worked examples of docs/algorithms/{clip_cov,kl_cov,m2po}.md (issue 18's token selections),
+float64, to 1e-12: which tokens are selected, the loss, and autograd's dLoss/dl against the values derived on
+those pages.
 
 The "cov board": four sequences of lengths 2, 2, 1, 1 (six tokens, read row by row), A = [1, -1, 1, -1]
 (R = [2, 0, 2, 0], group-centred), pi_old and the ratios below. Token values, in that order:
@@ -16,7 +17,7 @@ import pytest
 import torch
 
 from grouprl.algo import TokenView, compute_loss, preset, select_tokens
-from grouprl.algo.selection import covariance, cov_random, cov_top, m2po
+from grouprl.algo.selection import cov_random, cov_top, covariance, m2po
 
 EXACT = 1e-12
 OLD = [-0.5, -3, -4, -1, -1, -2.5]
