@@ -375,8 +375,8 @@ def _validate(s: AlgoSpec) -> None:
     if s.epsilon_low is None and s.clip != "is_weight_clip":
         _fail(f"epsilon_low=None (no lower bound) is only meaningful for is_weight_clip, not {s.clip}",
               "give epsilon_low a value")
-    if s.clip_ratio_c is not None and (s.clip not in ("ppo_clip", "gppo") or s.clip_ratio_c <= 1):
-        _fail("clip_ratio_c (dual-clip) needs clip='ppo_clip' or 'gppo' and c > 1",
+    if s.clip_ratio_c is not None and (s.clip not in ("ppo_clip", "gppo", "clip_cov") or s.clip_ratio_c <= 1):
+        _fail("clip_ratio_c (dual-clip) needs clip='ppo_clip', 'gppo' or 'clip_cov' and c > 1",
               "use e.g. clip_ratio_c=3, or None")
     if s.sequence_level and s.loss_type not in ("seq_mean", "seq_mean_token_mean"):
         _fail(f"importance_sampling_level={s.importance_sampling_level!r} gives one term per sequence, "
@@ -440,6 +440,9 @@ def _validate_selections(s: AlgoSpec) -> None:
     if s.beta_kl_cov < 0:
         _fail(f"beta_kl_cov must be >= 0, got {s.beta_kl_cov}: a negative coefficient would reward the "
               "high-covariance tokens for moving away from pi_old", "use the paper's 1, or 0 to turn it off")
+    if s.m2po_tau is not None and s.importance_sampling_level != "token":
+        _fail("m2po_tau masks single tokens, which a sequence-level ratio mixes with the others",
+              "use importance_sampling_level='token', or None to turn M2PO off")
     if s.m2po_tau is not None and s.m2po_tau <= 0:
         _fail(f"m2po_tau must be > 0, got {s.m2po_tau}: it bounds a mean of squares, so <= 0 would mask "
               "every token", "use the paper's 0.04, or None to turn M2PO off")

@@ -190,7 +190,8 @@ def test_maxrl_refuses_shaping(overrides, message):
     ("gppo", dict(gppo_beta1=-0.5), "gppo_beta1 and gppo_beta2 must be >= 0, got -0.5 / 1.0"),
     ("gppo", dict(importance_sampling_level="sequence", loss_type="seq_mean"),
      "clip='gppo' is defined on token ratios"),
-    ("gppo", dict(clip_ratio_c=0.9), "clip_ratio_c (dual-clip) needs clip='ppo_clip' or 'gppo' and c > 1"),
+    ("gppo", dict(clip_ratio_c=0.9),
+     "clip_ratio_c (dual-clip) needs clip='ppo_clip', 'gppo' or 'clip_cov' and c > 1"),
     ("grpo", dict(gppo_beta2=0.5), "gppo_beta2 is read by gppo, not by ppo_clip (the chosen objective)"),
 ])
 def test_gppo_refuses_incoherent_settings(name, overrides, message):
