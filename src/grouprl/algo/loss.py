@@ -343,7 +343,7 @@ def compute_loss(
     accuracy: torch.Tensor | None = None,  # [N]
     max_new_tokens: int | None = None,
     entropy: torch.Tensor | None = None,  # [N, T] per-token entropies; needed when spec.entropy_coef > 0
-    sampler_logp: torch.Tensor | None = None,  # [N, T] the sampler's log-probs mu; needed with m2po_tau
+    sampler_logp: torch.Tensor | None = None,  # [N, T] the sampler's mu (M2PO); None: equal to old_logp
     seed: int = 0,  # (i) seeds Clip-Cov's random draw
 ) -> LossOutput:
     """Advantages and loss of any preset on plain tensors (docs/contracts.md).
@@ -366,8 +366,9 @@ def compute_loss(
     adv = group_advantages(rewards.to(logp.dtype), group_size, mask.sum(-1), spec, truncated=truncated,
                            accuracy=accuracy, kl_penalty=kl_penalty)
     loss_mask = mask * adv.in_loss[:, None].to(mask.dtype)
+    mu = old_logp if sampler_logp is None else sampler_logp
     selection = None if not spec.needs_selection else \
-        select_tokens(old_logp, adv.advantages, loss_mask, spec, sampler_logp=sampler_logp, seed=seed)
+        select_tokens(old_logp, adv.advantages, loss_mask, spec, sampler_logp=mu, seed=seed)
     loss, metrics = policy_loss(logp, old_logp, ref_logp, loss_mask, adv.advantages, spec,
                                 Counts.of(loss_mask), norm_length=max_new_tokens, entropy=entropy,
                                 selection=selection)
