@@ -86,7 +86,7 @@ def sample_batch(s: Setup, step: int) -> tuple[Scored, dict]:
 def update(s: Setup, batch: Scored, step: int = 0) -> tuple[Scored, dict]:
     """Stages 5–7: advantages, the log-prob passes that are needed, and μ × mini-batch optimizer steps;
     returns the batch with its advantages (for completions.jsonl) and the update's metrics."""
-    cfg, spec, G, d = s.cfg, s.spec, s.cfg.rollout.num_generations, s.dist
+    cfg, G, d, spec = s.cfg, s.cfg.rollout.num_generations, s.dist, stages.current_spec(s)
     temp, chunk = cfg.rollout.temperature, cfg.model.logprob_chunk_size
     width = batch.rollout.prompt_ids.shape[1] + batch.rollout.completion_ids.shape[1]
     per_token = activation_bytes_per_token(s.policy, cfg.model.gradient_checkpointing)
@@ -134,7 +134,7 @@ def update(s: Setup, batch: Scored, step: int = 0) -> tuple[Scored, dict]:
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
     out = {k: v / max(updates, 1) for k, v in sums.items()}
-    out.update({k: float(v) for k, v in adv.metrics.items()})
+    out.update({**{k: float(v) for k, v in adv.metrics.items()}, **stages.adapt_entropy(s, out)})
     out.update({"update/steps": updates, "update/skipped_nonfinite": skipped,
                 "lr": s.scheduler.get_last_lr()[0], "time/logprobs": t_old + t_ref,
                 "time/old_logprobs": t_old, "time/reference": t_ref, "time/update": time.perf_counter() - t0})

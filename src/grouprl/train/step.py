@@ -26,6 +26,7 @@ from grouprl.algo import (
     TokenView,
     group_advantages,
     kept_groups,
+    next_alpha,
     policy_loss,
     select_flat,
 )
@@ -121,6 +122,24 @@ def selection_stage(old_logp: torch.Tensor | None, inputs: UpdateInputs, rows: t
     mine = torch.searchsorted(every[:, 3].contiguous(), local[:, 3].contiguous())
     return TokenSelection.of({**{k: v[mine] for k, v in chosen.items() if k != "metrics"},
                               "metrics": chosen["metrics"]}, on)
+
+
+def current_spec(s) -> AlgoSpec:
+    """(i) The run's spec (``s.spec``) for this step: with an entropy target, its entropy coefficient is the
+    adapted ``s.entropy_alpha``."""
+    return s.spec if s.entropy_alpha is None else s.spec.at_alpha(s.entropy_alpha)
+
+
+def adapt_entropy(s, metrics: dict[str, float]) -> dict[str, float]:
+    """(i) With an entropy target, the coefficient this step used (``entropy/alpha``), and the next one from
+    the step's mean entropy (global, so every rank takes the same): ``s.entropy_alpha`` is updated."""
+    if s.entropy_alpha is None:
+        return {}
+    used = s.entropy_alpha
+    if "entropy" in metrics:  # no update ran (every token masked): the coefficient stays
+        spec = s.spec
+        s.entropy_alpha = next_alpha(used, metrics["entropy"], spec.entropy_target, spec.entropy_target_lr)
+    return {"entropy/alpha": used}
 
 
 def accumulate_gradients(scorer, inputs: UpdateInputs, rows: torch.Tensor, G: int, spec: AlgoSpec,
