@@ -31,7 +31,8 @@ def test_list_algorithms_shows_the_new_rows_with_paper_ids(capsys):
     (["algorithm=kl_cov", "algo.beta_kl_cov=-0.5"], "beta_kl_cov must be >= 0"),
     (["algorithm=clip_cov", "algo.clip_cov_lb=6"], "clip_cov_lb must be below clip_cov_ub"),
     (["algorithm=m2po", "algo.m2po_tau=0"], "m2po_tau must be > 0"),
-    (["algorithm=grpo", "algo.entropy_target=100"], "entropy_target=100 is above log(vocabulary size) = log(100)"),
+    (["algorithm=grpo", "algo.entropy_target=100"],
+     "entropy_target=100 is above log(vocabulary size) = log(100)"),
 ])
 def test_an_incoherent_combination_is_one_line_and_exit_2(tmp_path, capsys, overrides, message):
     run_dir = tmp_path / "run"
