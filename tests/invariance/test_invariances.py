@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from algo_examples import VERL_STD, example, rounding_tol
-from grouprl.algo import PRESETS, Counts, compute_loss, group_advantages, policy_loss, preset
+from grouprl.algo import PRESETS, Counts, compute_loss, group_advantages, policy_loss, preset, select_tokens
 from reference.test_against_loop import random_batch
 
 NAMES = sorted(PRESETS)
@@ -40,8 +40,12 @@ def test_micro_batches_with_global_counts_equal_the_full_batch(name, splits):
     loss_mask = mask * adv.in_loss[:, None]
     counts = Counts.of(loss_mask)
 
+    # Clip-Cov, KL-Cov, M2PO: the token selection is taken once on the whole mini-batch, then sliced
+    sel = select_tokens(old, adv.advantages, loss_mask, spec, sampler_logp=old - 0.2 * (new - old), seed=3) \
+        if spec.needs_selection else None
     logp = new.clone().requires_grad_(True)
-    full, _ = policy_loss(logp, old, ref, loss_mask, adv.advantages, spec, counts, norm_length=6)
+    full, _ = policy_loss(logp, old, ref, loss_mask, adv.advantages, spec, counts, norm_length=6,
+                          selection=sel)
     full.backward()
     full_grad = logp.grad.clone()
 
@@ -49,7 +53,8 @@ def test_micro_batches_with_global_counts_equal_the_full_batch(name, splits):
     total = torch.zeros((), dtype=torch.float64)
     for part in torch.split(torch.arange(12), splits):
         part_loss, _ = policy_loss(logp[part], old[part], ref[part], loss_mask[part], adv.advantages[part],
-                                   spec, counts, norm_length=6)
+                                   spec, counts, norm_length=6,
+                                   selection=None if sel is None else sel.rows(part))
         part_loss.backward()
         total += part_loss.detach()
     atol = rounding_tol(new, G)

@@ -103,12 +103,19 @@ def _kl(spec, lp, rp):
     return {"k1": -d, "k2": d * d / 2, "k3": torch.exp(d) - d - 1}[spec.kl_estimator]
 
 
-def _token_term(spec, lp, op, A, L_i, log_s=None):
-    """Objective term of one token (maximise)."""
+def _token_term(spec, lp, op, A, L_i, log_s=None, picked=False):
+    """Objective term of one token (maximise); ``picked``: in the objective's token selection."""
     if spec.importance_sampling_level == "sequence_token":
         r = torch.exp(log_s.detach() + lp - lp.detach())
     else:
         r = torch.exp(lp - op)
+    if spec.clip == "kl_cov":  # unclipped, minus beta |log r| on the picked tokens
+        return r * A - (spec.beta_kl_cov * torch.abs(lp - op) if picked else 0.0)
+    if spec.clip == "clip_cov":  # PPO's term, its gradient detached on the picked tokens
+        o = torch.minimum(r * A, torch.clamp(r, 1 - spec.epsilon_low, 1 + spec.epsilon_high) * A)
+        if spec.clip_ratio_c is not None and A < 0:
+            o = torch.maximum(o, torch.tensor(spec.clip_ratio_c * A, dtype=o.dtype))
+        return o.detach() if picked else o
     if spec.clip == "ppo_clip":
         o = torch.minimum(r * A, torch.clamp(r, 1 - spec.epsilon_low, 1 + spec.epsilon_high) * A)
         if spec.clip_ratio_c is not None and A < 0:
@@ -135,7 +142,36 @@ def _token_term(spec, lp, op, A, L_i, log_s=None):
     return r * A  # clip "none"
 
 
-def loss(R, G, logp, old, ref, mask, spec, truncated=None, accuracy=None, norm_length=None, entropy=None):
+def selections(spec, tokens, old, A, mu, seed):
+    """(i) The token selections of docs/math.md, Token selections, by explicit loops over ``tokens`` (the
+    in-loss ``(i, t)`` in row order): ``(objective set, masked set)``."""
+    n = len(tokens)
+    lp = [float(old[i, t]) for i, t in tokens]
+    adv = [A[i] for i, _ in tokens]
+    ml, ma = _mean(lp), _mean(adv)
+    cov = [(lp[j] - ml) * (adv[j] - ma) for j in range(n)]
+    picked, masked = set(), set()
+    if spec.clip == "clip_cov":
+        cands = [j for j in range(n) if spec.clip_cov_lb < cov[j] < spec.clip_cov_ub]
+        k = max(1, int(spec.clip_cov_ratio * n))
+        g = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(len(cands), generator=g).tolist() if cands else []
+        picked = {tokens[cands[p]] for p in perm[:k]}
+    if spec.clip == "kl_cov":
+        k = max(1, int(spec.kl_cov_ratio * n))
+        picked = {tokens[j] for j in sorted(range(n), key=lambda j: -cov[j])[:k]}
+    if spec.m2po_tau is not None:
+        m2 = [(lp[j] - float(mu[i, t])) ** 2 for j, (i, t) in enumerate(tokens)]
+        order = sorted(range(n), key=lambda j: -m2[j])
+        c = 0
+        while c < n and sum(m2[j] for j in order[c:]) / (n - c) > spec.m2po_tau:
+            c += 1
+        masked = {tokens[j] for j in order[:c]}
+    return picked, masked
+
+
+def loss(R, G, logp, old, ref, mask, spec, truncated=None, accuracy=None, norm_length=None, entropy=None,
+         sampler_logp=None, seed=0):
     """The loss as a 0-d tensor, and the advantages list. ``entropy`` [N, T]: the per-token entropies the
     bonus ``-entropy_coef * H`` reads (a token's bonus sits beside its policy term, aggregated with it)."""
     N, T = logp.shape
@@ -151,9 +187,12 @@ def loss(R, G, logp, old, ref, mask, spec, truncated=None, accuracy=None, norm_l
     seqs = [i for i in range(N) if in_loss[i] and lengths[i] > 0]
     n_seq, n_tok = len(seqs), sum(lengths[i] for i in seqs)
     total = torch.zeros((), dtype=logp.dtype)
+    picked, masked = selections(spec, [(i, t) for i in seqs for t in range(lengths[i])], old, A, sampler_logp,
+                                seed)
     for i in seqs:
         L = lengths[i]
-        toks = range(L)
+        kept = [t for t in range(L) if (i, t) not in masked]  # M2PO's masked tokens leave the sums
+        toks = kept if masked else range(L)
         drift = sum(float(old[i, t] - logp[i, t]) for t in toks) / L  # mean log(pi_old / pi_theta)
         if spec.opsm_delta is not None and A[i] < 0 and drift > spec.opsm_delta:
             continue  # OPSM: out of the loss, still in n_seq / n_tok
@@ -179,13 +218,13 @@ def loss(R, G, logp, old, ref, mask, spec, truncated=None, accuracy=None, norm_l
             total = total + (-term + spec.beta * kl_mean + bonus_mean) / n_seq
             continue
         log_s = sum(logp[i, t] - old[i, t] for t in toks) / L
-        per_tok = [-_token_term(spec, logp[i, t], old[i, t], A[i], L, log_s) for t in toks]
+        per_tok = [-_token_term(spec, logp[i, t], old[i, t], A[i], L, log_s, (i, t) in picked) for t in toks]
         if kl_terms:
             per_tok = [p + spec.beta * k for p, k in zip(per_tok, kl_terms)]
         if bonus:
             per_tok = [p + e for p, e in zip(per_tok, bonus)]
         if spec.loss_type == "seq_mean_token_mean":
-            total = total + sum(per_tok) / L / n_seq
+            total = total + (sum(per_tok) / len(toks) / n_seq if len(toks) else 0.0)
         elif spec.loss_type == "token_mean":
             total = total + sum(per_tok) / n_tok
         elif spec.loss_type == "seq_mean_token_sum_norm":

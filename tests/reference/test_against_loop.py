@@ -49,6 +49,15 @@ CASES = [
     ("grpo", dict(opsm_delta=0.0)),  # masks 0 to 40% of the sequences of the six batches
     ("dapo", dict(opsm_delta=0.05, entropy_coef=0.01, overlong_max_len=6, overlong_buffer_len=3)),
     ("gspo", dict(opsm_delta=0.02, epsilon=0.2)),
+    # (i) token selections: wide bands and ratios so that several tokens of these small batches are chosen
+    ("clip_cov", dict(clip_cov_ratio=0.3, clip_cov_lb=0.05, clip_cov_ub=3.0)),
+    ("clip_cov", dict(clip_cov_ratio=0.1, clip_cov_lb=-0.2, clip_cov_ub=0.2, loss_type="seq_mean_token_mean",
+                      clip_ratio_c=3.0, beta=0.02)),
+    ("kl_cov", dict(kl_cov_ratio=0.25)),
+    ("kl_cov", dict(kl_cov_ratio=0.5, beta_kl_cov=0.3, entropy_coef=0.01, loss_type="seq_mean_token_mean")),
+    ("m2po", dict(m2po_tau=0.01)),
+    ("grpo", dict(m2po_tau=0.02)),  # M2PO under seq-mean-token-mean, with the KL: a mean over kept tokens
+    ("kl_cov", dict(kl_cov_ratio=0.3, m2po_tau=0.015)),
 ]
 
 
@@ -76,13 +85,16 @@ def test_matches_slow_loop(name, overrides, seed):
     logp = new.clone().requires_grad_(True)
     H = torch.rand(new.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * mask
     entropy = H.clone().requires_grad_(True)
+    noise = torch.randn(new.shape, generator=torch.Generator().manual_seed(seed + 7), dtype=torch.float64)
+    mu = old - noise * 0.15 * mask  # the sampler's log-probs, for M2PO
     out = compute_loss(rewards, G, logp, old, ref, mask, spec, truncated=truncated, max_new_tokens=T,
-                       entropy=entropy)
+                       entropy=entropy, sampler_logp=mu, seed=seed)
     out.loss.backward()
 
     ref_logp, ref_entropy = new.clone().requires_grad_(True), H.clone().requires_grad_(True)
     want, want_adv = slow_loss.loss(rewards.tolist(), G, ref_logp, old, ref, mask, spec,
-                                    truncated=truncated.tolist(), norm_length=T, entropy=ref_entropy)
+                                    truncated=truncated.tolist(), norm_length=T, entropy=ref_entropy,
+                                    sampler_logp=mu, seed=seed)
     atol = rounding_tol(new, G)  # the loop sums in another order
     assert out.advantages.tolist() == pytest.approx(want_adv, abs=atol)
     assert out.loss.item() == pytest.approx(float(want), abs=atol)

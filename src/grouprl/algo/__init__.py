@@ -11,18 +11,23 @@ from grouprl.algo.kl import KL_ESTIMATORS
 from grouprl.algo.loss import (
     Advantages,
     LossOutput,
+    TokenSelection,
     check_inputs,
     compute_loss,
     group_advantages,
     kept_groups,
     policy_loss,
+    select_flat,
+    select_tokens,
 )
 from grouprl.algo.objectives import OBJECTIVES
-from grouprl.algo.presets import PRESETS, REGISTRIES, AlgoSpec, preset
+from grouprl.algo.presets import PRESETS, REGISTRIES, AlgoSpec, next_alpha, preset
 from grouprl.algo.ratios import RATIOS
+from grouprl.algo.selection import SELECTIONS, TokenView
 
 __all__ = [
     "ADVANTAGES", "AGGREGATIONS", "FILTERS", "KL_ESTIMATORS", "OBJECTIVES", "RATIOS", "SHAPING",
     "PRESETS", "REGISTRIES", "AlgoSpec", "Advantages", "Counts", "GroupContext", "GroupView", "LossOutput",
     "check_inputs", "compute_loss", "group_advantages", "kept_groups", "policy_loss", "preset",
+    "SELECTIONS", "TokenSelection", "TokenView", "next_alpha", "select_flat", "select_tokens",  # (i)
 ]

@@ -27,6 +27,7 @@ from grouprl.algo.kl import KL_ESTIMATORS
 from grouprl.algo.objectives import OBJECTIVES
 from grouprl.algo.presets import AlgoSpec
 from grouprl.algo.ratios import RATIOS, masked_token_mean
+from grouprl.algo.selection import SELECTIONS, TokenView
 
 
 @dataclass
@@ -136,6 +137,88 @@ def _per_unit(values: torch.Tensor, mask: torch.Tensor, counts: Counts) -> torch
     return (values * mask).sum() / max(counts.num_tokens, 1.0)
 
 
+@dataclass
+class TokenSelection:
+    """(i) The token selections of one mini-batch (``select_tokens``), ``[n, T]`` bool over its rows:
+    ``objective`` for the chosen objective (Clip-Cov, KL-Cov), ``masked`` out of the loss (M2PO); ``None``
+    where no such selection acts. ``metrics`` are the mini-batch's (global) values."""
+
+    objective: torch.Tensor | None
+    masked: torch.Tensor | None
+    metrics: dict[str, torch.Tensor]
+
+    def rows(self, index: torch.Tensor) -> TokenSelection:
+        """The selection of a micro-batch's rows (metrics stay the mini-batch's)."""
+        pick = lambda x: None if x is None else x[index]  # noqa: E731
+        return TokenSelection(pick(self.objective), pick(self.masked), self.metrics)
+
+    def blank(self, like: torch.Tensor) -> TokenSelection:
+        """Nothing selected, in ``like``'s ``[n, T]`` shape (a padding pass with an empty loss mask)."""
+        none = lambda x: None if x is None else torch.zeros_like(like, dtype=torch.bool)  # noqa: E731
+        return TokenSelection(none(self.objective), none(self.masked), self.metrics)
+
+    @staticmethod
+    def of(chosen: dict, on: torch.Tensor) -> TokenSelection:
+        """``select_flat``'s ``[n]`` selections of the in-loss tokens ``on`` ``[N, T]`` (read row by row),
+        back in the ``[N, T]`` shape."""
+        return TokenSelection(*[_scattered(chosen.get(role), on) for role in ("objective", "mask")],
+                              chosen["metrics"])
+
+
+def select_flat(view: TokenView, spec: AlgoSpec) -> dict[str, torch.Tensor]:
+    """(i) Every acting token selection on the flat in-loss tokens of a whole mini-batch, by role
+    (``objective``, ``mask``): ``[n]`` bool each, and the metrics (``cov/selected_frac``,
+    ``m2po/masked_frac``, ``m2po/m2_before``, ``m2po/m2_after``) as 0-d tensors under ``metrics``."""
+    out: dict = {"metrics": {}}
+    n = max(len(view.old_logp), 1)
+    for name in spec.acting("selection"):
+        role = SELECTIONS.info(name)["role"]
+        chosen = SELECTIONS.get(name)(view, **spec.kwargs("selection", name))
+        out[role] = chosen
+        if role == "objective":
+            out["metrics"]["cov/selected_frac"] = chosen.sum().double() / n
+        else:
+            m2 = (view.old_logp - view.sampler_logp).double() ** 2
+            out["metrics"].update({"m2po/masked_frac": chosen.sum().double() / n,
+                                   "m2po/m2_before": m2.sum() / n,
+                                   "m2po/m2_after": m2[~chosen].sum() / max(int((~chosen).sum()), 1)})
+    return out
+
+
+def select_tokens(old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, spec: AlgoSpec, *,
+                  sampler_logp: torch.Tensor | None = None, seed: int = 0) -> TokenSelection:
+    """(i) The token selections of a whole mini-batch held in one process: ``old_logp``, ``mask`` and
+    ``sampler_logp`` ``[N, T]``, ``advantages`` ``[N]``; the in-loss tokens are read row by row."""
+    on = mask.bool()
+    mu = None if sampler_logp is None else sampler_logp.detach()[on]
+    adv = advantages.detach()[:, None].expand_as(on)[on]
+    return TokenSelection.of(select_flat(TokenView(old_logp.detach()[on], adv, mu, seed), spec), on)
+
+
+def _scattered(flat: torch.Tensor | None, on: torch.Tensor) -> torch.Tensor | None:
+    """``[n]`` values of the in-loss tokens back to ``[N, T]`` (False elsewhere)."""
+    if flat is None:
+        return None
+    out = torch.zeros_like(on)
+    out[on] = flat.to(on.device)
+    return out
+
+
+def _selection_inputs(spec: AlgoSpec, selection: TokenSelection | None, mask: torch.Tensor
+                      ) -> tuple[torch.Tensor, dict]:
+    """(i) The loss mask without M2PO's masked tokens (they stay in the normaliser), and the ``selected``
+    keyword of an objective that names a selection."""
+    if not spec.needs_selection:
+        return mask, {}
+    if selection is None:
+        raise ValueError(f"{', '.join(spec.acting('selection'))} select tokens over the whole mini-batch; "
+                         "pass selection=select_tokens(...) of the mini-batch, sliced to these rows")
+    if selection.masked is not None:
+        mask = mask * (~selection.masked).to(mask.dtype)
+    wanted = "selection" in OBJECTIVES.info(spec.clip)
+    return mask, {"selected": selection.objective & mask.bool()} if wanted else {}
+
+
 def policy_loss(
     logp: torch.Tensor,  # [n, T], differentiable
     old_logp: torch.Tensor,  # [n, T]
@@ -147,6 +230,7 @@ def policy_loss(
     *,
     norm_length: int | None = None,  # the generation budget, for seq_mean_token_sum_norm
     entropy: torch.Tensor | None = None,  # [n, T] per-token entropies, differentiable; for entropy_coef > 0
+    selection: TokenSelection | None = None,  # (i) the mini-batch's select_tokens, these rows; when needed
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The surrogate (plus KL, minus the entropy bonus) of one micro-batch, aggregated with the global
     ``counts``.
@@ -165,9 +249,10 @@ def policy_loss(
             drift = masked_token_mean(old_logp - logp, mask)  # [n] mean log(pi_old / pi_theta)
             opsm = (advantages < 0) & (drift > spec.opsm_delta) & (mask.sum(-1) > 0)
         mask = mask * (~opsm)[:, None].to(mask.dtype)  # out of the loss; the global counts keep it
+    mask, selected = _selection_inputs(spec, selection, mask)
     log_ratio = RATIOS.get(spec.importance_sampling_level)(logp, old_logp.detach(), mask)
     surrogate = OBJECTIVES.get(spec.clip)(log_ratio, advantages.detach(), mask, logp,
-                                          **spec.kwargs("objective", spec.clip))
+                                          **spec.kwargs("objective", spec.clip), **selected)
     agg_kwargs = _with_supplied(spec.kwargs("aggregation", spec.loss_type), norm_length=norm_length)
     aggregate = AGGREGATIONS.get(spec.loss_type)
     pg_loss = -aggregate(surrogate.term, mask, counts, **agg_kwargs)
@@ -258,6 +343,8 @@ def compute_loss(
     accuracy: torch.Tensor | None = None,  # [N]
     max_new_tokens: int | None = None,
     entropy: torch.Tensor | None = None,  # [N, T] per-token entropies; needed when spec.entropy_coef > 0
+    sampler_logp: torch.Tensor | None = None,  # [N, T] the sampler's mu (M2PO); None: equal to old_logp
+    seed: int = 0,  # (i) seeds Clip-Cov's random draw
 ) -> LossOutput:
     """Advantages and loss of any preset on plain tensors (docs/contracts.md).
 
@@ -279,6 +366,11 @@ def compute_loss(
     adv = group_advantages(rewards.to(logp.dtype), group_size, mask.sum(-1), spec, truncated=truncated,
                            accuracy=accuracy, kl_penalty=kl_penalty)
     loss_mask = mask * adv.in_loss[:, None].to(mask.dtype)
+    mu = old_logp if sampler_logp is None else sampler_logp
+    selection = None if not spec.needs_selection else \
+        select_tokens(old_logp, adv.advantages, loss_mask, spec, sampler_logp=mu, seed=seed)
     loss, metrics = policy_loss(logp, old_logp, ref_logp, loss_mask, adv.advantages, spec,
-                                Counts.of(loss_mask), norm_length=max_new_tokens, entropy=entropy)
-    return LossOutput(loss, adv.advantages, {**adv.metrics, **metrics})
+                                Counts.of(loss_mask), norm_length=max_new_tokens, entropy=entropy,
+                                selection=selection)
+    return LossOutput(loss, adv.advantages, {**adv.metrics, **metrics,
+                                             **(selection.metrics if selection is not None else {})})

@@ -127,6 +127,31 @@ def gppo(log_ratio: Tensor, advantages: Tensor, mask: Tensor, logp: Tensor, *, e
     return Surrogate(term, low, high)
 
 
+# (i) covariance objectives (arXiv 2505.22617): ``selected`` [N, T] bool is their token selection
+# (selection.py), taken on the whole mini-batch by the caller.
+@OBJECTIVES.register("clip_cov", params=(*_BOUNDS, "clip_ratio_c"), selection="cov_random")
+def clip_cov(log_ratio: Tensor, advantages: Tensor, mask: Tensor, logp: Tensor, *, epsilon_low: float,
+             epsilon_high: float, clip_ratio_c: float | None = None, selected: Tensor) -> Surrogate:
+    """Clip-Cov: ``ppo_clip``'s term, with the gradient of the selected tokens detached (their value stays).
+    ``clipped_low`` / ``clipped_high`` are PPO's; the selected tokens are counted by the caller."""
+    out = ppo_clip(log_ratio, advantages, mask, logp, epsilon_low=epsilon_low, epsilon_high=epsilon_high,
+                   clip_ratio_c=clip_ratio_c)
+    return Surrogate(torch.where(selected, out.term.detach(), out.term), out.clipped_low, out.clipped_high)
+
+
+@OBJECTIVES.register("kl_cov", params=("beta_kl_cov",), selection="cov_top")
+def kl_cov(log_ratio: Tensor, advantages: Tensor, mask: Tensor, logp: Tensor, *, beta_kl_cov: float,
+           selected: Tensor) -> Surrogate:
+    """KL-Cov: the unclipped ``r A`` on every token, minus ``beta_kl_cov * |log r|`` on the selected ones (a
+    term to maximise). At ``r = 1`` the penalty is 0 in value and gradient, so it acts once the policy has
+    moved: from the second mini-batch or iteration of a rollout on."""
+    A = _broadcast(advantages, log_ratio)
+    r = torch.exp(log_ratio.clamp(max=MAX_LOG_RATIO))
+    penalty = torch.where(selected, beta_kl_cov * log_ratio.abs(), torch.zeros_like(r))
+    none = torch.zeros_like(r, dtype=torch.bool)
+    return Surrogate(r * A - penalty, none, none)
+
+
 @OBJECTIVES.register("none")
 def unclipped(log_ratio: Tensor, advantages: Tensor, mask: Tensor, logp: Tensor) -> Surrogate:
     """Plain importance-weighted policy gradient ``r A`` (REINFORCE when on-policy)."""

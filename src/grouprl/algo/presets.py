@@ -29,6 +29,7 @@ from grouprl.algo.filters import FILTERS, SHAPING
 from grouprl.algo.kl import KL_ESTIMATORS
 from grouprl.algo.objectives import OBJECTIVES
 from grouprl.algo.ratios import RATIOS
+from grouprl.algo.selection import SELECTIONS
 from grouprl.algo.spellings import SWITCH_ALIASES, as_names, translate_switches, translate_trl
 from grouprl.registry import Registry, UnknownNameError
 
@@ -40,6 +41,7 @@ REGISTRIES: dict[str, Registry] = {
     "kl": KL_ESTIMATORS,
     "filter": FILTERS,
     "shaping": SHAPING,
+    "selection": SELECTIONS,
 }
 # The field that chooses the one piece of each single-choice kind.
 CHOICE_FIELDS = {"advantage": "advantage", "ratio": "importance_sampling_level", "objective": "clip",
@@ -47,6 +49,8 @@ CHOICE_FIELDS = {"advantage": "advantage", "ratio": "importance_sampling_level",
 # The fields that list the filter and shaping pieces, beta, which turns the KL term on, entropy_coef, which
 # turns the entropy bonus on, and opsm_delta, which turns off-policy sequence masking on.
 SWITCH_FIELDS = ("filters", "shaping", "beta", "entropy_coef", "opsm_delta")
+# (i) m2po_tau turns M2PO's mask on; entropy_target (with its step) adapts entropy_coef, which no piece reads.
+SWITCH_FIELDS += ("m2po_tau", "entropy_target", "entropy_target_lr")
 LIST_FIELDS = {"filters": "filter", "shaping": "shaping"}
 META_FIELDS = ("name", "paper", "summary")
 # What preset() always accepts: no chosen piece needs to read a field that chooses pieces.
@@ -113,6 +117,17 @@ class AlgoSpec:
     #     per-token log(pi_old / pi_theta) exceeds opsm_delta leaves the loss (not its normaliser); None: off
     opsm_delta: float | None = None
 
+    # (i) covariance, M2PO, entropy target (docs/algorithms/{clip_cov,kl_cov,m2po}.md, docs/math.md). The
+    #     token selections (selection.py) are taken once per mini-batch on pi_old, before the update.
+    clip_cov_ratio: float = 2e-4  # Clip-Cov: fraction of the in-loss tokens whose gradient is detached
+    clip_cov_lb: float = 1.0  # Clip-Cov: candidates have lb < Cov < ub
+    clip_cov_ub: float = 5.0
+    kl_cov_ratio: float = 2e-4  # KL-Cov: fraction of the in-loss tokens (highest Cov) that get the penalty
+    beta_kl_cov: float = 1.0  # KL-Cov: coefficient of |log r| on the selected tokens
+    m2po_tau: float | None = None  # M2PO: mask the largest (log pi_old/mu)^2 until mean <= tau
+    entropy_target: float | None = None  # adapt the entropy coefficient toward this entropy (nats); None: off
+    entropy_target_lr: float = 0.01  # step of the adaptation: alpha += lr * (target - H), alpha >= 0
+
     def __post_init__(self) -> None:
         """Lists as tuples, each name once, in registration order. A filter that provides what a piece needs
         (``retain_k``: the ``retained`` set of ``subset_zscore``) is listed exactly when a chosen piece needs
@@ -143,7 +158,8 @@ class AlgoSpec:
         chosen = tuple((kind, getattr(self, field)) for kind, field in CHOICE_FIELDS.items())
         listed = tuple((kind, name) for field, kind in LIST_FIELDS.items() for name in getattr(self, field))
         return chosen + tuple((kind, name) for kind, name in listed
-                              if REGISTRIES[kind].info(name).get("when", lambda spec: True)(self))
+                              if REGISTRIES[kind].info(name).get("when", lambda spec: True)(self)) + \
+            _selections(self)
 
     def acting(self, kind: str) -> tuple[str, ...]:
         """The names of the acting pieces of ``kind`` (``filter``, ``shaping``), in the order they apply."""
@@ -206,7 +222,18 @@ class AlgoSpec:
         (``num_iterations > 1`` or ``mini_batches > 1``), so the ratio's pi_old is not the current policy;
         on-policy it is the detached current log-prob. The KL in the reward (``seq_kl``) is taken at pi_old
         before any update, so it needs the pass either way."""
-        return (off_policy and "old_logp" in self.needs) or "seq_kl" in self.needs
+        before_update = {"seq_kl", "minibatch_old_logp"}  # (i): a selection over the whole mini-batch
+        return (off_policy and "old_logp" in self.needs) or bool(self.needs & before_update)
+
+    @property
+    def needs_selection(self) -> bool:
+        """(i) A token selection acts (Clip-Cov, KL-Cov, M2PO): the caller takes it once per mini-batch
+        (``select_tokens``) and passes it to every micro-batch's ``policy_loss``."""
+        return bool(self.acting("selection"))
+
+    def at_alpha(self, alpha: float) -> AlgoSpec:
+        """(i) This spec with the entropy coefficient the target's adaptation reached (``next_alpha``)."""
+        return dataclasses.replace(self, entropy_coef=float(alpha))
 
     @property
     def kl_in_loss(self) -> bool:
@@ -223,6 +250,25 @@ class AlgoSpec:
         """This spec, if its combination is coherent; else ValueError with the rule and the fix."""
         _validate(self)
         return self
+
+
+def _selections(s: AlgoSpec) -> tuple[tuple[str, str], ...]:
+    """(i) The acting token selections: the one the chosen objective names, and those whose ``when`` holds."""
+    named = OBJECTIVES.info(s.clip).get("selection") if s.clip in OBJECTIVES else None
+    return tuple(("selection", n) for n in SELECTIONS
+                 if n == named or SELECTIONS.info(n).get("when", lambda spec: False)(s))
+
+
+def next_alpha(alpha: float, entropy: float, target: float, lr: float) -> float:
+    """(i) One step of the entropy coefficient toward the target: ``max(0, alpha + lr (target - H))``, dual
+    ascent on the constraint ``H >= target`` (alpha grows while the entropy is below it, shrinks above).
+
+    >>> next_alpha(0.01, 0.5, 1.0, 0.02)
+    0.02
+    >>> next_alpha(0.01, 2.0, 1.0, 0.02)
+    0.0
+    """
+    return max(0.0, alpha + lr * (target - entropy))
 
 
 def _listed(s: AlgoSpec, alias: str) -> bool:
@@ -329,8 +375,8 @@ def _validate(s: AlgoSpec) -> None:
     if s.epsilon_low is None and s.clip != "is_weight_clip":
         _fail(f"epsilon_low=None (no lower bound) is only meaningful for is_weight_clip, not {s.clip}",
               "give epsilon_low a value")
-    if s.clip_ratio_c is not None and (s.clip not in ("ppo_clip", "gppo") or s.clip_ratio_c <= 1):
-        _fail("clip_ratio_c (dual-clip) needs clip='ppo_clip' or 'gppo' and c > 1",
+    if s.clip_ratio_c is not None and (s.clip not in ("ppo_clip", "gppo", "clip_cov") or s.clip_ratio_c <= 1):
+        _fail("clip_ratio_c (dual-clip) needs clip='ppo_clip', 'gppo' or 'clip_cov' and c > 1",
               "use e.g. clip_ratio_c=3, or None")
     if s.sequence_level and s.loss_type not in ("seq_mean", "seq_mean_token_mean"):
         _fail(f"importance_sampling_level={s.importance_sampling_level!r} gives one term per sequence, "
@@ -374,10 +420,35 @@ def _validate(s: AlgoSpec) -> None:
     if min(s.gppo_beta1, s.gppo_beta2) < 0:
         _fail(f"gppo_beta1 and gppo_beta2 must be >= 0, got {s.gppo_beta1} / {s.gppo_beta2}: a negative "
               "scale would push a clipped token the wrong way", "use GPPO's 1 / 1 or CE-GPPO's 0.75 / 1")
+    _validate_selections(s)
     if s.advantage == "maxrl" and s.acting("shaping"):
         _fail(f"advantage='maxrl' divides by the group's mean reward, a success rate, but the shaping "
               f"{', '.join(s.acting('shaping'))} subtracts from the reward, so the mean can reach 0 or below",
               "drop the shaping, or use a reward function that stays >= 0 (e.g. length shaping as a reward)")
+
+
+def _validate_selections(s: AlgoSpec) -> None:
+    """(i) The rules of Clip-Cov, KL-Cov, M2PO and the entropy target."""
+    if s.clip in ("clip_cov", "kl_cov") and s.importance_sampling_level != "token":
+        _fail(f"clip={s.clip!r} selects tokens by their covariance", "use importance_sampling_level='token'")
+    if not (0 < s.clip_cov_ratio <= 1 and 0 < s.kl_cov_ratio <= 1):
+        _fail(f"clip_cov_ratio and kl_cov_ratio are fractions of the tokens, in (0, 1]; got "
+              f"{s.clip_cov_ratio} / {s.kl_cov_ratio}", "use the paper's 2e-4 (verl's default)")
+    if s.clip_cov_lb >= s.clip_cov_ub:
+        _fail(f"clip_cov_lb must be below clip_cov_ub, got {s.clip_cov_lb} >= {s.clip_cov_ub}: no token's "
+              "covariance could lie between them", "use the paper's 1 and 5")
+    if s.beta_kl_cov < 0:
+        _fail(f"beta_kl_cov must be >= 0, got {s.beta_kl_cov}: a negative coefficient would reward the "
+              "high-covariance tokens for moving away from pi_old", "use the paper's 1, or 0 to turn it off")
+    if s.m2po_tau is not None and s.importance_sampling_level != "token":
+        _fail("m2po_tau masks single tokens, which a sequence-level ratio mixes with the others",
+              "use importance_sampling_level='token', or None to turn M2PO off")
+    if s.m2po_tau is not None and s.m2po_tau <= 0:
+        _fail(f"m2po_tau must be > 0, got {s.m2po_tau}: it bounds a mean of squares, so <= 0 would mask "
+              "every token", "use the paper's 0.04, or None to turn M2PO off")
+    if s.entropy_target is not None and (s.entropy_target <= 0 or s.entropy_target_lr <= 0):
+        _fail(f"entropy_target and entropy_target_lr must be > 0, got {s.entropy_target} / "
+              f"{s.entropy_target_lr}", "give a target entropy in nats below log(vocabulary size), or None")
 
 
 def _check_provided(s: AlgoSpec, given: dict[str, object]) -> None:
@@ -448,6 +519,13 @@ PRESETS: dict[str, AlgoSpec] = {
         _row("ce_gppo", "2509.20712", "GPPO with the clipped gradients scaled: beta_1 0.75 (A<0), beta_2 1",
              clip="gppo", epsilon_high=0.28, clip_ratio_c=3.0, gppo_beta1=0.75, gppo_beta2=1.0,
              loss_type="token_mean"),
+        # (i) covariance objectives and M2PO: docs/algorithms/{clip_cov,kl_cov,m2po}.md
+        _row("clip_cov", "2505.22617", "PPO clip; a random 2e-4 of tokens, Cov in (1, 5), lose gradient",
+             clip="clip_cov", loss_type="token_mean", clip_cov_ratio=2e-4, clip_cov_lb=1.0, clip_cov_ub=5.0),
+        _row("kl_cov", "2505.22617", "unclipped r*A; beta*|log r| on the 2e-4 of tokens with the highest Cov",
+             clip="kl_cov", loss_type="token_mean", kl_cov_ratio=2e-4, beta_kl_cov=1.0),
+        _row("m2po", "2510.01161", "no clip; mask the largest (log pi_old/mu)^2 until their mean <= 0.04",
+             clip="none", loss_type="token_mean", m2po_tau=0.04),
         # Not one of the spec's presets: the algorithm fields of TRL 1.16's GRPOConfig() (trl/trainer/
         # grpo_config.py, grpo_trainer.py): scale_rewards="group" as (r - mean) / (Bessel std + 1e-4),
         # epsilon 0.2 both sides, loss_type="dapo" (token mean over the whole batch), beta 0.0.

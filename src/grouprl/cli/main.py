@@ -61,14 +61,20 @@ def _other_settings(spec) -> str:
     """The fields a preset sets away from the defaults, read by its pieces, beyond the listed columns."""
     import dataclasses
 
-    from grouprl.algo import AlgoSpec
+    from grouprl.algo import REGISTRIES, AlgoSpec
+    from grouprl.algo.presets import fields_read
 
     shown = {"name", "paper", "summary", "advantage", "importance_sampling_level", "clip", "epsilon_low",
              "epsilon_high", "loss_type", "filters", "shaping", "beta", "kl_estimator"}
     default = AlgoSpec()
+    # a token selection's settings (and those of the objective that names it) are always shown
+    pieces = [("selection", n) for n in spec.acting("selection")]
+    pieces += [("objective", spec.clip)] if pieces and "selection" in spec.info("objective") else []
+    selecting = {field for kind, name in pieces for field in fields_read(REGISTRIES[kind].info(name))
+                 if getattr(spec, field) is not None}
     other = [f"{f.name}={getattr(spec, f.name)}" for f in dataclasses.fields(AlgoSpec)
-             if f.name not in shown and getattr(spec, f.name) != getattr(default, f.name)
-             and spec.reads(f.name)]
+             if f.name not in shown and spec.reads(f.name)
+             and (getattr(spec, f.name) != getattr(default, f.name) or f.name in selecting)]
     return " ".join(other) or "-"
 
 
@@ -81,7 +87,7 @@ def cmd_list(args) -> int:
         print(f"{'name':<22} {'paper':<11} {'advantage':<21} {'ratio':<15} {'clip':<15} {'eps':<13} "
               f"{'aggregation':<24} {'filters':<18} {'shaping':<14} {'kl':<28} other settings")
         for spec in PRESETS.values():
-            eps = "-" if spec.clip in ("soft_gate", "none") else f"{spec.epsilon_low}/{spec.epsilon_high}"
+            eps = f"{spec.epsilon_low}/{spec.epsilon_high}" if spec.reads("epsilon_high") else "-"
             kl = f"{spec.kl_estimator} beta={spec.beta} in the {'loss' if spec.kl_in_loss else 'reward'}" \
                 if spec.beta else "none"
             filters, shaping = ",".join(spec.filters) or "none", ",".join(spec.shaping) or "none"

@@ -72,7 +72,7 @@ def trainer_state(s: Setup, step: int) -> dict:
     optimizer state."""
     return {"step": step, "optimizer": s.weights.optimizer_state(s.optimizer),
             "scheduler": s.scheduler.state_dict(), "data": s.source.state_dict(),
-            "rng": s.dist.gather_objects(rng_state())}
+            "rng": s.dist.gather_objects(rng_state()), "entropy_alpha": s.entropy_alpha}
 
 
 def checkpoint(s: Setup, step: int) -> None:

@@ -83,10 +83,10 @@ def sample_batch(s: Setup, step: int) -> tuple[Scored, dict]:
     return replace(selected, group_ids=torch.tensor([mine[i] for i in local], dtype=torch.long)), stats
 
 
-def update(s: Setup, batch: Scored) -> tuple[Scored, dict]:
+def update(s: Setup, batch: Scored, step: int = 0) -> tuple[Scored, dict]:
     """Stages 5–7: advantages, the log-prob passes that are needed, and μ × mini-batch optimizer steps;
     returns the batch with its advantages (for completions.jsonl) and the update's metrics."""
-    cfg, spec, G, d = s.cfg, s.spec, s.cfg.rollout.num_generations, s.dist
+    cfg, G, d, spec = s.cfg, s.cfg.rollout.num_generations, s.dist, stages.current_spec(s)
     temp, chunk = cfg.rollout.temperature, cfg.model.logprob_chunk_size
     width = batch.rollout.prompt_ids.shape[1] + batch.rollout.completion_ids.shape[1]
     per_token = activation_bytes_per_token(s.policy, cfg.model.gradient_checkpointing)
@@ -110,18 +110,19 @@ def update(s: Setup, batch: Scored) -> tuple[Scored, dict]:
     groups = torch.arange(len(batch.rows))
     sums: dict[str, float] = {}
     updates = skipped = 0
-    for _ in range(cfg.train.num_iterations):
-        for mini in torch.tensor_split(groups, cfg.train.mini_batches):
+    for it in range(cfg.train.num_iterations):
+        for j, mini in enumerate(torch.tensor_split(groups, cfg.train.mini_batches)):
             rows = (mini[:, None] * G + torch.arange(G)).flatten()
             counts = stages.global_counts(loss_mask[rows], d)
             if counts.num_tokens == 0:
                 continue
             s.optimizer.zero_grad(set_to_none=True)
+            key = (cfg.train.seed, step, it, j)
+            sel = stages.selection_stage(old, inputs, rows, G, spec, batch, key, d)
             metrics = stages.accumulate_gradients(s.scorer, inputs, rows, G, spec, counts, temperature=temp,
                                                   micro_batch_size=micro_rows(len(rows)), chunk_size=chunk,
-                                                  norm_length=cfg.rollout.max_new_tokens, d=d)
-            # The gradients are the same on every rank after DDP's all-reduce, so is this norm, and so is the
-            # skip decision below: the ranks never disagree on whether an update happened.
+                                                  norm_length=cfg.rollout.max_new_tokens, d=d, selection=sel)
+            # DDP's all-reduce gives every rank the same gradients, so the same norm and skip decision.
             norm = stages.clip_gradients(s.policy, cfg.train.max_grad_norm)
             if not torch.isfinite(norm):
                 skipped += 1  # a NaN/inf gradient never reaches the weights
@@ -133,7 +134,7 @@ def update(s: Setup, batch: Scored) -> tuple[Scored, dict]:
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
     out = {k: v / max(updates, 1) for k, v in sums.items()}
-    out.update({k: float(v) for k, v in adv.metrics.items()})
+    out.update({**{k: float(v) for k, v in adv.metrics.items()}, **stages.adapt_entropy(s, out)})
     out.update({"update/steps": updates, "update/skipped_nonfinite": skipped,
                 "lr": s.scheduler.get_last_lr()[0], "time/logprobs": t_old + t_ref,
                 "time/old_logprobs": t_old, "time/reference": t_ref, "time/update": time.perf_counter() - t0})
@@ -148,7 +149,7 @@ def one_step(s: Setup, step: int, sinks: list) -> dict:
     if s.cfg.reward_fail_fast:
         check_rewards(batch, step, s.dist)
     t_rollout = time.perf_counter() - t_step
-    batch, metrics = update(s, batch)  # 5–7
+    batch, metrics = update(s, batch, step)  # 5–7
     metrics.update(step_metrics(batch, sampling_stats, s.dist))
     elapsed = time.perf_counter() - t_step
     seconds = batch.seconds

@@ -89,6 +89,8 @@ def apply_checkpoint(setup, weights: dict, state: dict) -> int:
     setup.weights.load_optimizer(setup.optimizer, state["optimizer"])
     setup.scheduler.load_state_dict(state["scheduler"])
     setup.source.load_state_dict(state["data"])
+    if state.get("entropy_alpha") is not None and setup.entropy_alpha is not None:  # (i) entropy target
+        setup.entropy_alpha = state["entropy_alpha"]
     d, per_rank = setup.dist, state["rng"]
     set_rng_state(per_rank[d.rank] if len(per_rank) == d.world
                   else per_rank[0])  # another world size: rank 0's

@@ -8,6 +8,7 @@ builds the same objects from the same seed (so the prompt cursor advances identi
 from __future__ import annotations
 
 import copy
+import math
 import random
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -84,6 +85,7 @@ class Setup:
     memory_note: str = ""  # the start-up estimate of peak memory by phase, printed by rank 0
     activation_budget_mib: float = 320.0  # train.activation_budget_mib, or what 0 (auto) chose at start-up
     last_eval: dict = field(default_factory=dict)  # the newest held-out metrics, for checkpoints' model cards
+    entropy_alpha: float | None = None  # (i) the adapted entropy coefficient, with an entropy target
 
     def close(self) -> None:
         """Stop the workers: the reward functions', and the environments' when there are any."""
@@ -200,6 +202,7 @@ def build(cfg: Config, run_dir: Path) -> Setup:
                                gguf_file=cfg.model.gguf_file)
     if cfg.data.chat_template is not None:
         tokenizer.chat_template = cfg.data.chat_template
+    check_entropy_target(spec, len(tokenizer))
     policy, reference, peft_model = _policy(cfg, path, spec)
     longest_prompt = _check_context(tokenizer, policy, train_rows + eval_rows, cfg)
     if cfg.model.gradient_checkpointing:
@@ -246,7 +249,18 @@ def build(cfg: Config, run_dir: Path) -> Setup:
         weights = ShardedWeights(scorer, policy)
     return Setup(cfg, spec, run_dir, tokenizer, policy, reference, backend, runner,
                  PromptSource(train_rows, cfg.data.seed), eval_rows, optimizer, scheduler, dist, scorer,
-                 weights, full_weights, memory_note, budget)
+                 weights, full_weights, memory_note, budget,
+                 entropy_alpha=None if spec.entropy_target is None else spec.entropy_coef)
+
+
+def check_entropy_target(spec: AlgoSpec, vocab_size: int) -> None:
+    """(i) An entropy target must be below ``log(V)``, the entropy of the uniform next-token distribution:
+    no policy can reach a larger one, so the coefficient would grow without end."""
+    target = spec.entropy_target
+    if target is not None and target >= math.log(vocab_size):
+        raise ConfigError(f"algo.entropy_target={target} is above log(vocabulary size) = log({vocab_size}) "
+                          f"= {math.log(vocab_size):.4f}, the largest entropy a next-token distribution can "
+                          "have; give a smaller target")
 
 
 def _activation_budget(cfg: Config, policy: torch.nn.Module, dist: distributed.Dist) -> tuple[float, str]:

@@ -71,6 +71,8 @@ def write_trainer_state(directory: Path, state: dict) -> None:
     doc = {"format": FORMAT, "step": state["step"], "data": state["data"], "scheduler": state["scheduler"],
            "optimizer": {"param_groups": optimizer["param_groups"]},
            "rng": [{"python": rng["python"], "numpy": _numpy_to_json(rng["numpy"])} for rng in state["rng"]]}
+    if state.get("entropy_alpha") is not None:  # (i) the adapted entropy coefficient of an entropy target
+        doc["entropy_alpha"] = float(state["entropy_alpha"])
     (directory / JSON_FILE).write_text(json.dumps(doc))
 
 
@@ -95,9 +97,13 @@ def read_trainer_state(directory: Path, like: dict) -> dict:
     except (OSError, UnicodeDecodeError, RecursionError, json.JSONDecodeError) as err:
         raise ResumeError(f"{path} is not valid JSON ({err}); the file is damaged") from None
     tensors = load_tensors(tensor_path)
-    _check(isinstance(doc, dict) and set(doc) == _TOP_KEYS and doc["format"] == FORMAT, path,
+    _check(isinstance(doc, dict) and set(doc) - {"entropy_alpha"} == _TOP_KEYS and doc["format"] == FORMAT,
+           path,
            f"expected an object with keys {', '.join(sorted(_TOP_KEYS))} and format {FORMAT}")
     _check(type(doc["step"]) is int and doc["step"] >= 0, path, "step is not a count of steps")
+    alpha = doc.get("entropy_alpha")
+    _check(alpha is None or (type(alpha) in (int, float) and 0 <= alpha < float("inf")), path,
+           "entropy_alpha is not a coefficient >= 0")
     rngs = doc["rng"]
     _check(isinstance(rngs, list) and len(rngs) > 0, path, "rng is not a list of per-rank states")
     for name in tensors:
@@ -107,7 +113,7 @@ def read_trainer_state(directory: Path, like: dict) -> dict:
                tensor_path, f"unexpected tensor {name!r}")
     out = {"step": doc["step"], "optimizer": _optimizer(doc["optimizer"], tensors, like["optimizer"], path,
                                                         tensor_path),
-           "rng": [_rng(rng, tensors, rank, path) for rank, rng in enumerate(rngs)]}
+           "rng": [_rng(rng, tensors, rank, path) for rank, rng in enumerate(rngs)], "entropy_alpha": alpha}
     for key in ("data", "scheduler"):
         try:
             out[key] = conform(like[key], doc[key], key)

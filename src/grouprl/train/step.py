@@ -18,7 +18,18 @@ from dataclasses import fields
 import torch
 
 from grouprl import rewards as rewards_lib
-from grouprl.algo import AlgoSpec, Counts, GroupView, group_advantages, kept_groups, policy_loss
+from grouprl.algo import (
+    AlgoSpec,
+    Counts,
+    GroupView,
+    TokenSelection,
+    TokenView,
+    group_advantages,
+    kept_groups,
+    next_alpha,
+    policy_loss,
+    select_flat,
+)
 from grouprl.distributed import SINGLE, Dist
 from grouprl.env.episode import EnvironmentRollout
 from grouprl.model.passes import DUMMY
@@ -84,9 +95,57 @@ def global_counts(loss_mask: torch.Tensor, d: Dist) -> Counts:
     return Counts(total["num_seqs"], total["num_tokens"])
 
 
+def selection_stage(old_logp: torch.Tensor | None, inputs: UpdateInputs, rows: torch.Tensor, G: int,
+                    spec: AlgoSpec, batch: Scored, key: tuple[int, ...],
+                    d: Dist = SINGLE) -> TokenSelection | None:
+    """(i) The spec's token selections of one mini-batch (``rows``), on pi_old before its update, or None when
+    the spec has none. Every rank gathers the mini-batch's in-loss tokens ``[n, 4]`` (log pi_old, A, log mu,
+    a key in the one-process order), so the selection is the one a single process takes on the whole
+    mini-batch, and keeps its own tokens'. ``key`` (run seed, step, iteration, mini-batch) seeds a random
+    selection: the same on every rank, different for every mini-batch."""
+    if not spec.needs_selection:
+        return None
+    seed, group_ids = 0, batch.group_ids
+    for part in key:
+        seed = (seed * 1_000_003 + int(part)) % 2 ** 62
+    on = inputs.loss_mask[rows].bool()
+    N, T = on.shape
+    mu = inputs.rollout.sampler_logprobs
+    group_ids = torch.arange(inputs.loss_mask.shape[0] // G) if group_ids is None else group_ids
+    seq_key = (group_ids.double()[:, None] * G + torch.arange(G)).flatten()[rows]  # one-process order
+    columns = [old_logp[rows], inputs.advantages[rows][:, None].expand(N, T),
+               torch.zeros(N, T) if mu is None else mu[rows], seq_key[:, None] * 2.0 ** 20 + torch.arange(T)]
+    local = torch.stack([c.to(on.device).double()[on] for c in columns], dim=1)  # [n, 4]
+    every = d.gather_rows(local)
+    every = every[torch.argsort(every[:, 3], stable=True)]
+    chosen = select_flat(TokenView(every[:, 0], every[:, 1], None if mu is None else every[:, 2], seed), spec)
+    mine = torch.searchsorted(every[:, 3].contiguous(), local[:, 3].contiguous())
+    return TokenSelection.of({**{k: v[mine] for k, v in chosen.items() if k != "metrics"},
+                              "metrics": chosen["metrics"]}, on)
+
+
+def current_spec(s) -> AlgoSpec:
+    """(i) The run's spec (``s.spec``) for this step: with an entropy target, its entropy coefficient is the
+    adapted ``s.entropy_alpha``."""
+    return s.spec if s.entropy_alpha is None else s.spec.at_alpha(s.entropy_alpha)
+
+
+def adapt_entropy(s, metrics: dict[str, float]) -> dict[str, float]:
+    """(i) With an entropy target, the coefficient this step used (``entropy/alpha``), and the next one from
+    the step's mean entropy (global, so every rank takes the same): ``s.entropy_alpha`` is updated."""
+    if s.entropy_alpha is None:
+        return {}
+    used = s.entropy_alpha
+    if "entropy" in metrics:  # no update ran (every token masked): the coefficient stays
+        spec = s.spec
+        s.entropy_alpha = next_alpha(used, metrics["entropy"], spec.entropy_target, spec.entropy_target_lr)
+    return {"entropy/alpha": used}
+
+
 def accumulate_gradients(scorer, inputs: UpdateInputs, rows: torch.Tensor, G: int, spec: AlgoSpec,
                          counts: Counts, *, temperature: float, micro_batch_size: int, chunk_size: int,
-                         norm_length: int, d: Dist = SINGLE) -> dict[str, float]:
+                         norm_length: int, d: Dist = SINGLE,
+                         selection: TokenSelection | None = None) -> dict[str, float]:
     """Stage 7 for one mini-batch: forward/backward per micro-batch with the mini-batch's global counts.
 
     ``scorer`` is ``TrainingPass(policy)``, wrapped in DDP or FSDP2 when ``d.world > 1``. Every rank runs the
@@ -96,6 +155,7 @@ def accumulate_gradients(scorer, inputs: UpdateInputs, rows: torch.Tensor, G: in
     Returns the mini-batch's metrics, summed over micro-batches and ranks (so they are global values).
     """
     micros = [m for m in torch.split(rows, micro_batch_size) if len(m)]
+    places = torch.split(torch.arange(len(rows)), micro_batch_size)  # each micro-batch's rows in ``rows``
     n_passes = int(d.all_reduce(torch.tensor([len(micros)]), "max").item())
     no_sync = getattr(scorer, "no_sync", nullcontext)
     metrics: dict[str, torch.Tensor] = {}
@@ -118,8 +178,10 @@ def accumulate_gradients(scorer, inputs: UpdateInputs, rows: torch.Tensor, G: in
                 ref = None if inputs.ref_logp is None else inputs.ref_logp[micro]
                 mask = inputs.loss_mask[micro].to(logp.dtype)
                 adv = inputs.advantages[micro].to(logp.dtype)
+            chosen = None if selection is None else \
+                selection.blank(logp) if micro is None else selection.rows(places[i])
             loss, m = policy_loss(logp, old, ref, mask, adv, spec, counts, norm_length=norm_length,
-                                  entropy=entropy)
+                                  entropy=entropy, selection=chosen)
             # The loss uses global counts, so the ranks' losses sum to the global loss. DDP averages the
             # gradients over ranks (divides by world), so scaling by world makes the result that sum: the
             # gradient of a one-process run on the whole batch.
@@ -128,7 +190,8 @@ def accumulate_gradients(scorer, inputs: UpdateInputs, rows: torch.Tensor, G: in
         for key, value in m.items():
             metrics[key] = metrics.get(key, 0.0) + value.float()
     metrics["entropy"] = entropy_sum / max(counts.num_tokens, 1.0)
-    return d.sum_floats({k: float(v) for k, v in metrics.items()})
+    chosen = {} if selection is None else {k: float(v) for k, v in selection.metrics.items()}  # global
+    return {**d.sum_floats({k: float(v) for k, v in metrics.items()}), **chosen}
 
 
 def advantages_stage(batch: Scored, G: int, spec: AlgoSpec, ref_logp: torch.Tensor | None,

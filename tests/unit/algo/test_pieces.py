@@ -16,7 +16,7 @@ SPEC_PRESETS = ["grpo", "dr_grpo", "dapo", "gspo", "gspo_token", "gmpo", "gfpo",
 # Presets beyond the spec's contract (adding one is allowed): GRPOConfig()'s defaults, for TRL users.
 EXTRA_PRESETS = ["trl_defaults", "grpo_bessel"]
 # The 2025-26 methods of issue 18, each with its paper id.
-TABLE_2025 = ["maxrl", "gppo", "ce_gppo"]
+TABLE_2025 = ["maxrl", "gppo", "ce_gppo", "clip_cov", "kl_cov", "m2po"]
 
 
 def test_every_preset_of_the_contract_exists_and_validates():

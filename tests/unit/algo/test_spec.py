@@ -27,7 +27,7 @@ DEFAULTS = AlgoSpec()
     ("grpo", dict(retain_metric="length"), "retain_metric is read by retain_k, not by any chosen filter "
                                            "(none is on); drop it or choose advantage=subset_zscore"),
     ("sapo", dict(epsilon_high=0.28), "epsilon_high is read by ppo_clip, log_clip, is_weight_clip, "
-                                      "gppo, not by soft_gate (the chosen objective)"),
+                                      "gppo, clip_cov, not by soft_gate (the chosen objective)"),
     ("grpo", dict(tau_pos=2.0), "tau_pos is read by soft_gate, not by ppo_clip (the chosen objective)"),
     ("grpo", dict(loss_norm_length=8), "loss_norm_length is read by seq_mean_token_sum_norm, "
                                        "not by seq_mean_token_mean (the chosen aggregation)"),
@@ -154,12 +154,14 @@ def test_kept_groups_asks_only_the_group_filters():
                                                                          kl_estimator="k1")])
 @pytest.mark.parametrize("off_policy", [False, True])
 def test_needed_passes_match_the_trainers_rule(name, kl, off_policy):
-    """train/loop.py's rule: pi_ref for beta > 0; pi_old off-policy, or for a KL in the reward."""
+    """train/loop.py's rule: pi_ref for beta > 0; pi_old off-policy, or for a KL in the reward, or for a token
+    selection over the mini-batch (Clip-Cov, KL-Cov, M2PO), which is taken before the update."""
     if name == "maxrl" and "kl_placement" in kl:  # refused: see test_maxrl_refuses_shaping
         pytest.skip("maxrl divides by the mean reward, so it takes no shaping")
     s = preset(name, **kl)
     assert s.needs_ref_logp == s.needs_reference == (s.beta > 0)
-    assert s.needs_old_logp(off_policy) == (off_policy or (s.beta > 0 and s.kl_placement == "reward"))
+    assert s.needs_old_logp(off_policy) == (off_policy or (s.beta > 0 and s.kl_placement == "reward")
+                                            or s.needs_selection)
 
 
 def test_kwargs_come_from_the_declarations():
@@ -188,7 +190,8 @@ def test_maxrl_refuses_shaping(overrides, message):
     ("gppo", dict(gppo_beta1=-0.5), "gppo_beta1 and gppo_beta2 must be >= 0, got -0.5 / 1.0"),
     ("gppo", dict(importance_sampling_level="sequence", loss_type="seq_mean"),
      "clip='gppo' is defined on token ratios"),
-    ("gppo", dict(clip_ratio_c=0.9), "clip_ratio_c (dual-clip) needs clip='ppo_clip' or 'gppo' and c > 1"),
+    ("gppo", dict(clip_ratio_c=0.9),
+     "clip_ratio_c (dual-clip) needs clip='ppo_clip', 'gppo' or 'clip_cov' and c > 1"),
     ("grpo", dict(gppo_beta2=0.5), "gppo_beta2 is read by gppo, not by ppo_clip (the chosen objective)"),
 ])
 def test_gppo_refuses_incoherent_settings(name, overrides, message):
