@@ -24,7 +24,8 @@ SOURCES = sorted(ALGO.glob("*.py"))
 FIELDS = {f.name for f in dataclasses.fields(AlgoSpec)}
 # What a piece may declare it needs: passes (old_logp, ref_logp), per-sequence facts of GroupView /
 # GroupContext, and what the caller supplies (norm_length, the generation budget).
-NEEDS = {"old_logp", "ref_logp", "seq_kl", "lengths", "accuracy", "truncated", "retained", "norm_length"}
+NEEDS = {"old_logp", "ref_logp", "seq_kl", "lengths", "accuracy", "truncated", "retained", "norm_length",
+         "behaviour_logp"}
 PIECES = [(kind, name) for kind, registry in REGISTRIES.items() for name in registry.names()]
 
 
