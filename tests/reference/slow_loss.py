@@ -135,9 +135,28 @@ def _token_term(spec, lp, op, A, L_i, log_s=None):
     return r * A  # clip "none"
 
 
-def loss(R, G, logp, old, ref, mask, spec, truncated=None, accuracy=None, norm_length=None, entropy=None):
+def correction(spec, old, behaviour, i, L):
+    """The rollout correction of sequence ``i`` (its first ``L`` tokens in the loss): the kept token
+    positions and each one's weight on the policy term (docs/algorithms/rollout_correction.md)."""
+    mode, c_min, c_max = spec.rollout_correction, spec.rollout_correction_min, spec.rollout_correction_max
+    if mode == "none":
+        return list(range(L)), [1.0] * L
+    log_w = [float(old[i, t]) - float(behaviour[i, t]) for t in range(L)]
+    if mode.startswith("token_"):
+        w = [math.exp(x) for x in log_w]
+    else:  # one ratio for the sequence: the geometric mean of its token ratios
+        w = [math.exp(sum(log_w) / L)] * L
+    if mode.endswith("_truncate"):
+        return list(range(L)), [min(x, c_max) for x in w]
+    kept = [t for t in range(L) if c_min <= w[t] <= c_max]
+    return kept, [1.0] * len(kept)
+
+
+def loss(R, G, logp, old, ref, mask, spec, truncated=None, accuracy=None, norm_length=None, entropy=None,
+         behaviour=None):
     """The loss as a 0-d tensor, and the advantages list. ``entropy`` [N, T]: the per-token entropies the
-    bonus ``-entropy_coef * H`` reads (a token's bonus sits beside its policy term, aggregated with it)."""
+    bonus ``-entropy_coef * H`` reads (a token's bonus sits beside its policy term, aggregated with it).
+    ``behaviour`` [N, T]: the sampler's log-probs mu, for the rollout correction."""
     N, T = logp.shape
     lengths = [int(mask[i].sum()) for i in range(N)]
     truncated = [False] * N if truncated is None else [bool(x) for x in truncated]
@@ -148,12 +167,14 @@ def loss(R, G, logp, old, ref, mask, spec, truncated=None, accuracy=None, norm_l
         for i in range(N):
             R[i] -= spec.beta * sum(float(old[i, t] - ref[i, t]) for t in range(lengths[i]))
     A, in_loss = advantages(R, G, lengths, spec, truncated, accuracy)
-    seqs = [i for i in range(N) if in_loss[i] and lengths[i] > 0]
-    n_seq, n_tok = len(seqs), sum(lengths[i] for i in seqs)
+    kept = {i: correction(spec, old, behaviour, i, lengths[i]) for i in range(N) if in_loss[i]}
+    seqs = [i for i in kept if kept[i][0]]  # a masked token or sequence leaves the normalisers too
+    n_seq, n_tok = len(seqs), sum(len(kept[i][0]) for i in seqs)
     total = torch.zeros((), dtype=logp.dtype)
     for i in seqs:
-        L = lengths[i]
-        toks = range(L)
+        toks, weights = kept[i]
+        L = len(toks)
+        weight = dict(zip(toks, weights))
         drift = sum(float(old[i, t] - logp[i, t]) for t in toks) / L  # mean log(pi_old / pi_theta)
         if spec.opsm_delta is not None and A[i] < 0 and drift > spec.opsm_delta:
             continue  # OPSM: out of the loss, still in n_seq / n_tok
@@ -166,6 +187,7 @@ def loss(R, G, logp, old, ref, mask, spec, truncated=None, accuracy=None, norm_l
             log_s = sum(logp[i, t] - old[i, t] for t in toks) / L
             s = torch.exp(log_s)
             term = torch.minimum(s * A[i], torch.clamp(s, 1 - spec.epsilon_low, 1 + spec.epsilon_high) * A[i])
+            term = term * weights[0]  # a sequence mode's weight is one number per sequence
             total = total + (-term + spec.beta * kl_mean + bonus_mean) / n_seq
             continue
         if spec.importance_sampling_level == "geometric":
@@ -175,11 +197,11 @@ def loss(R, G, logp, old, ref, mask, spec, truncated=None, accuracy=None, norm_l
                 d = logp[i, t] - old[i, t]
                 dc = torch.clamp(d, -spec.epsilon_low, spec.epsilon_high)
                 dts.append(sign * torch.minimum(sign * d, sign * dc))
-            term = A[i] * torch.exp(sum(dts) / L)
+            term = A[i] * torch.exp(sum(dts) / L) * weights[0]
             total = total + (-term + spec.beta * kl_mean + bonus_mean) / n_seq
             continue
         log_s = sum(logp[i, t] - old[i, t] for t in toks) / L
-        per_tok = [-_token_term(spec, logp[i, t], old[i, t], A[i], L, log_s) for t in toks]
+        per_tok = [-_token_term(spec, logp[i, t], old[i, t], A[i], L, log_s) * weight[t] for t in toks]
         if kl_terms:
             per_tok = [p + spec.beta * k for p, k in zip(per_tok, kl_terms)]
         if bonus:
