@@ -166,7 +166,7 @@ def rollout_correction(
     return Correction(c.weight.to(mask.dtype), c.keep.to(mask.dtype), c.ratio, c.units, c.clipped)
 
 
-def _corrected_terms(term: torch.Tensor, mask: torch.Tensor, c: Correction) -> torch.Tensor:
+def _corrected_terms(term: torch.Tensor, c: Correction) -> torch.Tensor:
     """The policy term times the correction's weight: per token, or per sequence for a one-term-per-sequence
     objective (validation leaves only the sequence modes there, whose weight is constant along a row)."""
     return term * (c.weight if term.dim() == 2 else c.weight[:, 0])
@@ -211,7 +211,7 @@ def policy_loss(
                                           **spec.kwargs("objective", spec.clip))
     agg_kwargs = _with_supplied(spec.kwargs("aggregation", spec.loss_type), norm_length=norm_length)
     aggregate = AGGREGATIONS.get(spec.loss_type)
-    pg_loss = -aggregate(_corrected_terms(surrogate.term, mask, correction), mask, counts, **agg_kwargs)
+    pg_loss = -aggregate(_corrected_terms(surrogate.term, correction), mask, counts, **agg_kwargs)
     loss = pg_loss
 
     with torch.no_grad():
@@ -332,8 +332,8 @@ def _corrected_mask(old_logp: torch.Tensor, behaviour_logp: torch.Tensor | None,
                     spec: AlgoSpec) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss mask the rollout correction keeps (its ``Counts`` are the normaliser), and its metrics; the
     mask unchanged and no metrics without one."""
-    c = rollout_correction(old_logp, behaviour_logp, loss_mask, spec)
     if "behaviour_logp" not in spec.needs:
         return loss_mask, {}
+    c = rollout_correction(old_logp, behaviour_logp, loss_mask, spec)
     metrics = correction_metrics(c.sums())
     return c.keep, {k: torch.tensor(v, dtype=loss_mask.dtype) for k, v in metrics.items()}
