@@ -170,10 +170,28 @@ def selections(spec, tokens, old, A, mu, seed):
     return picked, masked
 
 
+def correction(spec, old, behaviour, i, L):
+    """The rollout correction of sequence ``i`` (its first ``L`` tokens in the loss): the kept token
+    positions and each one's weight on the policy term (docs/algorithms/rollout_correction.md)."""
+    mode, c_min, c_max = spec.rollout_correction, spec.rollout_correction_min, spec.rollout_correction_max
+    if mode == "none":
+        return list(range(L)), [1.0] * L
+    log_w = [float(old[i, t]) - float(behaviour[i, t]) for t in range(L)]
+    if mode.startswith("token_"):
+        w = [math.exp(x) for x in log_w]
+    else:  # one ratio for the sequence: the geometric mean of its token ratios
+        w = [math.exp(sum(log_w) / L)] * L
+    if mode.endswith("_truncate"):
+        return list(range(L)), [min(x, c_max) for x in w]
+    kept = [t for t in range(L) if c_min <= w[t] <= c_max]
+    return kept, [1.0] * len(kept)
+
+
 def loss(R, G, logp, old, ref, mask, spec, truncated=None, accuracy=None, norm_length=None, entropy=None,
-         sampler_logp=None, seed=0):
+         behaviour=None, sampler_logp=None, seed=0):
     """The loss as a 0-d tensor, and the advantages list. ``entropy`` [N, T]: the per-token entropies the
-    bonus ``-entropy_coef * H`` reads (a token's bonus sits beside its policy term, aggregated with it)."""
+    bonus ``-entropy_coef * H`` reads (a token's bonus sits beside its policy term, aggregated with it).
+    ``behaviour`` [N, T]: the sampler's log-probs mu, for the rollout correction."""
     N, T = logp.shape
     lengths = [int(mask[i].sum()) for i in range(N)]
     truncated = [False] * N if truncated is None else [bool(x) for x in truncated]
@@ -184,15 +202,16 @@ def loss(R, G, logp, old, ref, mask, spec, truncated=None, accuracy=None, norm_l
         for i in range(N):
             R[i] -= spec.beta * sum(float(old[i, t] - ref[i, t]) for t in range(lengths[i]))
     A, in_loss = advantages(R, G, lengths, spec, truncated, accuracy)
-    seqs = [i for i in range(N) if in_loss[i] and lengths[i] > 0]
-    n_seq, n_tok = len(seqs), sum(lengths[i] for i in seqs)
+    kept = {i: correction(spec, old, behaviour, i, lengths[i]) for i in range(N) if in_loss[i]}
+    seqs = [i for i in kept if kept[i][0]]  # a masked token or sequence leaves the normalisers too
+    n_seq, n_tok = len(seqs), sum(len(kept[i][0]) for i in seqs)
     total = torch.zeros((), dtype=logp.dtype)
-    picked, masked = selections(spec, [(i, t) for i in seqs for t in range(lengths[i])], old, A, sampler_logp,
-                                seed)
+    picked, masked = selections(spec, [(i, t) for i in seqs for t in kept[i][0]], old, A, sampler_logp, seed)
     for i in seqs:
-        L = lengths[i]
-        kept = [t for t in range(L) if (i, t) not in masked]  # M2PO's masked tokens leave the sums
-        toks = kept if masked else range(L)
+        toks_c, weights = kept[i]
+        L = len(toks_c)
+        weight = dict(zip(toks_c, weights))
+        toks = [t for t in toks_c if (i, t) not in masked]  # M2PO's masked tokens leave the sums
         drift = sum(float(old[i, t] - logp[i, t]) for t in toks) / L  # mean log(pi_old / pi_theta)
         if spec.opsm_delta is not None and A[i] < 0 and drift > spec.opsm_delta:
             continue  # OPSM: out of the loss, still in n_seq / n_tok
@@ -205,6 +224,7 @@ def loss(R, G, logp, old, ref, mask, spec, truncated=None, accuracy=None, norm_l
             log_s = sum(logp[i, t] - old[i, t] for t in toks) / L
             s = torch.exp(log_s)
             term = torch.minimum(s * A[i], torch.clamp(s, 1 - spec.epsilon_low, 1 + spec.epsilon_high) * A[i])
+            term = term * weights[0]  # a sequence mode's weight is one number per sequence
             total = total + (-term + spec.beta * kl_mean + bonus_mean) / n_seq
             continue
         if spec.importance_sampling_level == "geometric":
@@ -214,11 +234,12 @@ def loss(R, G, logp, old, ref, mask, spec, truncated=None, accuracy=None, norm_l
                 d = logp[i, t] - old[i, t]
                 dc = torch.clamp(d, -spec.epsilon_low, spec.epsilon_high)
                 dts.append(sign * torch.minimum(sign * d, sign * dc))
-            term = A[i] * torch.exp(sum(dts) / L)
+            term = A[i] * torch.exp(sum(dts) / L) * weights[0]
             total = total + (-term + spec.beta * kl_mean + bonus_mean) / n_seq
             continue
         log_s = sum(logp[i, t] - old[i, t] for t in toks) / L
-        per_tok = [-_token_term(spec, logp[i, t], old[i, t], A[i], L, log_s, (i, t) in picked) for t in toks]
+        per_tok = [-_token_term(spec, logp[i, t], old[i, t], A[i], L, log_s, (i, t) in picked) * weight[t]
+                   for t in toks]
         if kl_terms:
             per_tok = [p + spec.beta * k for p, k in zip(per_tok, kl_terms)]
         if bonus:

@@ -58,6 +58,20 @@ CASES = [
     ("m2po", dict(m2po_tau=0.01)),
     ("grpo", dict(m2po_tau=0.02)),  # M2PO under seq-mean-token-mean, with the KL: a mean over kept tokens
     ("kl_cov", dict(kl_cov_ratio=0.3, m2po_tau=0.015)),
+    # rollout correction against mu = pi_old - 0.4 N(0, 1): tight bounds so that every mode acts
+    ("grpo", dict(rollout_correction="token_truncate", rollout_correction_max=1.5)),
+    ("dapo", dict(rollout_correction="token_mask", rollout_correction_min=0.7, rollout_correction_max=1.5,
+                  overlong_max_len=6, overlong_buffer_len=3)),
+    ("grpo", dict(rollout_correction="sequence_truncate", rollout_correction_max=1.1, entropy_coef=0.01)),
+    ("grpo", dict(rollout_correction="sequence_mask", rollout_correction_min=0.85,
+                  rollout_correction_max=1.2, entropy_coef=0.01)),
+    ("dr_grpo", dict(rollout_correction="token_mask", rollout_correction_max=1.3, opsm_delta=0.0,
+                     loss_norm_length=7)),
+    ("gspo", dict(rollout_correction="sequence_truncate", rollout_correction_max=1.1, beta=0.02)),
+    ("gspo_token", dict(rollout_correction="token_mask", rollout_correction_max=1.3)),
+    ("gmpo", dict(rollout_correction="sequence_mask", rollout_correction_min=0.85,
+                  rollout_correction_max=1.2)),
+    ("cispo", dict(rollout_correction="token_truncate", rollout_correction_max=1.2)),
 ]
 
 
@@ -85,16 +99,23 @@ def test_matches_slow_loop(name, overrides, seed):
     logp = new.clone().requires_grad_(True)
     H = torch.rand(new.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * mask
     entropy = H.clone().requires_grad_(True)
-    noise = torch.randn(new.shape, generator=torch.Generator().manual_seed(seed + 7), dtype=torch.float64)
-    mu = old - noise * 0.15 * mask  # the sampler's log-probs, for M2PO
+    if spec.rollout_correction != "none":
+        gen = torch.Generator().manual_seed(100 + seed)
+        noise = torch.randn(new.shape, generator=gen, dtype=torch.float64)
+        mu = (old - 0.4 * noise) * mask  # the sampler's log-probs, off pi_old by a known amount
+    else:
+        noise = torch.randn(new.shape, generator=torch.Generator().manual_seed(seed + 7), dtype=torch.float64)
+        mu = old - noise * 0.15 * mask  # the sampler's log-probs, for M2PO
     out = compute_loss(rewards, G, logp, old, ref, mask, spec, truncated=truncated, max_new_tokens=T,
-                       entropy=entropy, sampler_logp=mu, seed=seed)
+                       entropy=entropy, behaviour_logp=mu, seed=seed)
     out.loss.backward()
 
     ref_logp, ref_entropy = new.clone().requires_grad_(True), H.clone().requires_grad_(True)
     want, want_adv = slow_loss.loss(rewards.tolist(), G, ref_logp, old, ref, mask, spec,
                                     truncated=truncated.tolist(), norm_length=T, entropy=ref_entropy,
-                                    sampler_logp=mu, seed=seed)
+                                    sampler_logp=mu, seed=seed, behaviour=mu)
+    if spec.rollout_correction != "none" and seed > 0:  # the bounds are tight enough to act, not on all
+        assert 0 < out.metrics["rollout_corr/frac_clipped"] < 1
     atol = rounding_tol(new, G)  # the loop sums in another order
     assert out.advantages.tolist() == pytest.approx(want_adv, abs=atol)
     assert out.loss.item() == pytest.approx(float(want), abs=atol)

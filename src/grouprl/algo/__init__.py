@@ -6,6 +6,7 @@ the two stages ``group_advantages`` and ``policy_loss`` directly.
 
 from grouprl.algo.advantages import ADVANTAGES, GroupContext
 from grouprl.algo.aggregation import AGGREGATIONS, Counts
+from grouprl.algo.correction import CORRECTIONS, Correction, correction_metrics
 from grouprl.algo.filters import FILTERS, SHAPING, GroupView
 from grouprl.algo.kl import KL_ESTIMATORS
 from grouprl.algo.loss import (
@@ -17,6 +18,7 @@ from grouprl.algo.loss import (
     group_advantages,
     kept_groups,
     policy_loss,
+    rollout_correction,
     select_flat,
     select_tokens,
 )
@@ -26,8 +28,10 @@ from grouprl.algo.ratios import RATIOS
 from grouprl.algo.selection import SELECTIONS, TokenView
 
 __all__ = [
-    "ADVANTAGES", "AGGREGATIONS", "FILTERS", "KL_ESTIMATORS", "OBJECTIVES", "RATIOS", "SHAPING",
+    "ADVANTAGES", "AGGREGATIONS", "CORRECTIONS", "FILTERS", "KL_ESTIMATORS", "OBJECTIVES", "RATIOS",
+    "SHAPING",
     "PRESETS", "REGISTRIES", "AlgoSpec", "Advantages", "Counts", "GroupContext", "GroupView", "LossOutput",
-    "check_inputs", "compute_loss", "group_advantages", "kept_groups", "policy_loss", "preset",
+    "Correction", "check_inputs", "compute_loss", "correction_metrics", "group_advantages", "kept_groups",
+    "policy_loss", "preset", "rollout_correction",
     "SELECTIONS", "TokenSelection", "TokenView", "next_alpha", "select_flat", "select_tokens",  # (i)
 ]

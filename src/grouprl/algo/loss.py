@@ -22,6 +22,7 @@ import torch
 
 from grouprl.algo.advantages import ADVANTAGES, GroupContext
 from grouprl.algo.aggregation import AGGREGATIONS, Counts
+from grouprl.algo.correction import CORRECTIONS, Correction, correction_metrics
 from grouprl.algo.filters import FILTERS, SHAPING, GroupView
 from grouprl.algo.kl import KL_ESTIMATORS
 from grouprl.algo.objectives import OBJECTIVES
@@ -217,6 +218,39 @@ def _selection_inputs(spec: AlgoSpec, selection: TokenSelection | None, mask: to
         mask = mask * (~selection.masked).to(mask.dtype)
     wanted = "selection" in OBJECTIVES.info(spec.clip)
     return mask, {"selected": selection.objective & mask.bool()} if wanted else {}
+def rollout_correction(
+    old_logp: torch.Tensor,  # [N, T] pi_old (on-policy: the detached current log-probs)
+    behaviour_logp: torch.Tensor | None,  # [N, T] mu, the sampler's log-probs of the same tokens
+    mask: torch.Tensor,  # [N, T] the loss mask
+    spec: AlgoSpec,
+) -> Correction:
+    """The chosen rollout correction of ``w = pi_old / mu`` (docs/algorithms/rollout_correction.md): its
+    detached weights, and ``keep``, the loss mask whose ``Counts`` are the normaliser (the mask modes take
+    units out of both). A per-row function: a micro-batch gets the rows the whole batch gets."""
+    mask = mask.to(old_logp.dtype)
+    if "behaviour_logp" not in spec.info("correction").get("needs", ()):
+        return CORRECTIONS.get(spec.rollout_correction)(torch.zeros_like(mask), mask)
+    if behaviour_logp is None:
+        raise ValueError(f"rollout_correction={spec.rollout_correction} weighs by pi_old / mu; pass "
+                         "behaviour_logp= (the sampler's log-probs [N, T]), or rollout_correction='none'")
+    if tuple(behaviour_logp.shape) != tuple(mask.shape):
+        raise ValueError(f"behaviour_logp must have logp's shape {tuple(mask.shape)}, "
+                         f"got {tuple(behaviour_logp.shape)}")
+    on = mask.bool()
+    if not torch.isfinite(behaviour_logp[on]).all():
+        raise ValueError("behaviour_logp contains NaN or inf at unmasked positions; fix the sampler's "
+                         "log-probs")
+    dtype = torch.promote_types(old_logp.dtype, torch.float32)  # the ratio in at least float32
+    log_w = torch.where(on, old_logp.detach().to(dtype) - behaviour_logp.detach().to(dtype), 0.0)
+    c = CORRECTIONS.get(spec.rollout_correction)(log_w, mask.to(dtype),
+                                                  **spec.kwargs("correction", spec.rollout_correction))
+    return Correction(c.weight.to(mask.dtype), c.keep.to(mask.dtype), c.ratio, c.units, c.clipped)
+
+
+def _corrected_terms(term: torch.Tensor, c: Correction) -> torch.Tensor:
+    """The policy term times the correction's weight: per token, or per sequence for a one-term-per-sequence
+    objective (validation leaves only the sequence modes there, whose weight is constant along a row)."""
+    return term * (c.weight if term.dim() == 2 else c.weight[:, 0])
 
 
 def policy_loss(
@@ -231,18 +265,23 @@ def policy_loss(
     norm_length: int | None = None,  # the generation budget, for seq_mean_token_sum_norm
     entropy: torch.Tensor | None = None,  # [n, T] per-token entropies, differentiable; for entropy_coef > 0
     selection: TokenSelection | None = None,  # (i) the mini-batch's select_tokens, these rows; when needed
+    behaviour_logp: torch.Tensor | None = None,  # [n, T] the sampler's log-probs mu; for rollout_correction
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The surrogate (plus KL, minus the entropy bonus) of one micro-batch, aggregated with the global
     ``counts``.
 
     Metrics are this micro-batch's contribution to a **sum** over micro-batches (and ranks): fractions and
-    means are already divided by the global counts.
+    means are already divided by the global counts. With a rollout correction the masked units leave the
+    loss here; ``counts`` must be those of ``rollout_correction(...).keep`` for them to leave the normaliser
+    too (``compute_loss`` and the trainer do so), and its metrics come from that call, not from here.
     """
     on = mask.bool()
     # Padding may hold anything (even NaN); select rather than multiply, so it cannot leak into the loss.
     logp, old_logp = torch.where(on, logp, 0.0), torch.where(on, old_logp.detach(), 0.0)
     ref_logp = None if ref_logp is None else torch.where(on, ref_logp.detach(), 0.0)
     mask = mask.to(logp.dtype)
+    correction = rollout_correction(old_logp, behaviour_logp, mask, spec)
+    mask = correction.keep
     opsm = None
     if spec.opsm_delta is not None:  # DeepSeek-V3.2's OPSM: a per-sequence decision, so micro-batches agree
         with torch.no_grad():
@@ -255,7 +294,7 @@ def policy_loss(
                                           **spec.kwargs("objective", spec.clip), **selected)
     agg_kwargs = _with_supplied(spec.kwargs("aggregation", spec.loss_type), norm_length=norm_length)
     aggregate = AGGREGATIONS.get(spec.loss_type)
-    pg_loss = -aggregate(surrogate.term, mask, counts, **agg_kwargs)
+    pg_loss = -aggregate(_corrected_terms(surrogate.term, correction), mask, counts, **agg_kwargs)
     loss = pg_loss
 
     with torch.no_grad():
@@ -343,7 +382,7 @@ def compute_loss(
     accuracy: torch.Tensor | None = None,  # [N]
     max_new_tokens: int | None = None,
     entropy: torch.Tensor | None = None,  # [N, T] per-token entropies; needed when spec.entropy_coef > 0
-    sampler_logp: torch.Tensor | None = None,  # [N, T] the sampler's mu (M2PO); None: equal to old_logp
+    behaviour_logp: torch.Tensor | None = None,  # [N, T] the sampler's log-probs mu: rollout_correction, M2PO
     seed: int = 0,  # (i) seeds Clip-Cov's random draw
 ) -> LossOutput:
     """Advantages and loss of any preset on plain tensors (docs/contracts.md).
@@ -366,11 +405,23 @@ def compute_loss(
     adv = group_advantages(rewards.to(logp.dtype), group_size, mask.sum(-1), spec, truncated=truncated,
                            accuracy=accuracy, kl_penalty=kl_penalty)
     loss_mask = mask * adv.in_loss[:, None].to(mask.dtype)
-    mu = old_logp if sampler_logp is None else sampler_logp
+    loss_mask, corr_metrics = _corrected_mask(old_logp, behaviour_logp, loss_mask, spec)
+    mu = old_logp if behaviour_logp is None else behaviour_logp
     selection = None if not spec.needs_selection else \
         select_tokens(old_logp, adv.advantages, loss_mask, spec, sampler_logp=mu, seed=seed)
     loss, metrics = policy_loss(logp, old_logp, ref_logp, loss_mask, adv.advantages, spec,
                                 Counts.of(loss_mask), norm_length=max_new_tokens, entropy=entropy,
-                                selection=selection)
-    return LossOutput(loss, adv.advantages, {**adv.metrics, **metrics,
+                                selection=selection, behaviour_logp=behaviour_logp)
+    return LossOutput(loss, adv.advantages, {**adv.metrics, **corr_metrics, **metrics,
                                              **(selection.metrics if selection is not None else {})})
+
+
+def _corrected_mask(old_logp: torch.Tensor, behaviour_logp: torch.Tensor | None, loss_mask: torch.Tensor,
+                    spec: AlgoSpec) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss mask the rollout correction keeps (its ``Counts`` are the normaliser), and its metrics; the
+    mask unchanged and no metrics without one."""
+    if "behaviour_logp" not in spec.needs:
+        return loss_mask, {}
+    c = rollout_correction(old_logp, behaviour_logp, loss_mask, spec)
+    metrics = correction_metrics(c.sums())
+    return c.keep, {k: torch.tensor(v, dtype=loss_mask.dtype) for k, v in metrics.items()}

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from grouprl.algo.advantages import ADVANTAGES
 from grouprl.algo.aggregation import AGGREGATIONS
+from grouprl.algo.correction import CORRECTIONS
 from grouprl.algo.filters import FILTERS, SHAPING
 from grouprl.algo.kl import KL_ESTIMATORS
 from grouprl.algo.objectives import OBJECTIVES
@@ -42,10 +43,11 @@ REGISTRIES: dict[str, Registry] = {
     "filter": FILTERS,
     "shaping": SHAPING,
     "selection": SELECTIONS,
+    "correction": CORRECTIONS,
 }
 # The field that chooses the one piece of each single-choice kind.
 CHOICE_FIELDS = {"advantage": "advantage", "ratio": "importance_sampling_level", "objective": "clip",
-                 "aggregation": "loss_type", "kl": "kl_estimator"}
+                 "aggregation": "loss_type", "kl": "kl_estimator", "correction": "rollout_correction"}
 # The fields that list the filter and shaping pieces, beta, which turns the KL term on, entropy_coef, which
 # turns the entropy bonus on, and opsm_delta, which turns off-policy sequence masking on.
 SWITCH_FIELDS = ("filters", "shaping", "beta", "entropy_coef", "opsm_delta")
@@ -127,6 +129,13 @@ class AlgoSpec:
     m2po_tau: float | None = None  # M2PO: mask the largest (log pi_old/mu)^2 until mean <= tau
     entropy_target: float | None = None  # adapt the entropy coefficient toward this entropy (nats); None: off
     entropy_target_lr: float = 0.01  # step of the adaptation: alpha += lr * (target - H), alpha >= 0
+    # (j) rollout correction (docs/algorithms/rollout_correction.md): w = pi_old / mu, mu the sampler's
+    #     log-probs of the same tokens, per token or as the geometric mean over the sequence; detached.
+    #     none | token_truncate | sequence_truncate (the policy term times min(w, max)) | token_mask |
+    #     sequence_mask (units with w outside [min, max] leave the loss and its normaliser)
+    rollout_correction: str = "none"
+    rollout_correction_max: float = 2.0  # verl's rollout_is_threshold; TRL's 3.0 bounds a product
+    rollout_correction_min: float = 0.0  # mask modes' lower bound; 0: none (TRL's default)
 
     def __post_init__(self) -> None:
         """Lists as tuples, each name once, in registration order. A filter that provides what a piece needs
@@ -221,8 +230,11 @@ class AlgoSpec:
         """A separate pi_old pass is needed. ``off_policy``: the trainer updates more than once per rollout
         (``num_iterations > 1`` or ``mini_batches > 1``), so the ratio's pi_old is not the current policy;
         on-policy it is the detached current log-prob. The KL in the reward (``seq_kl``) is taken at pi_old
-        before any update, so it needs the pass either way."""
-        before_update = {"seq_kl", "minibatch_old_logp"}  # (i): a selection over the whole mini-batch
+        before any update, so it needs the pass either way; so do a token selection over the whole mini-batch
+        (``minibatch_old_logp``: Clip-Cov, KL-Cov, M2PO) and a rollout correction (``behaviour_logp``: its
+        weights and masks compare pi_old with the sampler's log-probs before the update, so that a mask can
+        leave the normaliser)."""
+        before_update = {"seq_kl", "minibatch_old_logp", "behaviour_logp"}
         return (off_policy and "old_logp" in self.needs) or bool(self.needs & before_update)
 
     @property
@@ -421,6 +433,7 @@ def _validate(s: AlgoSpec) -> None:
         _fail(f"gppo_beta1 and gppo_beta2 must be >= 0, got {s.gppo_beta1} / {s.gppo_beta2}: a negative "
               "scale would push a clipped token the wrong way", "use GPPO's 1 / 1 or CE-GPPO's 0.75 / 1")
     _validate_selections(s)
+    _check_correction(s)
     if s.advantage == "maxrl" and s.acting("shaping"):
         _fail(f"advantage='maxrl' divides by the group's mean reward, a success rate, but the shaping "
               f"{', '.join(s.acting('shaping'))} subtracts from the reward, so the mean can reach 0 or below",
@@ -449,6 +462,28 @@ def _validate_selections(s: AlgoSpec) -> None:
     if s.entropy_target is not None and (s.entropy_target <= 0 or s.entropy_target_lr <= 0):
         _fail(f"entropy_target and entropy_target_lr must be > 0, got {s.entropy_target} / "
               f"{s.entropy_target_lr}", "give a target entropy in nats below log(vocabulary size), or None")
+def _check_correction(s: AlgoSpec) -> None:
+    """The rollout correction's bounds, and the objectives it cannot combine with (docs/algorithms/
+    rollout_correction.md)."""
+    mode = s.rollout_correction
+    if mode == "none":
+        return
+    if not s.rollout_correction_max > 1:
+        _fail(f"rollout_correction_max must be > 1, got {s.rollout_correction_max}: it bounds "
+              "w = pi_old / mu, which is 1 when the sampler and the trainer agree, so a bound <= 1 would "
+              "truncate or mask the agreeing tokens too", "use verl's 2.0 or TRL's 3.0")
+    if not 0 <= s.rollout_correction_min < 1:
+        _fail(f"rollout_correction_min must be in [0, 1), got {s.rollout_correction_min}: a mask keeps w in "
+              "[min, max], and w = 1 (agreement) must stay in", "use e.g. 0.5, or 0 for no lower bound")
+    if mode.startswith("token_") and s.sequence_level:
+        _fail(f"rollout_correction={mode} weighs each token, but importance_sampling_level="
+              f"{s.importance_sampling_level!r} with clip={s.clip!r} gives one term per sequence",
+              "use rollout_correction=sequence_truncate or sequence_mask")
+    if mode == "sequence_mask" and s.importance_sampling_level in ("sequence", "sequence_token"):
+        _fail(f"rollout_correction=sequence_mask with importance_sampling_level="
+              f"{s.importance_sampling_level!r}: GSPO's ratio is already a per-sequence geometric mean, "
+              "clipped per sequence, and a second per-sequence gate on pi_old / mu would stack two trust "
+              "regions on one sequence term", "use rollout_correction=sequence_truncate or token_truncate")
 
 
 def _check_provided(s: AlgoSpec, given: dict[str, object]) -> None:

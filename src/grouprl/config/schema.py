@@ -252,7 +252,12 @@ class Config:
     Filters and reward shaping are lists of named pieces: ``filters: [nonzero_variance, drop_truncated]``
     (DAPO's dynamic sampling and overlong filter), ``shaping: [soft_overlong]`` or ``[kl_in_reward]`` (the KL
     penalty in the reward instead of the loss). The switches ``dynamic_sampling``, ``overlong_filter``,
-    ``soft_overlong`` (true/false) and ``kl_placement`` (loss/reward) still add or remove their piece."""
+    ``soft_overlong`` (true/false) and ``kl_placement`` (loss/reward) still add or remove their piece.
+    ``rollout_correction`` (none, token_truncate, sequence_truncate, token_mask, sequence_mask) corrects for
+    the sampler's log-probs differing from the trainer's: the policy term times min(w, max), or the units with
+    w outside [min, max] out of the loss, w = pi_old / mu per token or its geometric mean per sequence;
+    ``rollout_correction_max`` (2.0) and ``rollout_correction_min`` (0.0, masks only) are the bounds
+    (docs/algorithms/rollout_correction.md). It costs a pi_old pass per step."""
     rewards: list = field(default_factory=list)
     """Reward functions: names (``grouprl list rewards``), ``module:function`` or ``file.py:function``; or
     ``{name: ..., weight: ..., kwargs: ..., factory_kwargs: ..., columns: ...}`` (docs/rewards.md). Empty: the

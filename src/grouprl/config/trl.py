@@ -39,6 +39,11 @@ def _report_to(value) -> list:
     return [name for name in names if name != "none"]
 
 
+def _bound(value, unbounded: float):
+    """TRL's None (no bound on that side) as grouprl's value that bounds nothing."""
+    return unbounded if value is None else value
+
+
 # TRL name -> grouprl key, or (grouprl key, value conversion).
 DIRECT: dict[str, str | tuple[str, Callable]] = {
     "model_name_or_path": "model.name_or_path",
@@ -83,6 +88,11 @@ DIRECT: dict[str, str | tuple[str, Callable]] = {
     "save_total_limit": "output.keep_last",
     "num_generations_eval": "eval.num_samples",
     "report_to": ("output.report_to", _report_to),
+    # TRL's vLLM-to-trainer importance sampling (TRL >= 1.6; ``_cap`` is its deprecated spelling of
+    # ``_clip_max``): grouprl's rollout correction, whatever the backend; None is "no bound"
+    "vllm_importance_sampling_clip_max": ("algo.rollout_correction_max", lambda v: _bound(v, math.inf)),
+    "vllm_importance_sampling_cap": ("algo.rollout_correction_max", lambda v: _bound(v, math.inf)),
+    "vllm_importance_sampling_clip_min": ("algo.rollout_correction_min", lambda v: _bound(v, 0.0)),
 }
 
 # TRL name -> the grouprl key it decides (with other settings); see resolve().
@@ -104,6 +114,8 @@ COMBINED: dict[str, str] = {
     "reward_weights": "rewards",
     "use_peft": "model.lora.r",
     "lora_r": "model.lora.r",
+    "vllm_importance_sampling_correction": "algo.rollout_correction",
+    "vllm_importance_sampling_mode": "algo.rollout_correction",
 }
 
 IGNORED = frozenset({
@@ -143,10 +155,12 @@ TRL_PER_DEVICE_BATCH = 8
 TRL_EPOCHS = 3.0
 TRL_CISPO_CAP = 5.0  # TRL's recommended epsilon_high with loss_type="cispo" (an absolute cap on the weight)
 TRL_LORA_R = 16
+TRL_IS_MODE = "sequence_mask"  # vllm_importance_sampling_mode's default (TRL >= 0.26)
 
 
 def is_ignored(name: str) -> bool:
-    return name in IGNORED or name.startswith(IGNORED_PREFIXES)
+    mapped = name in DIRECT or name in COMBINED
+    return name in IGNORED or (name.startswith(IGNORED_PREFIXES) and not mapped)
 
 
 def is_trl_name(name: str) -> bool:
@@ -234,6 +248,7 @@ def resolve(cfg, trl: dict, assign: Callable, dataset_size: Callable, clip: Call
                  trl.get("adam_beta2", cfg.train.adam_betas[1]))
         assign(tuple(n for n in ("adam_beta1", "adam_beta2") if n in trl), "train.adam_betas", list(betas))
     _clip(cfg, trl, assign, clip)
+    _correction(trl, assign)
     _rewards(cfg, trl, assign)
     if trl.get("use_peft"):
         assign(("use_peft", *(("lora_r",) if "lora_r" in trl else ())), "model.lora.r",
@@ -316,6 +331,20 @@ def _clip(cfg, trl: dict, assign: Callable, clip: Callable) -> None:
     for name in ("epsilon", "epsilon_high"):
         if name in trl:
             assign((name,), f"algo.{name}", trl[name])
+
+
+def _correction(trl: dict, assign: Callable) -> None:
+    """vllm_importance_sampling_correction (TRL's default true) and _mode (default sequence_mask) are one
+    grouprl field, algo.rollout_correction: the mode, or none when the correction is off."""
+    names = tuple(n for n in ("vllm_importance_sampling_correction", "vllm_importance_sampling_mode")
+                  if n in trl)
+    if not names:
+        return
+    on = trl.get("vllm_importance_sampling_correction", True)
+    if not isinstance(on, bool):
+        raise ConfigError(f"vllm_importance_sampling_correction: expected true or false, got {on!r}")
+    assign(names, "algo.rollout_correction", trl.get("vllm_importance_sampling_mode", TRL_IS_MODE) if on
+           else "none")
 
 
 def _rewards(cfg, trl: dict, assign: Callable) -> None:

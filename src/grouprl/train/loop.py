@@ -95,7 +95,7 @@ def update(s: Setup, batch: Scored, step: int = 0) -> tuple[Scored, dict]:
         return cfg.train.micro_batch_size or micro_batch_rows(n, width, per_token, s.activation_budget_mib)
 
     mbs = micro_rows(batch.rollout.completion_ids.shape[0])
-    off_policy, need_old = stages.needs_old_logp(cfg.train.num_iterations, cfg.train.mini_batches, spec)
+    use_old, need_old = stages.needs_old_logp(cfg.train.num_iterations, cfg.train.mini_batches, spec)
     t0 = time.perf_counter()
     with s.full_weights():
         old = frozen_logprobs(s.policy, batch.rollout, G, temp, mbs, chunk) if need_old else None
@@ -103,7 +103,8 @@ def update(s: Setup, batch: Scored, step: int = 0) -> tuple[Scored, dict]:
     ref = s.reference.logprobs(batch.rollout, G, temp, mbs, chunk) if s.reference is not None else None
     t_ref = time.perf_counter() - t0 - t_old
     adv, loss_mask = stages.advantages_stage(batch, G, spec, ref, old, d)
-    inputs = UpdateInputs(batch.rollout, adv.advantages, loss_mask, old if off_policy else None, ref)
+    loss_mask, corrected = stages.correction_stage(batch.rollout, old, loss_mask, spec, d)
+    inputs = UpdateInputs(batch.rollout, adv.advantages, loss_mask, old if use_old else None, ref)
 
     # The policy stays in eval mode for the update too: dropout would make the on-policy ratio differ from 1.
     t0 = time.perf_counter()
@@ -134,7 +135,7 @@ def update(s: Setup, batch: Scored, step: int = 0) -> tuple[Scored, dict]:
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
     out = {k: v / max(updates, 1) for k, v in sums.items()}
-    out.update({**{k: float(v) for k, v in adv.metrics.items()}, **stages.adapt_entropy(s, out)})
+    out.update({k: float(v) for k, v in adv.metrics.items()} | corrected | stages.adapt_entropy(s, out))
     out.update({"update/steps": updates, "update/skipped_nonfinite": skipped,
                 "lr": s.scheduler.get_last_lr()[0], "time/logprobs": t_old + t_ref,
                 "time/old_logprobs": t_old, "time/reference": t_ref, "time/update": time.perf_counter() - t0})

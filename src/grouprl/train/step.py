@@ -24,14 +24,17 @@ from grouprl.algo import (
     GroupView,
     TokenSelection,
     TokenView,
+    correction_metrics,
     group_advantages,
     kept_groups,
     next_alpha,
     policy_loss,
+    rollout_correction,
     select_flat,
 )
 from grouprl.distributed import SINGLE, Dist
 from grouprl.env.episode import EnvironmentRollout
+from grouprl.errors import ConfigError
 from grouprl.model.passes import DUMMY
 from grouprl.rollout.text import decode_completions, encode_prompts
 from grouprl.types import Rollout, SamplingParams, Scored, UpdateInputs
@@ -74,11 +77,13 @@ def informative_groups(batch: Scored, G: int, spec: AlgoSpec) -> list[int]:
 
 
 def needs_old_logp(num_iterations: int, mini_batches: int, spec: AlgoSpec) -> tuple[bool, bool]:
-    """``(off_policy, need_old)``: whether the update is off-policy (μ > 1 or several mini-batches: π_old is
-    the sampling policy, frozen), and whether π_old's log-probs need a pass of their own (the spec says:
-    off-policy, or for a KL penalty in the reward). On-policy, π_old is the detached current log-probs."""
+    """``(use_old, need_old)``: whether the update's π_old is the frozen pass (off-policy: μ > 1 or several
+    mini-batches; or a rollout correction, whose weights and masks compare that pass with the sampler's
+    log-probs before the update), and whether π_old's log-probs need a pass of their own (the spec says:
+    off-policy, a KL penalty in the reward, a rollout correction). Otherwise π_old is the detached current
+    log-probs."""
     off_policy = num_iterations > 1 or mini_batches > 1
-    return off_policy, spec.needs_old_logp(off_policy)
+    return off_policy or "behaviour_logp" in spec.needs, spec.needs_old_logp(off_policy)
 
 
 def clip_gradients(model: torch.nn.Module, max_norm: float) -> torch.Tensor:
@@ -169,19 +174,22 @@ def accumulate_gradients(scorer, inputs: UpdateInputs, rows: torch.Tensor, G: in
             logp, entropy = scorer(rollout, (torch.zeros(1, dtype=torch.long, device=device)
                                              if micro is None else micro),
                                    group, temperature=temperature, chunk_size=chunk_size)
+            mu = inputs.rollout.sampler_logprobs  # the sampler's log-probs, for a rollout correction
             if micro is None:  # a dummy row: a pass over every parameter, nothing in the loss
                 zeros = torch.zeros_like(logp)
                 old, ref, mask, adv = (logp.detach(), None if inputs.ref_logp is None else zeros, zeros,
                                        zeros[:, 0])
+                mu = None if mu is None else zeros
             else:
                 old = logp.detach() if inputs.old_logp is None else inputs.old_logp[micro]
                 ref = None if inputs.ref_logp is None else inputs.ref_logp[micro]
                 mask = inputs.loss_mask[micro].to(logp.dtype)
                 adv = inputs.advantages[micro].to(logp.dtype)
+                mu = None if mu is None else mu[micro].to(logp.device)
             chosen = None if selection is None else \
                 selection.blank(logp) if micro is None else selection.rows(places[i])
             loss, m = policy_loss(logp, old, ref, mask, adv, spec, counts, norm_length=norm_length,
-                                  entropy=entropy, selection=chosen)
+                                  entropy=entropy, selection=chosen, behaviour_logp=mu)
             # The loss uses global counts, so the ranks' losses sum to the global loss. DDP averages the
             # gradients over ranks (divides by world), so scaling by world makes the result that sum: the
             # gradient of a one-process run on the whole batch.
@@ -222,3 +230,21 @@ def advantages_stage(batch: Scored, G: int, spec: AlgoSpec, ref_logp: torch.Tens
     adv.advantages, adv.in_loss, adv.rewards = adv.advantages[mine], adv.in_loss[mine], adv.rewards[mine]
     loss_mask = r.completion_mask * adv.in_loss[:, None].to(r.completion_mask.device, r.completion_mask.dtype)
     return adv, loss_mask
+
+
+def correction_stage(rollout: Rollout, old_logp: torch.Tensor | None, loss_mask: torch.Tensor, spec: AlgoSpec,
+                     d: Dist = SINGLE) -> tuple[torch.Tensor, dict[str, float]]:
+    """Between stages 6 and 7: the spec's rollout correction of π_old (the frozen pass) against the sampler's
+    log-probs. Returns the loss mask it keeps (its masked tokens or sequences leave the loss and the
+    normaliser) and its metrics over the global batch; the mask unchanged and no metrics without one."""
+    if "behaviour_logp" not in spec.needs:
+        return loss_mask, {}
+    if rollout.sampler_logprobs is None:
+        raise ConfigError(f"algo.rollout_correction={spec.rollout_correction} compares pi_old with the "
+                          "sampler's log-probs, but the rollout backend returned none "
+                          "(Rollout.sampler_logprobs); use rollout.backend=fast or hf, or "
+                          "algo.rollout_correction=none")
+    c = rollout_correction(old_logp, rollout.sampler_logprobs.to(old_logp.device), loss_mask, spec)
+    sums = c.sums()
+    top = d.all_reduce(torch.tensor([sums.pop("ratio_max")], dtype=torch.float64), "max")
+    return c.keep.to(loss_mask.dtype), correction_metrics({**d.sum_floats(sums), "ratio_max": top.item()})

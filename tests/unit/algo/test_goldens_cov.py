@@ -50,7 +50,7 @@ def run(spec, **kw):
     old, new, mask, mu = inputs()
     logp = new.clone().requires_grad_(True)
     out = compute_loss(torch.tensor([2.0, 0, 2, 0], dtype=torch.float64), 4, logp, old, None, mask,
-                       spec.replace(advantage="group_center"), sampler_logp=mu, **kw)
+                       spec.replace(advantage="group_center"), behaviour_logp=mu, **kw)
     out.loss.backward()
     return out, flat(logp.grad)
 

@@ -25,7 +25,8 @@ FIELDS = {f.name for f in dataclasses.fields(AlgoSpec)}
 # What a piece may declare it needs: passes (old_logp, ref_logp), per-sequence facts of GroupView /
 # GroupContext, and what the caller supplies (norm_length, the generation budget).
 NEEDS = {"old_logp", "ref_logp", "seq_kl", "lengths", "accuracy", "truncated", "retained", "norm_length",
-         "minibatch_old_logp", "sampler_logp"}  # (i): a pi_old pass before the update; the sampler's mu
+         # (i) a pi_old pass before the update, M2PO's mu; (j) the rollout correction's mu
+         "minibatch_old_logp", "sampler_logp", "behaviour_logp"}
 PIECES = [(kind, name) for kind, registry in REGISTRIES.items() for name in registry.names()]
 
 

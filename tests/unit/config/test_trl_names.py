@@ -90,10 +90,18 @@ CASES = [
     ("reward_weights", [2.0], "rewards", [{"name": "correct_answer", "weight": 2.0}]),
     ("use_peft", True, "model.lora.r", 16),
     ("lora_r", 8, "model.lora.r", 8),
+    ("vllm_importance_sampling_correction", True, "spec.rollout_correction", "sequence_mask"),  # TRL's mode
+    ("vllm_importance_sampling_correction", False, "spec.rollout_correction", "none"),
+    ("vllm_importance_sampling_mode", "token_truncate", "spec.rollout_correction", "token_truncate"),
+    ("vllm_importance_sampling_clip_max", 3.0, "spec.rollout_correction_max", 3.0),
+    ("vllm_importance_sampling_cap", 2.5, "spec.rollout_correction_max", 2.5),
+    ("vllm_importance_sampling_clip_min", 0.5, "spec.rollout_correction_min", 0.5),
 ]
 # What some names need beside them to mean anything (use_peft for lora_r, a rewards list to weigh).
 NEEDS = {"lora_r": {"use_peft": True}, "reward_weights": {"reward_funcs": ["correct_answer"]},
-         "sapo_temperature_pos": {"loss_type": "sapo"}, "sapo_temperature_neg": {"loss_type": "sapo"}}
+         "sapo_temperature_pos": {"loss_type": "sapo"}, "sapo_temperature_neg": {"loss_type": "sapo"},
+         **{f"vllm_importance_sampling_{n}": {"vllm_importance_sampling_mode": "token_mask"}
+            for n in ("clip_max", "cap", "clip_min")}}
 
 
 def test_every_trl_name_has_a_case():
