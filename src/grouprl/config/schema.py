@@ -155,8 +155,8 @@ class TrainConfig:
     ``activation_budget_mib`` each step (balanced micro-batches)."""
     activation_budget_mib: int = 0
     """With micro_batch_size=0: the estimated activations one micro-batch keeps for backward stay under
-    this many MiB. 0: chosen at start-up from the memory free then (half of it once gradients and optimizer
-    moments are counted, 320 MiB to 16 GiB; the same on every rank); the choice is printed."""
+    this many MiB. 0: chosen at start-up from the memory free then (a quarter of it once gradients and
+    optimizer moments are counted, 320 MiB to 8 GiB; the same on every rank); the choice is printed."""
     lr: float = 2e-4
     """Peak learning rate of AdamW."""
     weight_decay: float = 0.0

@@ -186,9 +186,9 @@ def test_activation_estimate_reads_a_nested_text_config():
     assert activation_bytes_per_token(SimpleNamespace(config=Gemma3Config())) > 0
 
 
-def test_the_auto_activation_budget_is_half_of_what_is_left_within_bounds():
+def test_the_auto_activation_budget_is_a_quarter_of_what_is_left_within_bounds():
     low, high = AUTO_BUDGET_MIB
-    assert auto_activation_budget_mib(10_000, 2_000) == 4_000  # (free - gradients and moments) / 2
+    assert auto_activation_budget_mib(10_000, 2_000) == 2_000  # (free - gradients and moments) / 4
     assert auto_activation_budget_mib(1_000, 2_000) == low  # nothing left: the floor, not a negative budget
     assert auto_activation_budget_mib(10**7, 0) == high
     assert auto_activation_budget_mib(None, 0) == low  # free memory unknown
