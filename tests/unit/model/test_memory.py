@@ -193,7 +193,7 @@ def test_the_auto_activation_budget_is_a_quarter_of_what_is_left_within_bounds()
     assert auto_activation_budget_mib(10**7, 0) == high
     assert auto_activation_budget_mib(None, 0) == low  # free memory unknown
     free = free_memory_mib()
-    assert free is None or free > 0
+    assert free is None or free >= 0
 
 
 def test_the_auto_budget_is_printed_and_a_given_budget_is_kept(tmp_path, monkeypatch, capsys):
