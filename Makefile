@@ -39,7 +39,7 @@ test-min:
 		-k "not every_preset"
 
 lint: setup
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check .
 
 clean:
 	rm -rf $(VENV) .venv-min runs

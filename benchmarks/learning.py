@@ -38,8 +38,9 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for algorithm in args.algorithms.split(","):
         r = run(algorithm, args.steps, Path(args.out), args.overrides)
-        print(f"| {algorithm} | {r['before']:.3f} | {r['after']:.3f} | {100 * (r['after'] - r['before']):+.1f} | "
-              f"{r['seconds']:.0f} |", flush=True)
+        gain = 100 * (r['after'] - r['before'])
+        print(f"| {algorithm} | {r['before']:.3f} | {r['after']:.3f} | {gain:+.1f} | {r['seconds']:.0f} |",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ LORA = ["model.lora.r=16", "model.lora.alpha=32",
 
 
 def train(run_dir: Path, args: list[str], env: dict | None = None) -> list[dict]:
-    cmd = [sys.executable, "-m", "grouprl", "train", f"output.run_dir={run_dir}", "output.progress=false", *args]
+    cmd = [sys.executable, "-m", "grouprl", "train", f"output.run_dir={run_dir}", "output.progress=false",
+           *args]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    env={**os.environ, **(env or {})})
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -49,13 +50,13 @@ def memory(args, out: Path) -> None:
     common = [f"model.name_or_path={model}", f"train.steps={args.steps}", "data.num_eval=0", *args.overrides]
     print("| model | run | trainable params | peak RSS (MiB) |\n|---|---|---|---|")
     for name, extra in (("full fine-tune", []), ("LoRA r=16", LORA)):
-        # Blocks of 1 MiB and more straight from mmap: with glibc's sliding threshold, freed blocks stay in the
-        # heap and RSS counts memory that is no longer live, which blurs the comparison.
+        # Blocks of 1 MiB and more straight from mmap: with glibc's sliding threshold, freed blocks stay in
+        # the heap and RSS counts memory that is no longer live, which blurs the comparison.
         rows = train(out / f"mem-{args.model}-{'lora' if extra else 'full'}", [*common, *extra],
                      env={"MALLOC_MMAP_THRESHOLD_": str(1 << 20)})
         trainable = _trainable(model, extra)
-        print(f"| {args.model} | {name} | {trainable:,} | {max(r['memory/peak_rss_mib'] for r in rows):,.0f} |",
-              flush=True)
+        peak = max(r['memory/peak_rss_mib'] for r in rows)
+        print(f"| {args.model} | {name} | {trainable:,} | {peak:,.0f} |", flush=True)
 
 
 def _trainable(model: str, extra: list[str]) -> int:

@@ -63,8 +63,8 @@ def main() -> None:
     print("| variant | peak RSS growth, forward + backward (MiB) | sum of log-probs |")
     print("|---|---|---|")
     for variant in ("naive", "chunked"):
-        cmd = [sys.executable, __file__, "--variant", variant, "--vocab", str(args.vocab), "--rows", str(args.rows),
-               "--length", str(args.length), "--chunk", str(args.chunk)]
+        cmd = [sys.executable, __file__, "--variant", variant, "--vocab", str(args.vocab),
+               "--rows", str(args.rows), "--length", str(args.length), "--chunk", str(args.chunk)]
         # Large blocks straight from mmap: glibc's default sliding threshold keeps freed blocks in the heap,
         # so RSS would count memory that is no longer live.
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}

@@ -1,5 +1,6 @@
 """Run the same training on 1 process and on N processes (torchrun, gloo) and print, per step, the largest
-difference (relative for values above 1, absolute below) between their metrics.jsonl rows (time, memory and throughput excluded).
+difference (relative for values above 1, absolute below) between their metrics.jsonl rows (time, memory and
+throughput excluded).
 
     .venv/bin/python scripts/compare_world_sizes.py [--nproc 2] [overrides ...]
 
@@ -31,8 +32,10 @@ def main() -> int:
         if any(run.wait() for run in runs):
             print("a run failed; rerun it by hand to see why", file=sys.stderr)
             return 1
-        rows = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (one, many)]
-    print(f"| step | largest difference, 1 vs {args.nproc} processes (relative above 1, absolute below) | metric |\n|---|---|---|")
+        rows = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+                for d in (one, many)]
+    print(f"| step | largest difference, 1 vs {args.nproc} processes (relative above 1, absolute below) "
+          "| metric |\n|---|---|---|")
     for a, b in zip(*rows):
         diffs = [(abs(a[k] - b[k]) / max(abs(a[k]), 1.0), k) for k in a
                  if isinstance(a[k], float) and isinstance(b.get(k), float) and not k.startswith(VOLATILE)]

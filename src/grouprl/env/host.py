@@ -21,11 +21,9 @@ import json
 import math
 import multiprocessing as mp
 import pickle
-import signal
-import threading
 import typing
-from contextlib import contextmanager
 
+from grouprl.alarm import deadline
 from grouprl.errors import EnvError
 
 GRACE = 5.0  # seconds past the timeout before a worker that ignores SIGALRM is killed
@@ -35,23 +33,6 @@ class _Timeout(Exception):
     pass
 
 
-@contextmanager
-def _alarm(seconds: float):
-    """Raise ``_Timeout`` in this (main) thread after ``seconds``; a no-op off the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def ring(signum, frame):
-        raise _Timeout
-
-    previous = signal.signal(signal.SIGALRM, ring)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _arguments_problem(method, arguments: dict) -> str | None:
@@ -91,7 +72,7 @@ class _Slots:
     def run(self, op: str, i: int, payload):
         """``("ok", value)`` or ``("error", message)``."""
         try:
-            with _alarm(self.timeout):
+            with deadline(self.timeout, _Timeout):
                 return "ok", getattr(self, "_" + op)(i, payload)
         except _Timeout:
             return "error", f"timed out after {self.timeout:g} s"

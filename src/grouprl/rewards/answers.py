@@ -25,11 +25,9 @@ from __future__ import annotations
 import logging
 import math
 import re
-import signal
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
+from grouprl.alarm import deadline
 from grouprl.messages import completion_text
 from grouprl.rewards.extract import last_boxed
 
@@ -99,31 +97,12 @@ class _SampleTimeout(BaseException):
     it."""
 
 
-@contextmanager
-def _deadline(seconds: float) -> Iterator[None]:
-    """Raise ``_SampleTimeout`` after ``seconds`` — only where a SIGALRM timer is safe; else no limit."""
-    usable = (threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
-              and signal.getitimer(signal.ITIMER_REAL)[0] == 0)
-    if not usable:
-        yield
-        return
-
-    def _raise(signum, frame):
-        raise _SampleTimeout
-
-    previous = signal.signal(signal.SIGALRM, _raise)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 _NOTICES = ("Timeout is disabled as", "equations=True in NormalizationConfig is deprecated")
 """What math-verify and latex2sympy log that does not apply here: that math-verify's timeouts are off
-(``_deadline`` is ours), and, on every normalisation, that ``equations=True`` is deprecated (open-r1 sets it;
-it still applies)."""
+(``grouprl.alarm.deadline`` is ours), and, on every normalisation, that ``equations=True`` is deprecated
+(open-r1 sets it; it still applies)."""
 
 
 def _not_a_notice(record: logging.LogRecord) -> bool:
@@ -161,7 +140,7 @@ def is_equivalent(prediction: str, reference: str, *, rel_tol: float = 1e-6,
     if a is not None and b is not None:
         return math.isclose(a, b, rel_tol=rel_tol)
     try:
-        with _deadline(timeout):
+        with deadline(timeout, _SampleTimeout):
             return _math_verify(prediction, reference)
     except (Exception, _SampleTimeout):  # noqa: BLE001 - parser errors and timeouts alike score 0.0
         return False

@@ -30,8 +30,9 @@ import math
 import re
 from collections.abc import Callable
 
+from grouprl.alarm import deadline
 from grouprl.messages import completion_text
-from grouprl.rewards.answers import SAMPLE_TIMEOUT, _deadline, _SampleTimeout, quiet_math_verify
+from grouprl.rewards.answers import SAMPLE_TIMEOUT, _SampleTimeout, quiet_math_verify
 
 
 def _contents(completions) -> list[str]:
@@ -68,7 +69,7 @@ def _parse(text: str, config=None) -> list:
     quiet_math_verify()
     kwargs = {} if config is None else {"extraction_config": config}
     try:
-        with _deadline(SAMPLE_TIMEOUT):
+        with deadline(SAMPLE_TIMEOUT, _SampleTimeout):
             return parse(text, extraction_mode="first_match", parsing_timeout=None, **kwargs)
     except _SampleTimeout:
         return []
@@ -79,7 +80,7 @@ def _verify(gold: list, target: list) -> bool:
     from math_verify import verify
 
     try:
-        with _deadline(SAMPLE_TIMEOUT):
+        with deadline(SAMPLE_TIMEOUT, _SampleTimeout):
             return bool(verify(gold, target, timeout_seconds=None))
     except _SampleTimeout:
         return False
