@@ -80,7 +80,9 @@ def trl_worker(args, out: Path) -> None:
 
     torch.manual_seed(args.seed)
     task = get_task(args.task, **knobs_of(args.knobs))
-    rows = task.generate("train", args.num_train, args.seed)
+    # Arrow needs one type per column: keep the prompt and the scalar columns the verifier reads.
+    rows = [{k: v for k, v in row.items() if k == "prompt" or isinstance(v, (str, int, float, bool))}
+            for row in task.generate("train", args.num_train, args.seed)]
 
     class StepTimes(TrainerCallback):
         def __init__(self):
