@@ -5,11 +5,16 @@ The configurations are the ones the project compares against TRL's GRPOTrainer (
 * ``tiny``  — Llama, hidden 128, 4 layers, 4 heads, intermediate 344, char vocabulary; 8 prompts × 8
   completions, 16 new tokens, beta 0.04, μ = 1.
 * ``small`` — Llama, hidden 512, 8 layers, 8 heads, intermediate 1376; the same batch, 32 new tokens.
+* ``smollm2-135m`` — SmolLM2-135M's shape (hidden 576, 30 layers, 9 heads / 3 key-value heads, intermediate
+  1536, vocabulary 49152, tied embeddings; 135 M parameters), built from a config; 8 prompts × 8 completions
+  of 256 new tokens. Meant for ``--device cuda``.
 
 The model is random (from a config), so completions run to the token budget: the work per step is fixed.
 FLOPs are counted as 2·N per generated or scored token and 6·N per trained token (N = parameters). The
-matrix-multiply peak is measured in the same process with large square fp32 products, because this
-machine's speed drifts from minute to minute.
+matrix-multiply peak is measured in the same process with large square products (fp32 on the CPU, bf16 on
+CUDA, the dtype of the update's matrix multiplies there), because a machine's speed drifts from minute to
+minute; ``fraction_of_gemm`` is the model FLOPs utilisation (MFU) against it. ``--device cuda`` runs on the
+GPU (``model.device``; ``train.precision`` auto is bf16-mixed there) and adds the peak GPU memory.
 """
 
 from __future__ import annotations
@@ -32,17 +37,25 @@ CONFIGS = {
     "tiny": dict(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=344, max_new_tokens=16),
     "small": dict(hidden_size=512, num_layers=8, num_heads=8, intermediate_size=1376, max_new_tokens=32),
     "medium": dict(hidden_size=1024, num_layers=12, num_heads=16, intermediate_size=2816, max_new_tokens=32),
+    "smollm2-135m": dict(hidden_size=576, num_layers=30, num_heads=9, num_kv_heads=3, intermediate_size=1536,
+                         vocab_size=49152, tie_word_embeddings=True, max_new_tokens=256),
 }
 
 
-def gemm_gflops(size: int = 1024, repeats: int = 8) -> float:
-    """fp32 matrix-multiply rate on this process's threads (best of ``repeats``)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def gemm_gflops(size: int = 1024, repeats: int = 8, device: str = "cpu") -> float:
+    """Matrix-multiply rate (best of ``repeats``): fp32 on this process's CPU threads, bf16 on CUDA (8192²
+    products there: smaller ones do not fill the GPU)."""
+    cuda = torch.device(device).type == "cuda"
+    size, dtype = (8192, torch.bfloat16) if cuda else (size, torch.float32)
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     a @ b  # warm-up
+    sync()
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - t0)
     return 2 * size**3 / best / 1e9
 
@@ -62,6 +75,9 @@ class BenchResult:
     peak_rss_mib: float
     params: int
     steps: int
+    device: str = "cpu"
+    rollout_tokens_per_s: float = 0.0  # generated tokens / generation seconds
+    peak_gpu_mib: float | None = None
 
     def as_dict(self) -> dict:
         return {**self.__dict__, "fraction_of_gemm": self.achieved_gflops / self.gemm_gflops}
@@ -75,16 +91,20 @@ def make_model_dir(name: str, root: Path) -> Path:
     c = CONFIGS[name]
     tokenizer = build_char_tokenizer()
     torch.manual_seed(0)
-    model = LlamaForCausalLM(tiny_llama_config(len(tokenizer), hidden_size=c["hidden_size"],
-                                               num_layers=c["num_layers"], num_heads=c["num_heads"],
-                                               intermediate_size=c["intermediate_size"]))
+    config = tiny_llama_config(c.get("vocab_size", len(tokenizer)), hidden_size=c["hidden_size"],
+                               num_layers=c["num_layers"], num_heads=c["num_heads"],
+                               intermediate_size=c["intermediate_size"], max_position_embeddings=2048)
+    config.num_key_value_heads = c.get("num_kv_heads", c["num_heads"])
+    config.tie_word_embeddings = c.get("tie_word_embeddings", False)
+    model = LlamaForCausalLM(config)
     path = root / name
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 
 
-def run(name: str, steps: int, warmup: int = 2, overrides: tuple[str, ...] = ()) -> BenchResult:
+def run(name: str, steps: int, warmup: int = 2, overrides: tuple[str, ...] = (),
+        device: str = "cpu") -> BenchResult:
     from grouprl.config import load_config
     from grouprl.train.loop import sample_batch, update
     from grouprl.train.setup import build
@@ -97,15 +117,22 @@ def run(name: str, steps: int, warmup: int = 2, overrides: tuple[str, ...] = ())
                                  "train.prompts_per_step=8", "rollout.num_generations=8",
                                  f"rollout.max_new_tokens={CONFIGS[name]['max_new_tokens']}",
                                  "data.num_eval=0", "data.num_train=512", "train.num_iterations=1",
-                                 *overrides])
+                                 f"model.device={device}", *overrides])
         setup = build(cfg, Path(tmp) / "run")
         params = sum(p.numel() for p in setup.policy.parameters())
-        gemm = gemm_gflops()
+        on = str(setup.device)
+        cuda = setup.device.type == "cuda"
+        sync = torch.cuda.synchronize if cuda else (lambda: None)
+        gemm = gemm_gflops(device=on)
         times, phases, flops, tokens = [], [], [], []
         for step in range(1, warmup + steps + 1):
+            if step == warmup + 1 and cuda:
+                torch.cuda.reset_peak_memory_stats(setup.device)
+            sync()
             t0 = time.perf_counter()
             batch, _ = sample_batch(setup, step)
             batch, metrics = update(setup, batch)
+            sync()
             elapsed = time.perf_counter() - t0
             if step <= warmup:
                 continue
@@ -124,18 +151,21 @@ def run(name: str, steps: int, warmup: int = 2, overrides: tuple[str, ...] = ())
             # prompts, tokenising, advantages, metrics
             phases[-1]["other"] = elapsed - sum(phases[-1].values())
         # the machine drifts: the better of the rates before and after the steps
-        gemm = max(gemm, gemm_gflops())
+        gemm = max(gemm, gemm_gflops(device=on))
+        peak_gpu = torch.cuda.max_memory_allocated(setup.device) / 2**20 if cuda else None
     median = statistics.median(times)
     return BenchResult(
         config=name, sec_per_step=median,
         phases={k: statistics.median(p[k] for p in phases) for k in phases[0]},
         tokens_per_s=sum(tokens) / sum(times), achieved_gflops=sum(flops) / sum(times) / 1e9,
-        gemm_gflops=gemm, peak_rss_mib=peak_rss_mib(), params=params, steps=steps,
+        gemm_gflops=gemm, peak_rss_mib=peak_rss_mib(), params=params, steps=steps, device=on,
+        rollout_tokens_per_s=sum(tokens) / sum(p["generate"] for p in phases), peak_gpu_mib=peak_gpu,
     )
 
 
-def run_trl(name: str, steps: int, warmup: int = 2) -> dict:
-    """TRL's GRPOTrainer on the identical model, tokenizer, prompts and hyperparameters (``bench`` extra)."""
+def run_trl(name: str, steps: int, warmup: int = 2, device: str = "cpu") -> dict:
+    """TRL's GRPOTrainer on the identical model, tokenizer, prompts and hyperparameters (``bench`` extra);
+    on CUDA in bf16 mixed precision, as grouprl runs there."""
     try:
         from datasets import Dataset
         from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -155,6 +185,7 @@ def run_trl(name: str, steps: int, warmup: int = 2) -> dict:
         def on_step_end(self, args, state, control, **kw):
             self.times.append(time.perf_counter() - self._t0)
 
+    cuda = torch.device(device).type == "cuda" or (device == "auto" and torch.cuda.is_available())
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_model_dir(name, Path(tmp))
         rows = get_task("arithmetic").generate("train", 8 * (warmup + steps), 0)
@@ -163,7 +194,7 @@ def run_trl(name: str, steps: int, warmup: int = 2) -> dict:
             output_dir=str(Path(tmp) / "trl"), per_device_train_batch_size=64, num_generations=8,
             max_completion_length=CONFIGS[name]["max_new_tokens"], beta=0.04, num_iterations=1,
             temperature=1.0, top_p=1.0, top_k=0, learning_rate=1e-5, max_steps=warmup + steps,
-            logging_steps=10_000, save_strategy="no", report_to=[], use_cpu=True, bf16=False,
+            logging_steps=10_000, save_strategy="no", report_to=[], use_cpu=not cuda, bf16=cuda,
             shuffle_dataset=False, dataloader_num_workers=0, seed=0,
         )
         timer = StepTimer()
@@ -184,7 +215,8 @@ def _subprocess(argv: list[str]) -> dict:
 
 def side_by_side(args) -> dict:
     """grouprl and TRL alternated, each in its own process, ``args.rounds`` times; medians of each side."""
-    common = ["--config", args.config, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    common = ["--config", args.config, "--steps", str(args.steps), "--warmup", str(args.warmup),
+              "--device", args.device]
     ours, theirs = [], []
     for _ in range(args.rounds):
         ours.append(_subprocess([*common, *args.overrides]))
@@ -202,10 +234,10 @@ def side_by_side(args) -> dict:
 
 def main(args) -> int:
     if args.trl_only:
-        print(json.dumps(run_trl(args.config, args.steps, args.warmup)))
+        print(json.dumps(run_trl(args.config, args.steps, args.warmup, args.device)))
         return 0
     d = (side_by_side(args) if args.vs_trl
-         else run(args.config, args.steps, args.warmup, tuple(args.overrides)).as_dict())
+         else run(args.config, args.steps, args.warmup, tuple(args.overrides), args.device).as_dict())
     if not args.json:
         print(f"config {d['config']}: {d['params'] / 1e6:.2f} M params, {d['steps']} steps after warm-up")
         print(f"  sec/step (median)  {d['sec_per_step']:.3f}   phases: "

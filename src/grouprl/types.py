@@ -89,7 +89,7 @@ class Report:
 
     def select(self, rows: list[int]) -> Report:
         """The per-sample fields of ``rows`` only; the counts and logs stay the batch's."""
-        index = torch.tensor(rows, dtype=torch.long)
+        index = torch.tensor(rows, dtype=torch.long, device="cpu")  # the report is host data
         return Report(len(rows), self.scored, {k: v[index] for k, v in self.failed.items()}, self.first_error,
                       self.metrics, {c: [values[i] for i in rows] for c, values in self.extra.items()})
 
@@ -168,7 +168,8 @@ def concat(batches: list[Scored], pad_id: int) -> Scored:
 
 def select_groups(batch: Scored, groups: list[int], G: int) -> Scored:
     """Keep whole groups, in the given order."""
-    rows_idx = torch.tensor([g * G + j for g in groups for j in range(G)], dtype=torch.long)
+    # host indices: they index the rollout (on the model's device) and the reward parts (on the CPU) alike
+    rows_idx = torch.tensor([g * G + j for g in groups for j in range(G)], dtype=torch.long, device="cpu")
     r = batch.rollout
     present = r.sequence_mask()[rows_idx]  # [n, T]: the columns past the last token of every row are padding
     T = int(present.any(0).nonzero().max()) + 1 if present.any() else 0

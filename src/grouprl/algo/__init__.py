@@ -6,7 +6,7 @@ the two stages ``group_advantages`` and ``policy_loss`` directly.
 
 from grouprl.algo.advantages import ADVANTAGES, GroupContext
 from grouprl.algo.aggregation import AGGREGATIONS, Counts
-from grouprl.algo.correction import CORRECTIONS, Correction, correction_metrics
+from grouprl.algo.correction import CORRECTIONS, Correction, correction_metrics, sampler_gap
 from grouprl.algo.filters import FILTERS, SHAPING, GroupView
 from grouprl.algo.kl import KL_ESTIMATORS
 from grouprl.algo.loss import (
@@ -32,6 +32,6 @@ __all__ = [
     "SHAPING",
     "PRESETS", "REGISTRIES", "AlgoSpec", "Advantages", "Counts", "GroupContext", "GroupView", "LossOutput",
     "Correction", "check_inputs", "compute_loss", "correction_metrics", "group_advantages", "kept_groups",
-    "policy_loss", "preset", "rollout_correction",
+    "policy_loss", "preset", "rollout_correction", "sampler_gap",
     "SELECTIONS", "TokenSelection", "TokenView", "next_alpha", "select_flat", "select_tokens",  # (i)
 ]

@@ -124,3 +124,24 @@ def sequence_mask(log_w: torch.Tensor, mask: torch.Tensor, *, rollout_correction
     """Sequence-level masked IS: a sequence whose geometric-mean ratio ``w_i`` is outside ``[min, max]``
     leaves the loss, all its tokens."""
     return _masked(*_sequence_ratio(log_w, mask), mask, rollout_correction_min, rollout_correction_max)
+
+
+def sampler_gap(log_w: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """How far the sampler's log-probs are from the trainer's for the same tokens, as sums over one batch.
+
+    ``log_w`` ``[N, T]`` is ``log pi - log mu`` (trainer minus sampler), ``mask`` ``[N, T]`` the tokens to
+    count. Returns 0-dim tensors: ``abs_sum`` = sum |log w|, ``abs_max`` = max |log w| (0 for no token),
+    ``kl_sum`` = sum of ``k3 = (w - 1) - log w``, whose mean over tokens sampled from mu estimates
+    KL(mu || pi) without bias and is never negative, and ``tokens``. Add the sums over batches and ranks (take
+    the maximum of ``abs_max``); ``rollout/logprob_diff_mean`` is ``abs_sum / tokens``.
+
+    >>> g = sampler_gap(torch.tensor([[0.1, -0.2, 5.0]]), torch.tensor([[1.0, 1.0, 0.0]]))
+    >>> round(float(g["abs_sum"]), 4), round(float(g["abs_max"]), 4), float(g["tokens"])
+    (0.3, 0.2, 2.0)
+    """
+    on = mask > 0
+    gap = torch.where(on, log_w, 0.0)
+    k3 = torch.where(on, torch.expm1(gap.clamp(max=20.0)) - gap, 0.0)
+    absolute = gap.abs()
+    return {"abs_sum": absolute.sum(), "abs_max": absolute.max() if on.any() else absolute.new_zeros(()),
+            "kl_sum": k3.sum(), "tokens": on.sum().to(log_w.dtype)}

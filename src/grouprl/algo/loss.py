@@ -424,4 +424,5 @@ def _corrected_mask(old_logp: torch.Tensor, behaviour_logp: torch.Tensor | None,
         return loss_mask, {}
     c = rollout_correction(old_logp, behaviour_logp, loss_mask, spec)
     metrics = correction_metrics(c.sums())
-    return c.keep, {k: torch.tensor(v, dtype=loss_mask.dtype) for k, v in metrics.items()}
+    like = {"dtype": loss_mask.dtype, "device": loss_mask.device}
+    return c.keep, {k: torch.tensor(v, **like) for k, v in metrics.items()}

@@ -58,7 +58,8 @@ def cov_random(view: TokenView, *, ratio: float, lb: float, ub: float) -> Tensor
     candidates = torch.nonzero((cov > lb) & (cov < ub)).flatten()
     selected = torch.zeros_like(cov, dtype=torch.bool)
     if len(candidates):
-        draw = torch.randperm(len(candidates), generator=torch.Generator().manual_seed(view.seed))
+        draw = torch.randperm(len(candidates), generator=torch.Generator().manual_seed(view.seed),
+                              device="cpu")
         selected[candidates[draw[:_count(ratio, len(cov))]].to(cov.device)] = True
     return selected
 

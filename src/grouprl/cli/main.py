@@ -268,13 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
     sft.set_defaults(fn=cmd_sft)
 
     bench = sub.add_parser("bench", help="seconds per step by phase, tokens/s, FLOP/s and peak memory")
-    bench.add_argument("--config", default="tiny", help="tiny | small | medium")
+    bench.add_argument("--config", default="tiny", help="tiny | small | medium | smollm2-135m")
     bench.add_argument("--steps", type=int, default=5, help="measured steps after warm-up")
     bench.add_argument("--warmup", type=int, default=2)
     bench.add_argument("--json", action="store_true", help="print only the JSON result line")
     bench.add_argument("--vs-trl", action="store_true", help="also run TRL's GRPOTrainer side by side")
     bench.add_argument("--rounds", type=int, default=2, help="with --vs-trl: alternations of the two sides")
     bench.add_argument("--trl-only", action="store_true", help=argparse.SUPPRESS)
+    bench.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (model.device)")
     bench.add_argument("overrides", nargs="*", help="extra config overrides")
     bench.set_defaults(fn=lambda args: __import__("grouprl.bench", fromlist=["main"]).main(args))
 

@@ -23,6 +23,7 @@ from grouprl.algo import AlgoSpec, preset
 from grouprl.config import trl
 from grouprl.config.schema import ROLLOUT_BACKENDS, TOOL_PARSER_NAMES, Config
 from grouprl.errors import ConfigError, read_utf8
+from grouprl.model.device import ATTN_IMPLEMENTATIONS, PRECISIONS
 
 REPORT_TO = ("tensorboard", "wandb", "trackio")
 
@@ -305,6 +306,9 @@ def _check_values(cfg: Config) -> None:
         (cfg.train.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0 (0 turns clipping off)"),
         (cfg.model.dtype in ("float32", "bfloat16", "float16", "auto"), "model.dtype",
          "must be float32, bfloat16, float16 or auto"),
+        (cfg.train.precision in PRECISIONS, "train.precision", f"must be one of {', '.join(PRECISIONS)}"),
+        (cfg.model.attn_implementation in ATTN_IMPLEMENTATIONS, "model.attn_implementation",
+         f"must be one of {', '.join(ATTN_IMPLEMENTATIONS)}"),
         (cfg.data.num_eval >= 0, "data.num_eval", "must be >= 0"),
         (cfg.eval.num_samples >= 0, "eval.num_samples", "must be >= 0"),
         (cfg.output.keep_last >= 1, "output.keep_last", "must be >= 1"),

@@ -51,7 +51,19 @@ class ModelConfig:
     """A GGUF file name inside the directory ``name_or_path``: the model, tokenizer and chat template are read
     from it (the same as passing the file's path as ``name_or_path``). None: no GGUF."""
     dtype: str = "float32"
-    """Weights dtype: float32 | bfloat16 | float16 | auto. On CPU keep float32."""
+    """Weights dtype as loaded: float32 | bfloat16 | float16 | auto. Leave it float32 and choose the
+    arithmetic with ``train.precision`` (bf16 loads bfloat16 weights itself); another value with
+    ``train.precision=auto`` trains in that dtype without autocast."""
+    device: str = "auto"
+    """Where the policy, the reference, the rollout engine's buffers, the log-prob passes, the loss and the
+    metrics live: auto | cpu | cuda | cuda:N. auto: the local rank's GPU under torchrun (LOCAL_RANK), else
+    cuda when CUDA is available, else cpu. Reward functions run in their CPU worker whatever it is. A device
+    this machine lacks (cuda without CUDA, cuda:3 on one GPU) stops the run before any model loads."""
+    attn_implementation: str = "sdpa"
+    """The attention kernel of the policy and the reference, in the rollout and every log-prob pass (left
+    padding is masked in all three): sdpa (torch's scaled_dot_product_attention), eager (the reference
+    implementation), or flash_attention_2 (CUDA, needs the flash-attn package; refused when it is not
+    installed)."""
     trust_remote_code: bool = False
     """Run the model repository's own Python code. Off unless you trust the repository."""
     ref_name_or_path: str | None = None
@@ -185,6 +197,13 @@ class TrainConfig:
     """Stop (with a checkpoint) after this many steps in a row whose update was skipped for NaN/inf."""
     seed: int = 0
     """Seeds python, numpy and torch, and the sampler."""
+    precision: str = "auto"
+    """The arithmetic of the forward and backward passes (docs/gpu.md). fp32: float32 throughout.
+    bf16-mixed: float32 master weights and AdamW moments, every forward (rollout, log-prob passes, update)
+    under torch.autocast(bfloat16); the backward follows the forward's dtypes. bf16: bfloat16 weights (half
+    the memory), float32 AdamW moments, the update applied in float32 and rounded to bfloat16. In every mode
+    the log-softmax, the log-probs, advantages, the KL and the loss are float32. auto: bf16-mixed on CUDA,
+    fp32 on the CPU. bf16 modes on a CPU without bfloat16 kernels are refused."""
     threads: int = 0
     """torch intra-op threads (0: leave torch's default). Under torchrun set it to cores / processes."""
     fsdp: bool = False

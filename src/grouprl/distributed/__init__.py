@@ -6,9 +6,9 @@ Nothing here is global state: ``init`` returns a ``Dist`` and the trainer passes
 (no ``WORLD_SIZE`` in the environment, or ``WORLD_SIZE=1``) gets ``Dist()`` and every collective is the
 identity, so one code path serves both cases.
 
-Backends: gloo on CPU, NCCL when CUDA is available. Every collective takes ``train.collective_timeout``
-seconds at most (a peer that died closes its sockets, so gloo usually fails at once; a peer that hangs is
-caught by the timeout).
+Backends: gloo when the run's device (``model.device``) is the CPU, NCCL when it is a GPU. Every collective
+takes ``train.collective_timeout`` seconds at most (a peer that died closes its sockets, so gloo usually fails
+at once; a peer that hangs is caught by the timeout).
 """
 
 from __future__ import annotations
@@ -76,19 +76,21 @@ class Dist:
         if not self.active or not values:
             return dict(values)
         keys = sorted(values)
-        total = self.all_reduce(torch.tensor([float(values[k]) for k in keys], dtype=torch.float64))
+        total = self.all_reduce(torch.tensor([float(values[k]) for k in keys], dtype=torch.float64,
+                                             device="cpu"))
         return dict(zip(keys, total.tolist()))
 
     def any(self, flag: bool) -> bool:
         """True on every rank when it is true on any rank (a stop request, say)."""
-        return bool(self.all_reduce(torch.tensor([int(flag)]), "max").item())
+        return bool(self.all_reduce(torch.tensor([int(flag)], device="cpu"), "max").item())
 
     def gather_rows(self, x: torch.Tensor) -> torch.Tensor:
         """Concatenate every rank's ``x`` ``[n_r, ...]`` along dim 0 in rank order; ``n_r`` may differ by
         rank."""
         if not self.active:
             return x.clone()
-        sizes = self.all_reduce(torch.nn.functional.one_hot(torch.tensor(self.rank), self.world) * x.shape[0])
+        rank = torch.tensor(self.rank, device="cpu")
+        sizes = self.all_reduce(torch.nn.functional.one_hot(rank, self.world) * x.shape[0])
         width = int(sizes.max())
         padded = torch.zeros((width, *x.shape[1:]), dtype=x.dtype, device=self.device)
         padded[: x.shape[0]] = x.to(self.device)
@@ -127,15 +129,20 @@ def is_collective_error(err: BaseException) -> bool:
         s in str(err) for s in ("Gloo", "gloo", "NCCL", "Connection closed", "Timed out", "timed out")))
 
 
-def init(timeout: float) -> Dist:
-    """Join the ``torchrun`` job described by the environment (or return the single-process ``Dist``)."""
+def init(timeout: float, device: torch.device | None = None) -> Dist:
+    """Join the ``torchrun`` job described by the environment (or return the single-process ``Dist``).
+
+    The backend follows the run's device (``model.device``): NCCL on a GPU, each rank on its own
+    (``LOCAL_RANK``), gloo on the CPU, also on a machine that has GPUs. Without ``device``: NCCL when CUDA is
+    available."""
     rank, world, local_rank = env_world()
     if world <= 1:
         return Dist(timeout=timeout)
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        on_gpu = torch.cuda.is_available() if device is None else device.type == "cuda"
+        backend = "nccl" if on_gpu else "gloo"
         if backend == "nccl":
-            torch.cuda.set_device(local_rank)
+            torch.cuda.set_device(local_rank if device is None or device.index is None else device.index)
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
     return Dist(rank=rank, world=world, local_rank=local_rank, timeout=timeout)
 

@@ -20,7 +20,7 @@ import torch
 
 from grouprl.errors import ConfigError
 from grouprl.model.memory import decoder_layers
-from grouprl.model.passes import DUMMY
+from grouprl.model.passes import dummy_rollout
 
 
 def check(fsdp: bool, world: int, lora: bool) -> None:
@@ -40,16 +40,22 @@ def check(fsdp: bool, world: int, lora: bool) -> None:
                           f"this torch is {torch.__version__}: upgrade torch, or drop train.fsdp") from None
 
 
-def shard(scorer: torch.nn.Module, policy: torch.nn.Module) -> list:
-    """``fully_shard`` every decoder layer, then the root; returns the FSDP units, root first."""
-    from torch.distributed.fsdp import FSDPModule, fully_shard
+def shard(scorer: torch.nn.Module, policy: torch.nn.Module, compute: torch.dtype | None = None) -> list:
+    """``fully_shard`` every decoder layer, then the root; returns the FSDP units, root first. ``compute``
+    (``train.precision=bf16-mixed``: bfloat16) is the dtype the gathered parameters take for the passes,
+    gradients being reduced in float32; None: the parameters' own dtype."""
+    from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
+    device = next(policy.parameters()).device
+    policy_kw = {} if compute is None else {
+        "mp_policy": MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=torch.float32)}
     for layer in decoder_layers(policy):
-        fully_shard(layer)
-    fully_shard(scorer)
+        fully_shard(layer, **policy_kw)
+    fully_shard(scorer, **policy_kw)
     # One pass through the root sets up FSDP's root state; the rollout later calls the layers directly.
     with torch.no_grad():
-        scorer(DUMMY, torch.zeros(1, dtype=torch.long), 1, temperature=1.0, chunk_size=1)
+        scorer(dummy_rollout(device), torch.zeros(1, dtype=torch.long, device=device), 1, temperature=1.0,
+               chunk_size=1)
     units = [m for m in scorer.modules() if isinstance(m, FSDPModule)]
     # the root stays gathered after a forward; the optimizer must see the sharded parameters
     for unit in units:

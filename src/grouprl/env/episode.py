@@ -256,20 +256,23 @@ class EnvironmentRollout:
         pad = self.backend.pad_id
         prompt_ids, prompt_mask = left_pad(prompts, pad)
         T = max(1, max(len(ids) for ids, _, _ in rows))
-        ids = torch.full((len(rows), T), pad, dtype=torch.long)
-        own, env = torch.zeros(len(rows), T, dtype=torch.long), torch.zeros(len(rows), T, dtype=torch.long)
-        logp = torch.zeros(len(rows), T)
+        # assembled on the host from the episodes' lists, then moved to the model's device in one copy each
+        host = {"device": "cpu"}
+        ids = torch.full((len(rows), T), pad, dtype=torch.long, **host)
+        own, env = (torch.zeros(len(rows), T, dtype=torch.long, **host),
+                    torch.zeros(len(rows), T, dtype=torch.long, **host))
+        logp = torch.zeros(len(rows), T, **host)
         for i, (row_ids, row_own, row_logp) in enumerate(rows):
             n = len(row_ids)
-            ids[i, :n] = torch.tensor(row_ids, dtype=torch.long)
-            own[i, :n] = torch.tensor(row_own, dtype=torch.long)
+            ids[i, :n] = torch.tensor(row_ids, dtype=torch.long, **host)
+            own[i, :n] = torch.tensor(row_own, dtype=torch.long, **host)
             env[i, :n] = 1 - own[i, :n]
-            logp[i, :n] = torch.tensor(row_logp)
+            logp[i, :n] = torch.tensor(row_logp, **host)
         device = self.backend.model.device
         rollout = Rollout(prompt_ids.to(device), prompt_mask.to(device), ids.to(device), own.to(device),
                           torch.tensor([e.truncated for e in episodes], device=device), logp.to(device),
                           env.to(device))
-        count = lambda key: torch.tensor([float(getattr(e, key)) for e in episodes])  # noqa: E731
+        count = lambda key: torch.tensor([float(getattr(e, key)) for e in episodes], **host)  # noqa: E731
         stats = {key: count(key) for key in ("turns", "tool_calls", "tool_errors", "turn_limit")}
         stats["env_tokens"] = env.sum(-1).double()
         return Played(rollout, [e.prompt for e in episodes], [e.messages for e in episodes],

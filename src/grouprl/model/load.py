@@ -120,24 +120,32 @@ def load_model(
     trust_remote_code: bool = False,
     use_safetensors: bool = True,
     gguf_file: str | None = None,
+    device: torch.device | str = "cpu",
+    attn_implementation: str | None = None,
 ) -> PreTrainedModel:
-    """Load a causal LM in eval mode.
+    """Load a causal LM in eval mode, on ``device``.
 
     ``dtype`` is one of ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"`` (the checkpoint's own
     dtype; float32 for a GGUF, whose tensors are dequantised to it). ``use_safetensors=True`` refuses pickle
     checkpoints (``pytorch_model.bin``). A GGUF source (a ``.gguf`` path, or a directory plus ``gguf_file``)
     gives an ordinary model with the GGUF's dequantised weights (``grouprl.model.gguf``).
+    ``attn_implementation`` (``sdpa``, ``eager``, ``flash_attention_2``; None: transformers' default) is the
+    attention kernel of every forward.
     """
     if dtype not in DTYPES:
         raise ValueError(f"Unknown dtype '{dtype}'; choose one of {sorted(DTYPES)}.")
     if (gguf := gguf_path(name_or_path, gguf_file)) is not None:
-        return load_gguf_model(gguf, torch.float32 if dtype == "auto" else DTYPES[dtype])
+        model = load_gguf_model(gguf, torch.float32 if dtype == "auto" else DTYPES[dtype])
+        if attn_implementation is not None:
+            model.set_attn_implementation(attn_implementation)
+        return model.to(device).eval()
     name = check_source(name_or_path, "model")
     if os.path.isdir(name):
         check_model_dir(Path(name), need=("config", "weights") if use_safetensors else ("config",))
+    kwargs = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
     model = _from_pretrained(AutoModelForCausalLM, name, "model", dtype=DTYPES[dtype],
-                             trust_remote_code=trust_remote_code, use_safetensors=use_safetensors)
-    return model.eval()
+                             trust_remote_code=trust_remote_code, use_safetensors=use_safetensors, **kwargs)
+    return model.to(device).eval()
 
 
 def _from_pretrained(auto, name: str, what: str, **kwargs):

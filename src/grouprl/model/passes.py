@@ -7,6 +7,9 @@ else that needs ``log π(completion | prompt)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+
 import torch
 
 from grouprl.model.kv import cache_unsupported_reason
@@ -85,21 +88,28 @@ def rollout_logprobs(model, rollout: Rollout, rows: torch.Tensor, G: int, *, tem
 
 class TrainingPass(torch.nn.Module):
     """The policy's ``rollout_logprobs`` as a module, so that a wrapper hooking ``forward`` (DDP, FSDP2) sees
-    the training pass: ``forward(rollout, rows [n], G) -> (logp [n, T], entropy [n, T])``."""
+    the training pass: ``forward(rollout, rows [n], G) -> (logp [n, T], entropy [n, T])``, run under
+    ``autocast()`` (``train.precision``: bf16 autocast for bf16-mixed; the log-probs come out float32)."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, autocast: Callable[[], AbstractContextManager] = nullcontext):
         super().__init__()
         self.model = model
         self.share_prompts = can_share_prompts(model)
+        self.autocast = autocast
 
     def forward(self, rollout: Rollout, rows: torch.Tensor, G: int, *, temperature: float, chunk_size: int):
-        return rollout_logprobs(self.model, rollout, rows, G, temperature=temperature, chunk_size=chunk_size,
-                                with_entropy=True, share_prompts=self.share_prompts)
+        with self.autocast():
+            return rollout_logprobs(self.model, rollout, rows, G, temperature=temperature,
+                                    chunk_size=chunk_size, with_entropy=True,
+                                    share_prompts=self.share_prompts)
 
 
-_ONE = torch.ones(1, 1, dtype=torch.long)
-DUMMY = Rollout(_ONE * 0, _ONE, _ONE * 0, _ONE, torch.zeros(1, dtype=torch.bool), torch.zeros(1, 1))
-"""One row of one prompt token and one completion token (id 0): a pass that touches every parameter."""
+def dummy_rollout(device: torch.device | str = "cpu") -> Rollout:
+    """One row of one prompt token and one completion token (id 0), on ``device``: a pass that touches every
+    parameter."""
+    one = torch.ones(1, 1, dtype=torch.long, device=device)
+    return Rollout(one * 0, one, one * 0, one, torch.zeros(1, dtype=torch.bool, device=device),
+                   torch.zeros(1, 1, device=device))
 
 
 @torch.no_grad()
@@ -110,7 +120,8 @@ def frozen_logprobs(model, rollout: Rollout, G: int, temperature: float, micro_b
     # prompt cache can be shared whatever model.gradient_checkpointing says
     out = [torch.zeros(0, rollout.completion_ids.shape[1], device=rollout.completion_ids.device)]
     share = cache_unsupported_reason(model) is None
-    for rows in torch.split(torch.arange(rollout.completion_ids.shape[0]), micro_batch_size):
+    rows_all = torch.arange(rollout.completion_ids.shape[0], device=rollout.completion_ids.device)
+    for rows in torch.split(rows_all, micro_batch_size):
         if not len(rows):
             continue
         logp, _ = rollout_logprobs(model, rollout, rows, G, temperature=temperature, chunk_size=chunk_size,

@@ -233,13 +233,15 @@ def verifier_name(rewards: list[Reward], name: str | None) -> str:
 
 
 def _reward_model(entry: dict, index: int) -> Reward:
-    if not set(entry) <= {"name", "weight", "path"}:
-        raise RewardError(f"rewards: entry {entry!r}: reward_model takes name, weight and path")
+    if not set(entry) <= {"name", "weight", "path", "device"}:
+        raise RewardError(f"rewards: entry {entry!r}: reward_model takes name, weight, path and device")
     if "path" not in entry:
         raise RewardError("rewards: reward_model needs a path: {name: reward_model, path: DIR_OR_HUB_ID}")
+    from grouprl.model.device import resolve_device
     from grouprl.rewards.model import RewardModel
 
-    return Reward("reward_model", RewardModel(str(entry["path"])), _weight(entry, index))
+    device = resolve_device(entry.get("device", "cpu"), key=f"rewards[{index}].device")
+    return Reward("reward_model", RewardModel(str(entry["path"]), device=device), _weight(entry, index))
 
 
 def _mapping(entry: dict, key: str, spec: str) -> dict:
@@ -463,7 +465,8 @@ class RewardRunner:
         ``trainer_state`` (default: a fresh run's)."""
         N = len(completions)
         state = state or RewardState()
-        out = Scores(torch.zeros(N, dtype=torch.float64), {}, {}, {}, Report(N, N))
+        # the functions' values are host data: they stay on the CPU (the trainer moves what it needs)
+        out = Scores(torch.zeros(N, dtype=torch.float64, device="cpu"), {}, {}, {}, Report(N, N))
         for index, reward in enumerate(self.rewards):
             if verifier_only and reward.name != self.verifier:
                 continue
@@ -472,7 +475,7 @@ class RewardRunner:
             what = None
             if status == "ok":
                 failed = torch.tensor([v is not None and not math.isfinite(v) for v in payload.values],
-                                      dtype=torch.bool)
+                                      dtype=torch.bool, device="cpu")
                 if payload.first_bad is not None:
                     sample, shown = payload.first_bad
                     what = f"returned {shown} for sample {sample}"
@@ -483,9 +486,9 @@ class RewardRunner:
                 what = {"timeout": "timed out (reward_timeout)", "bad": payload}.get(status,
                                                                                      f"failed ({payload})")
                 _warn_once(reward.name, status, what, completions[0] if completions else "")
-                failed, values = torch.ones(N, dtype=torch.bool), [self.fallback] * N
+                failed, values = torch.ones(N, dtype=torch.bool, device="cpu"), [self.fallback] * N
             out.parts[reward.name] = torch.tensor([math.nan if v is None else v for v in values],
-                                                  dtype=torch.float64)
+                                                  dtype=torch.float64, device="cpu")
             out.total += reward.weight * torch.nan_to_num(out.parts[reward.name], nan=0.0)
             out.errors[reward.name] = 0 if status == "timeout" else int(failed.sum())
             out.timeouts[reward.name] = N if status == "timeout" else 0

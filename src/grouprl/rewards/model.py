@@ -1,8 +1,10 @@
 """A learned reward: any Hugging Face sequence-classification model scoring ``prompt + completion``.
 
-Configure it as ``rewards: [{name: reward_model, path: DIR_OR_HUB_ID, weight: 1.0}]``. The score is the
-model's first logit (a single-label reward model). The model is loaded once, before the reward worker is
-forked, and runs there on one thread.
+Configure it as ``rewards: [{name: reward_model, path: DIR_OR_HUB_ID, weight: 1.0, device: cpu}]``. The score
+is the model's first logit (a single-label reward model). The model is loaded once, before the reward worker
+is forked, and runs there on one thread. ``device`` (cpu, the default; cuda or cuda:N) is its own, apart from
+``model.device``: a forked worker cannot use CUDA, so a GPU reward model needs ``reward_isolation: false``
+(the trainer checks).
 
 What it reads is what TRL feeds a reward model: ``prompt + completion`` for text rows; for chat rows the
 prompt's messages followed by the completion's, through the reward model's own chat template (without one,
@@ -22,7 +24,7 @@ class RewardModel:
     __name__ = "reward_model"
 
     def __init__(self, path: str, *, batch_size: int = 16, max_length: int = 1024,
-                 trust_remote_code: bool = False) -> None:
+                 trust_remote_code: bool = False, device: torch.device | str = "cpu") -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from grouprl.model.load import check_source
@@ -33,7 +35,8 @@ class RewardModel:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            source, use_safetensors=True, trust_remote_code=trust_remote_code).eval()
+            source, use_safetensors=True, trust_remote_code=trust_remote_code).to(device).eval()
+        self.device = torch.device(device)
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.batch_size, self.max_length = batch_size, max_length
@@ -45,7 +48,7 @@ class RewardModel:
         for start in range(0, len(texts), self.batch_size):
             batch = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
                                    truncation=True, max_length=self.max_length, add_special_tokens=False)
-            scores += self.model(**batch).logits[:, 0].float().tolist()
+            scores += self.model(**batch.to(self.device)).logits[:, 0].float().tolist()
         return scores
 
     def _text(self, prompt, completion) -> str:

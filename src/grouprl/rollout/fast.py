@@ -12,7 +12,12 @@ What it does differently from ``model.generate`` (the reference backend in ``hf.
   (one compaction) when a quarter of the batch has finished.
 * **No logits kept.** The sampler returns the token and its log-probability at each step.
 * **Per-group random streams** (``sampler.py``): the samples of a group depend on ``(seed, group index)``
-  only, not on the batch it was sampled in, so a run gives the same rollouts on 1 or 8 ranks.
+  only, not on the batch it was sampled in, so a run gives the same rollouts on 1 or 8 ranks. The uniforms
+  are drawn on the CPU (one ``[N, T]`` copy to the device per rollout), so a seed means the same draws on
+  every device.
+* **Precision.** Under ``train.precision=bf16-mixed`` the forward passes run under bf16 autocast on the
+  float32 weights (no second, bfloat16 copy of the model is kept); the sampler upcasts the logits to float32
+  before its softmax.
 
 It runs any ``transformers`` decoder whose layers all use full attention through the ``Cache`` API (Llama,
 Qwen2/3, Mistral without a sliding window, Phi-3, Gemma …); ``unsupported_reason`` says why it cannot run a
@@ -20,6 +25,9 @@ model, and the trainer then uses ``hf``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
@@ -44,7 +52,8 @@ class FastRollout:
     """Batched prefill + decode with a preallocated KV cache on the policy module itself (weights always
     current)."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                 autocast: Callable[[], AbstractContextManager] = nullcontext) -> None:
         reason = unsupported_reason(model)
         if reason is not None:
             raise ConfigError(f"rollout.backend=fast cannot run {type(model).__name__}: {reason}; "
@@ -52,9 +61,9 @@ class FastRollout:
         if tokenizer.pad_token_id is None:
             raise ValueError("The tokenizer has no pad token; load it with grouprl.model.load_tokenizer "
                              "(uses EOS).")
-        self.model = model
+        self.model, self.autocast = model, autocast
         self.pad_id: int = tokenizer.pad_token_id
-        self.eos_ids = torch.tensor(_eos_ids(model, tokenizer))
+        self.eos_ids = torch.tensor(_eos_ids(model, tokenizer), device=model.device)
 
     def load_weights(self, policy: torch.nn.Module) -> None:
         """No-op when sampling from the policy module itself; otherwise copy its weights."""
@@ -71,7 +80,7 @@ class FastRollout:
         prompts, prompt_mask = (x.to(device) for x in left_pad(prompt_ids, self.pad_id))  # [B, P]
         B, P = prompts.shape
         N = B * G
-        seed = sampling.seed if sampling.seed is not None else int(torch.randint(1 << 62, ()))
+        seed = sampling.seed if sampling.seed is not None else int(torch.randint(1 << 62, (), device="cpu"))
         uniforms = None
         if sampling.temperature > 0:
             uniforms = group_uniforms(seed, sampling.group_offset, B, G, T).to(device)  # [N, T]
@@ -79,7 +88,7 @@ class FastRollout:
 
         tokens = torch.full((N, T), self.pad_id, dtype=torch.long, device=device)
         logps = torch.zeros(N, T, device=device)
-        with _sampling_state(self.model, None):
+        with _sampling_state(self.model, None), self.autocast():
             positions = position_ids_from_mask(prompt_mask)  # [B, P]
             prefill = DynamicCache(config=self.model.config)
             out = self.model(input_ids=prompts, attention_mask=prompt_mask, position_ids=positions,

@@ -9,8 +9,8 @@ renormalisation, so they are the same quantity as ``sequence_logprobs(..., tempe
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -20,14 +20,14 @@ from grouprl.types import Rollout, SamplingParams
 
 
 def left_pad(prompt_ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token lists to one width. Returns ``ids`` ``[B, P]`` long and ``mask`` ``[B, P]`` long."""
-    lengths = torch.tensor([len(p) for p in prompt_ids])  # [B]
+    """Left-pad token lists to one width. Returns ``ids`` ``[B, P]`` long and ``mask`` ``[B, P]`` long, on
+    the CPU (built from Python lists; the backends move them to the model's device in one copy)."""
+    host = {"device": "cpu"}
+    lengths = torch.tensor([len(p) for p in prompt_ids], **host)  # [B]
     width = int(lengths.max())
-    mask = torch.arange(width) >= (width - lengths).unsqueeze(1)  # [B, P] True on real tokens
-    ids = torch.full(mask.shape, pad_id, dtype=torch.long)
-    ids[mask] = torch.tensor(
-        [t for p in prompt_ids for t in p], dtype=torch.long
-    )  # row-major fill keeps order
+    mask = torch.arange(width, **host) >= (width - lengths).unsqueeze(1)  # [B, P] True on real tokens
+    ids = torch.full(mask.shape, pad_id, dtype=torch.long, **host)
+    ids[mask] = torch.tensor([t for p in prompt_ids for t in p], dtype=torch.long, **host)  # row-major
     return ids, mask.long()
 
 
@@ -107,12 +107,13 @@ class HFRollout:
     """Rollout with ``model.generate``; the model is the policy module itself, so weights are always
     current."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                 autocast: Callable[[], AbstractContextManager] = nullcontext) -> None:
         if tokenizer.pad_token_id is None:
             raise ValueError(
                 "The tokenizer has no pad token; load it with grouprl.model.load_tokenizer (uses EOS)."
             )
-        self.model = model
+        self.model, self.autocast = model, autocast  # autocast: train.precision's forward context
         self.pad_id: int = tokenizer.pad_token_id
         self.eos_ids: list[int] = _eos_ids(model, tokenizer)
 
@@ -150,7 +151,7 @@ class HFRollout:
         # Calls for different parts of a batch (other ranks, refills) must not share a random stream.
         seed = sampling.seed if sampling.seed is None or not sampling.group_offset else \
             group_seed(sampling.seed, sampling.group_offset)
-        with _sampling_state(self.model, seed):
+        with _sampling_state(self.model, seed), self.autocast():
             out = self.model.generate(input_ids=prompts, attention_mask=prompt_mask, generation_config=config)
 
         completion_ids = out.sequences[:, prompts.shape[1] :]  # [N, T]

@@ -29,11 +29,11 @@ def group_uniforms(seed: int, first_group: int, num_groups: int, group_size: int
     ``[num_groups*group_size, length]`` float64; group ``g`` (global index ``first_group + g``) comes from its
     own generator."""
     generator = torch.Generator()
-    out = torch.empty(num_groups * group_size, length, dtype=torch.float64)
+    out = torch.empty(num_groups * group_size, length, dtype=torch.float64, device="cpu")
     for g in range(num_groups):
         generator.manual_seed(group_seed(seed, first_group + g))
         out[g * group_size : (g + 1) * group_size] = torch.rand(
-            group_size, length, generator=generator, dtype=torch.float64
+            group_size, length, generator=generator, dtype=torch.float64, device="cpu"
         )
     return out
 

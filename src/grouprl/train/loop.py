@@ -26,6 +26,7 @@ from grouprl.errors import TrainingDiverged
 from grouprl.logging.card import model_card
 from grouprl.logging.completions import write_completions
 from grouprl.logging.sinks import ConsoleProgress, open_sinks, say
+from grouprl.model.device import peak_memory_mib
 from grouprl.model.memory import activation_bytes_per_token, micro_batch_rows
 from grouprl.model.passes import frozen_logprobs
 from grouprl.train import step as stages
@@ -59,7 +60,7 @@ def sample_batch(s: Setup, step: int) -> tuple[Scored, dict]:
         sampling = SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
                                   top_k=r.top_k, seed=cfg.train.seed * 100_003 + step * 101 + rounds,
                                   group_offset=drawn + lo)
-        informative = torch.zeros(need)
+        informative = torch.zeros(need, device="cpu")  # host bookkeeping, all-reduced
         if hi > lo:
             batch = stages.rollout_and_score(s.backend, s.tokenizer, s.rewards, rows[lo:hi],
                                              prompt_texts(s, rows[lo:hi]), G, sampling, state)
@@ -67,7 +68,7 @@ def sample_batch(s: Setup, step: int) -> tuple[Scored, dict]:
             mine += range(drawn + lo, drawn + hi)
             informative[[lo + g for g in stages.informative_groups(batch, G, spec)]] = 1
         if not spec.needs_refill:
-            return replace(batch, group_ids=torch.arange(lo, hi)), {}
+            return replace(batch, group_ids=torch.arange(lo, hi, device="cpu")), {}
         kept += [drawn + g for g in torch.nonzero(d.all_reduce(informative)).flatten().tolist()]
         drawn += need
         if len(kept) >= B or rounds >= cfg.train.max_refill_rounds:
@@ -80,7 +81,8 @@ def sample_batch(s: Setup, step: int) -> tuple[Scored, dict]:
     chosen = set(kept[:B]) if kept else set(mine)
     local = [i for i, g in enumerate(mine) if g in chosen]
     selected = select_groups(joined, local, G) if kept else joined
-    return replace(selected, group_ids=torch.tensor([mine[i] for i in local], dtype=torch.long)), stats
+    group_ids = torch.tensor([mine[i] for i in local], dtype=torch.long, device="cpu")
+    return replace(selected, group_ids=group_ids), stats
 
 
 def update(s: Setup, batch: Scored, step: int = 0) -> tuple[Scored, dict]:
@@ -97,32 +99,39 @@ def update(s: Setup, batch: Scored, step: int = 0) -> tuple[Scored, dict]:
     mbs = micro_rows(batch.rollout.completion_ids.shape[0])
     use_old, need_old = stages.needs_old_logp(cfg.train.num_iterations, cfg.train.mini_batches, spec)
     t0 = time.perf_counter()
-    with s.full_weights():
+    with s.full_weights(), s.autocast():
         old = frozen_logprobs(s.policy, batch.rollout, G, temp, mbs, chunk) if need_old else None
     t_old = time.perf_counter() - t0
-    ref = s.reference.logprobs(batch.rollout, G, temp, mbs, chunk) if s.reference is not None else None
+    with s.autocast():
+        ref = s.reference.logprobs(batch.rollout, G, temp, mbs, chunk) if s.reference is not None else None
     t_ref = time.perf_counter() - t0 - t_old
+    gap, sampled = stages.SamplerGap(), batch.rollout.sampler_logprobs
+    if old is not None and sampled is not None:
+        gap.add(old, sampled, batch.rollout.completion_mask)
     adv, loss_mask = stages.advantages_stage(batch, G, spec, ref, old, d)
     loss_mask, corrected = stages.correction_stage(batch.rollout, old, loss_mask, spec, d)
     inputs = UpdateInputs(batch.rollout, adv.advantages, loss_mask, old if use_old else None, ref)
 
     # The policy stays in eval mode for the update too: dropout would make the on-policy ratio differ from 1.
     t0 = time.perf_counter()
-    groups = torch.arange(len(batch.rows))
+    at = {"device": batch.rollout.completion_ids.device}  # row indices live beside the rows they index
+    groups = torch.arange(len(batch.rows), **at)
     sums: dict[str, float] = {}
     updates = skipped = 0
     for it in range(cfg.train.num_iterations):
         for j, mini in enumerate(torch.tensor_split(groups, cfg.train.mini_batches)):
-            rows = (mini[:, None] * G + torch.arange(G)).flatten()
+            rows = (mini[:, None] * G + torch.arange(G, **at)).flatten()
             counts = stages.global_counts(loss_mask[rows], d)
             if counts.num_tokens == 0:
                 continue
             s.optimizer.zero_grad(set_to_none=True)
             key = (cfg.train.seed, step, it, j)
             sel = stages.selection_stage(old, inputs, rows, G, spec, batch, key, d)
+            first = old is None and sampled is not None and it == j == 0  # pi_old is this pass's log-probs
             metrics = stages.accumulate_gradients(s.scorer, inputs, rows, G, spec, counts, temperature=temp,
                                                   micro_batch_size=micro_rows(len(rows)), chunk_size=chunk,
-                                                  norm_length=cfg.rollout.max_new_tokens, d=d, selection=sel)
+                                                  norm_length=cfg.rollout.max_new_tokens, d=d, selection=sel,
+                                                  gap=gap if first else None)
             # DDP's all-reduce gives every rank the same gradients, so the same norm and skip decision.
             norm = stages.clip_gradients(s.policy, cfg.train.max_grad_norm)
             if not torch.isfinite(norm):
@@ -136,6 +145,8 @@ def update(s: Setup, batch: Scored, step: int = 0) -> tuple[Scored, dict]:
                 sums[key] = sums.get(key, 0.0) + float(value)
     out = {k: v / max(updates, 1) for k, v in sums.items()}
     out.update({k: float(v) for k, v in adv.metrics.items()} | corrected | stages.adapt_entropy(s, out))
+    if sampled is not None:
+        out.update(gap.metrics(d))
     out.update({"update/steps": updates, "update/skipped_nonfinite": skipped,
                 "lr": s.scheduler.get_last_lr()[0], "time/logprobs": t_old + t_ref,
                 "time/old_logprobs": t_old, "time/reference": t_ref, "time/update": time.perf_counter() - t0})
@@ -157,6 +168,7 @@ def one_step(s: Setup, step: int, sinks: list) -> dict:
     metrics.update({"step": step, "time/rollout": t_rollout, "time/generate": seconds.get("generate", 0.0),
                     "time/reward": seconds.get("reward", 0.0), "time/step": elapsed,
                     "tokens_per_s": metrics.pop("tokens") / elapsed})
+    metrics.update(peak_memory_mib(s.device))  # on CUDA: the step's peak, then reset for the next one
     for sink in sinks:  # 8 (rank 0 alone has sinks)
         sink.write(metrics)
     if s.dist.is_main:

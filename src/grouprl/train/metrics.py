@@ -20,7 +20,8 @@ def step_metrics(batch: Scored, sampling_stats: dict, d: Dist) -> dict:
     sums = {"n": float(len(lengths)), "accuracy": batch.accuracy.sum().item(), "len": lengths.sum().item(),
             "truncated": r.truncated.double().sum().item()}
     for name, values in batch.parts.items():
-        failed = batch.report.failed.get(name, torch.zeros(len(values), dtype=torch.bool))
+        none_failed = torch.zeros(len(values), dtype=torch.bool, device=values.device)
+        failed = batch.report.failed.get(name, none_failed)
         # None (NaN) and fallbacks are not the function's values
         finite = values[~torch.isnan(values) & ~failed]
         sums.update({f"{name}/sum": finite.sum().item(), f"{name}/n": float(len(finite)),
@@ -30,7 +31,8 @@ def step_metrics(batch: Scored, sampling_stats: dict, d: Dist) -> dict:
         sums[f"episodes/{name}"] = values.double().sum().item()
     sums = d.sum_floats(sums)
     peaks = d.all_reduce(torch.tensor([lengths.max().item() if len(lengths) else 0.0,
-                                       resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]), "max")
+                                       resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024],
+                                      device="cpu"), "max")
     out = {"accuracy": sums["accuracy"] / sums["n"], "completion/len_mean": sums["len"] / sums["n"],
            "batch/sequences": sums["n"], "memory/peak_rss_mib": peaks[1].item(),
            "completion/len_max": peaks[0].item(), "completion/truncated_frac": sums["truncated"] / sums["n"],

@@ -30,6 +30,7 @@ from grouprl.env import builtin_info, load_environment
 from grouprl.errors import ConfigError, DataError
 from grouprl.logging.sinks import say
 from grouprl.model.assets import resolve_model_path
+from grouprl.model.device import Precision, check_attn_implementation, resolve_device, resolve_precision
 from grouprl.model.load import check_model_dir, format_prompt, load_model, load_tokenizer
 from grouprl.model.lora import apply_lora
 from grouprl.model.memory import (
@@ -82,6 +83,9 @@ class Setup:
     scorer: torch.nn.Module | None = None  # the training pass, TrainingPass(policy), wrapped when world > 1
     weights: FullWeights | AdapterWeights | ShardedWeights | None = None  # what checkpoints hold
     full_weights: Callable[[], AbstractContextManager] = nullcontext  # collective: full weights for sampling
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # model.device, resolved
+    precision: Precision = field(default_factory=lambda: Precision("fp32", "float32"))  # train.precision
+    autocast: Callable[[], AbstractContextManager] = nullcontext  # every forward pass runs in it
     memory_note: str = ""  # the start-up estimate of peak memory by phase, printed by rank 0
     activation_budget_mib: float = 320.0  # train.activation_budget_mib, or what 0 (auto) chose at start-up
     last_eval: dict = field(default_factory=dict)  # the newest held-out metrics, for checkpoints' model cards
@@ -149,15 +153,15 @@ def check_world(cfg: Config, world: int) -> None:
                           "processes")
 
 
-def _policy(cfg: Config, path: str, spec):
-    """The policy, its reference and its weights-on-disk object (LoRA or full)."""
-    policy = load_model(path, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code,
-                        gguf_file=cfg.model.gguf_file)
+def _policy(cfg: Config, path: str, spec, device: torch.device, precision: Precision):
+    """The policy, its reference and its weights-on-disk object (LoRA or full), on ``device`` with weights
+    in ``precision.weights``."""
+    where = {"device": device, "dtype": precision.weights, "trust_remote_code": cfg.model.trust_remote_code,
+             "attn_implementation": cfg.model.attn_implementation}
+    policy = load_model(path, gguf_file=cfg.model.gguf_file, **where)
     lora = cfg.model.lora
     if cfg.model.ref_name_or_path and spec.needs_reference:
-        reference = FrozenReference(load_model(resolve_model_path(cfg.model.ref_name_or_path),
-                                               dtype=cfg.model.dtype,
-                                               trust_remote_code=cfg.model.trust_remote_code))
+        reference = FrozenReference(load_model(resolve_model_path(cfg.model.ref_name_or_path), **where))
     elif spec.needs_reference and not lora.r:
         reference = FrozenReference(copy.deepcopy(policy))
     else:
@@ -179,6 +183,13 @@ def build(cfg: Config, run_dir: Path) -> Setup:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     spec = algo_spec(cfg)
+    # where and how the run computes: a device or precision this machine lacks fails before anything loads
+    device = resolve_device(cfg.model.device)
+    precision = resolve_precision(cfg.train.precision, device, cfg.model.dtype)
+    check_attn_implementation(cfg.model.attn_implementation)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    autocast = precision.autocast(device)
     check_world(cfg, distributed.env_world()[1])
     sharding.check(cfg.train.fsdp, distributed.env_world()[1], cfg.model.lora.r > 0)
     env = load_environment(cfg.environment) if cfg.environment else None  # a bad class fails here
@@ -194,6 +205,11 @@ def build(cfg: Config, run_dir: Path) -> Setup:
     if not rewards:
         raise ConfigError("rewards: no reward function; set rewards: [...] or use a built-in data.task")
     verifier_name(rewards, cfg.verifier)  # a verifier that names no reward fails before any model loads
+    on_gpu = [r.name for r in rewards if getattr(getattr(r.fn, "device", None), "type", "cpu") != "cpu"]
+    if on_gpu and cfg.reward_isolation:
+        raise ConfigError(f"rewards: {on_gpu[0]} runs on a GPU, but reward_isolation=true runs reward "
+                          "functions in a forked worker, which cannot use CUDA; set reward_isolation=false, "
+                          "or give it device: cpu")
     path = resolve_model_path(cfg.model.name_or_path)
     # everything that is missing, in one line, before any loader reports only its part
     if Path(path).is_dir() and not cfg.model.gguf_file:
@@ -203,19 +219,20 @@ def build(cfg: Config, run_dir: Path) -> Setup:
     if cfg.data.chat_template is not None:
         tokenizer.chat_template = cfg.data.chat_template
     check_entropy_target(spec, len(tokenizer))
-    policy, reference, peft_model = _policy(cfg, path, spec)
+    policy, reference, peft_model = _policy(cfg, path, spec, device, precision)
     longest_prompt = _check_context(tokenizer, policy, train_rows + eval_rows, cfg)
     if cfg.model.gradient_checkpointing:
         enable_gradient_checkpointing(policy)
-    dist = distributed.init(cfg.train.collective_timeout)
+    dist = distributed.init(cfg.train.collective_timeout, device)
     dist.barrier()  # every rank has passed its checks before rank 0 writes anything
-    scorer, full_weights = TrainingPass(policy), nullcontext
+    scorer, full_weights = TrainingPass(policy, autocast), nullcontext
     if cfg.train.fsdp:
-        full_weights = partial(sharding.full_weights, sharding.shard(scorer, policy))
+        full_weights = partial(sharding.full_weights, sharding.shard(scorer, policy, precision.compute))
     elif dist.active:
         # DDP broadcasts rank 0's weights at construction (all ranks loaded the same ones anyway). Buffers
         # (rotary tables) are deterministic, so they are not re-broadcast before every forward.
-        scorer = torch.nn.parallel.DistributedDataParallel(scorer, forward_sync_buffers=False)
+        on_gpu = {"device_ids": [device.index]} if device.type == "cuda" else {}
+        scorer = torch.nn.parallel.DistributedDataParallel(scorer, forward_sync_buffers=False, **on_gpu)
     seq_len = longest_prompt + cfg.rollout.max_new_tokens
     budget, budget_note = _activation_budget(cfg, policy, dist)
     micro = cfg.train.micro_batch_size or micro_batch_rows(
@@ -238,9 +255,9 @@ def build(cfg: Config, run_dir: Path) -> Setup:
     runner = RewardRunner(rewards, timeout=cfg.reward_timeout, fallback=cfg.reward_fallback,
                           isolate=cfg.reward_isolation, memory_mb=cfg.reward_memory_mb, verifier=cfg.verifier)
     if env is not None:
-        backend = environment_rollout(cfg, env, policy, tokenizer, dist.is_main)
+        backend = environment_rollout(cfg, env, policy, tokenizer, dist.is_main, autocast)
     else:
-        backend = build_backend(cfg.rollout.backend, policy, tokenizer)
+        backend = build_backend(cfg.rollout.backend, policy, tokenizer, autocast=autocast)
         if cfg.rollout.backend == "auto" and dist.is_main and (reason := unsupported_reason(policy)):
             say(f"rollout: the fast backend cannot run this model ({reason}); using the hf backend")
     weights = FullWeights(policy) if peft_model is None else AdapterWeights(peft_model, tokenizer,
@@ -249,7 +266,7 @@ def build(cfg: Config, run_dir: Path) -> Setup:
         weights = ShardedWeights(scorer, policy)
     return Setup(cfg, spec, run_dir, tokenizer, policy, reference, backend, runner,
                  PromptSource(train_rows, cfg.data.seed), eval_rows, optimizer, scheduler, dist, scorer,
-                 weights, full_weights, memory_note, budget,
+                 weights, full_weights, device, precision, autocast, memory_note, budget,
                  entropy_alpha=None if spec.entropy_target is None else spec.entropy_coef)
 
 
@@ -273,7 +290,8 @@ def _activation_budget(cfg: Config, policy: torch.nn.Module, dist: distributed.D
     free = free_memory_mib(next(policy.parameters()).device)
     budget = auto_activation_budget_mib(free, 3 * trainable / shards)  # gradients + two AdamW moments
     if dist.active:
-        budget = -float(dist.all_reduce(torch.tensor([-budget], dtype=torch.float64), "max").item())
+        mine = torch.tensor([-budget], dtype=torch.float64, device="cpu")
+        budget = -float(dist.all_reduce(mine, "max").item())
     found = "free memory unknown" if free is None else f"{free:,.0f} MiB free"
     return budget, f"; activation budget {budget:,.0f} MiB (auto, {found})"
 
@@ -286,7 +304,7 @@ def environment_rewards(env: type) -> list[Reward]:
     return [Reward("environment", environment_reward)] if callable(getattr(env, "get_reward", None)) else []
 
 
-def environment_rollout(cfg: Config, env: type, policy, tokenizer, main: bool):
+def environment_rollout(cfg: Config, env: type, policy, tokenizer, main: bool, autocast=nullcontext):
     """Episodes of ``env`` on the hf backend; the fast one is set aside with a note (continuing an episode
     in place on its KV cache is not built)."""
     from grouprl.env import TOOL_PARSERS, check_environment, tool_names
@@ -297,7 +315,7 @@ def environment_rollout(cfg: Config, env: type, policy, tokenizer, main: bool):
     if main and fast:
         say("rollout: episodes with an environment run on the hf backend (the fast backend cannot continue "
                 "an episode in place yet)")
-    hf = build_backend("hf", policy, tokenizer)
+    hf = build_backend("hf", policy, tokenizer, autocast=autocast)
     tools = check_environment(env, cfg.environment)
     renderer = Renderer(tokenizer, tools, hf.eos_ids, cfg.data.system_prompt, cfg.data.chat_template_kwargs)
     renderer.check()  # a template that cannot render tool replies fails now, before any step

@@ -36,12 +36,13 @@ def collate(examples: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dic
     ``generate`` (which derives positions from the attention mask).
     """
     width = max(len(ids) for ids, _ in examples)
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
-    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    host = {"device": "cpu"}  # grouprl sft builds the small embedded default on the CPU
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long, **host)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long, **host)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long, **host)
     for i, (ids, lab) in enumerate(examples):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        labels[i, : len(lab)] = torch.tensor(lab)
+        input_ids[i, : len(ids)] = torch.tensor(ids, **host)
+        labels[i, : len(lab)] = torch.tensor(lab, **host)
         attention_mask[i, : len(ids)] = 1
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
@@ -67,7 +68,7 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[li
     stream: list[int] = []
     while True:
         while len(stream) < batch_size:
-            stream += torch.randperm(n, generator=generator).tolist()
+            stream += torch.randperm(n, generator=generator, device="cpu").tolist()
         yield stream[:batch_size]
         stream = stream[batch_size:]
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from dataclasses import fields
 
 import torch
 
@@ -30,12 +29,13 @@ from grouprl.algo import (
     next_alpha,
     policy_loss,
     rollout_correction,
+    sampler_gap,
     select_flat,
 )
 from grouprl.distributed import SINGLE, Dist
 from grouprl.env.episode import EnvironmentRollout
 from grouprl.errors import ConfigError
-from grouprl.model.passes import DUMMY
+from grouprl.model.passes import dummy_rollout
 from grouprl.rollout.text import decode_completions, encode_prompts
 from grouprl.types import Rollout, SamplingParams, Scored, UpdateInputs
 
@@ -61,8 +61,11 @@ def rollout_and_score(backend, tokenizer, rewards: rewards_lib.RewardRunner, row
     scores = rewards.score(prompts, as_passed, completion_ids, columns, state=state)
     verdict = scores.parts[rewards.verifier]
     seconds = {"generate": t1 - t0, "reward": time.perf_counter() - t1}
-    return Scored(rows, rollout, completions, scores.total, scores.parts, torch.nan_to_num(verdict, nan=0.0),
-                  scores.errors, scores.timeouts, scores.report, seconds=seconds, episodes=episodes)
+    # The functions' values come back on the host; what the update reads joins the rollout on its device.
+    device = rollout.completion_ids.device
+    accuracy = torch.nan_to_num(verdict, nan=0.0).to(device)
+    return Scored(rows, rollout, completions, scores.total.to(device), scores.parts, accuracy, scores.errors,
+                  scores.timeouts, scores.report, seconds=seconds, episodes=episodes)
 
 
 def informative_groups(batch: Scored, G: int, spec: AlgoSpec) -> list[int]:
@@ -116,10 +119,13 @@ def selection_stage(old_logp: torch.Tensor | None, inputs: UpdateInputs, rows: t
     on = inputs.loss_mask[rows].bool()
     N, T = on.shape
     mu = inputs.rollout.sampler_logprobs
-    group_ids = torch.arange(inputs.loss_mask.shape[0] // G) if group_ids is None else group_ids
-    seq_key = (group_ids.double()[:, None] * G + torch.arange(G)).flatten()[rows]  # one-process order
+    at = {"device": on.device}
+    group_ids = (torch.arange(inputs.loss_mask.shape[0] // G, **at) if group_ids is None
+                 else group_ids.to(**at))
+    seq_key = (group_ids.double()[:, None] * G + torch.arange(G, **at)).flatten()[rows]  # one-process order
     columns = [old_logp[rows], inputs.advantages[rows][:, None].expand(N, T),
-               torch.zeros(N, T) if mu is None else mu[rows], seq_key[:, None] * 2.0 ** 20 + torch.arange(T)]
+               torch.zeros(N, T, **at) if mu is None else mu[rows],
+               seq_key[:, None] * 2.0 ** 20 + torch.arange(T, **at)]
     local = torch.stack([c.to(on.device).double()[on] for c in columns], dim=1)  # [n, 4]
     every = d.gather_rows(local)
     every = every[torch.argsort(every[:, 3], stable=True)]
@@ -147,10 +153,41 @@ def adapt_entropy(s, metrics: dict[str, float]) -> dict[str, float]:
     return {"entropy/alpha": used}
 
 
+class SamplerGap:
+    """``rollout/logprob_diff_mean``, ``rollout/logprob_diff_max``, ``rollout/kl_sampler_trainer``: the
+    trainer's log-probs of the sampled tokens against the sampler's (``Rollout.sampler_logprobs``) over the
+    completion tokens, the gap off-policy corrections exist for (it grows in bf16). The trainer's side is
+    pi_old: the frozen pass when there is one, else the update's first pass, which runs before any optimizer
+    step. Sums stay on the device until ``metrics``."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+
+    def add(self, trainer_logp: torch.Tensor, sampler_logp: torch.Tensor, mask: torch.Tensor) -> None:
+        """Count the rows of ``trainer_logp``, ``sampler_logp``, ``mask`` (all ``[n, T]``)."""
+        log_w = trainer_logp.detach().double() - sampler_logp.to(trainer_logp.device).double()
+        for key, value in sampler_gap(log_w, mask.to(log_w.device)).items():
+            old = self.sums.get(key)
+            self.sums[key] = value if old is None else (torch.maximum(old, value) if key == "abs_max"
+                                                         else old + value)
+
+    def metrics(self, d: Dist = SINGLE) -> dict[str, float]:
+        """The three metrics over every rank (a collective: every rank calls it); none without tokens."""
+        local = {k: float(self.sums.get(k, 0.0)) for k in ("abs_sum", "kl_sum", "tokens")}
+        total = d.sum_floats(local)
+        top = d.all_reduce(torch.tensor([float(self.sums.get("abs_max", 0.0))], dtype=torch.float64,
+                                        device="cpu"), "max")
+        if not total["tokens"]:
+            return {}
+        return {"rollout/logprob_diff_mean": total["abs_sum"] / total["tokens"],
+                "rollout/logprob_diff_max": float(top[0]),
+                "rollout/kl_sampler_trainer": total["kl_sum"] / total["tokens"]}
+
+
 def accumulate_gradients(scorer, inputs: UpdateInputs, rows: torch.Tensor, G: int, spec: AlgoSpec,
                          counts: Counts, *, temperature: float, micro_batch_size: int, chunk_size: int,
-                         norm_length: int, d: Dist = SINGLE,
-                         selection: TokenSelection | None = None) -> dict[str, float]:
+                         norm_length: int, d: Dist = SINGLE, selection: TokenSelection | None = None,
+                         gap: SamplerGap | None = None) -> dict[str, float]:
     """Stage 7 for one mini-batch: forward/backward per micro-batch with the mini-batch's global counts.
 
     ``scorer`` is ``TrainingPass(policy)``, wrapped in DDP or FSDP2 when ``d.world > 1``. Every rank runs the
@@ -158,16 +195,17 @@ def accumulate_gradients(scorer, inputs: UpdateInputs, rows: torch.Tensor, G: in
     pads with passes over a dummy row whose loss mask is empty, which add exactly zero.
 
     Returns the mini-batch's metrics, summed over micro-batches and ranks (so they are global values).
+    With ``gap``, the passes' log-probs are also compared with the sampler's there (``SamplerGap``).
     """
     micros = [m for m in torch.split(rows, micro_batch_size) if len(m)]
-    places = torch.split(torch.arange(len(rows)), micro_batch_size)  # each micro-batch's rows in ``rows``
-    n_passes = int(d.all_reduce(torch.tensor([len(micros)]), "max").item())
+    # each micro-batch's rows in ``rows``
+    places = torch.split(torch.arange(len(rows), device=rows.device), micro_batch_size)
+    n_passes = int(d.all_reduce(torch.tensor([len(micros)], device="cpu"), "max").item())
     no_sync = getattr(scorer, "no_sync", nullcontext)
     metrics: dict[str, torch.Tensor] = {}
     entropy_sum = 0.0
     device = inputs.rollout.prompt_ids.device
-    dummy = Rollout(**{f.name: None if getattr(DUMMY, f.name) is None else getattr(DUMMY, f.name).to(device)
-                       for f in fields(Rollout)})
+    dummy = dummy_rollout(device)
     for i in range(n_passes):
         rollout, micro, group = (inputs.rollout, micros[i], G) if i < len(micros) else (dummy, None, 1)
         with no_sync() if i < n_passes - 1 else nullcontext():
@@ -186,6 +224,8 @@ def accumulate_gradients(scorer, inputs: UpdateInputs, rows: torch.Tensor, G: in
                 mask = inputs.loss_mask[micro].to(logp.dtype)
                 adv = inputs.advantages[micro].to(logp.dtype)
                 mu = None if mu is None else mu[micro].to(logp.device)
+                if gap is not None and mu is not None:
+                    gap.add(logp, mu, inputs.rollout.completion_mask[micro])
             chosen = None if selection is None else \
                 selection.blank(logp) if micro is None else selection.rows(places[i])
             loss, m = policy_loss(logp, old, ref, mask, adv, spec, counts, norm_length=norm_length,
@@ -213,15 +253,15 @@ def advantages_stage(batch: Scored, G: int, spec: AlgoSpec, ref_logp: torch.Tens
     """
     r = batch.rollout
     mask = r.completion_mask.to(torch.float64)
-    N = mask.shape[0]
-    kl_penalty = torch.zeros(N, dtype=torch.float64)
+    N, at = mask.shape[0], {"device": mask.device}  # everything here on the rollout's device
+    kl_penalty = torch.zeros(N, dtype=torch.float64, **at)
     in_reward = "seq_kl" in spec.needs  # a shaping piece takes the KL into the reward
     if in_reward:
         kl_penalty = ((old_logp_for_kl - ref_logp).double() * mask).sum(-1)
-    group_ids = torch.arange(N // G) if batch.group_ids is None else batch.group_ids
-    key = (group_ids.double()[:, None] * G + torch.arange(G)).flatten()  # [N] unique, in one-process order
-    local = torch.stack([batch.rewards.double(), mask.sum(-1), r.truncated.double(), batch.accuracy.double(),
-                         kl_penalty, key], dim=1)  # [N, 6]
+    group_ids = torch.arange(N // G, **at) if batch.group_ids is None else batch.group_ids.to(**at)
+    key = (group_ids.double()[:, None] * G + torch.arange(G, **at)).flatten()  # [N] unique, one-process order
+    local = torch.stack([batch.rewards.to(**at).double(), mask.sum(-1), r.truncated.double(),
+                         batch.accuracy.to(**at).double(), kl_penalty, key], dim=1)  # [N, 6]
     every = d.gather_rows(local)
     every = every[torch.argsort(every[:, 5], stable=True)]  # [N_global, 6]
     adv = group_advantages(every[:, 0], G, every[:, 1], spec, truncated=every[:, 2].bool(),
@@ -246,5 +286,5 @@ def correction_stage(rollout: Rollout, old_logp: torch.Tensor | None, loss_mask:
                           "algo.rollout_correction=none")
     c = rollout_correction(old_logp, rollout.sampler_logprobs.to(old_logp.device), loss_mask, spec)
     sums = c.sums()
-    top = d.all_reduce(torch.tensor([sums.pop("ratio_max")], dtype=torch.float64), "max")
+    top = d.all_reduce(torch.tensor([sums.pop("ratio_max")], dtype=torch.float64, device="cpu"), "max")
     return c.keep.to(loss_mask.dtype), correction_metrics({**d.sum_floats(sums), "ratio_max": top.item()})
