@@ -42,3 +42,13 @@ def tiny_qwen2_dir(tmp_path_factory: pytest.TempPathFactory, char_tokenizer: Pre
     tokenizer."""
     config = tiny_qwen2_config(len(char_tokenizer))
     return _save_tiny_model(tmp_path_factory.mktemp("tiny_qwen2"), config, char_tokenizer)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` skip on a machine without CUDA (CI never has one)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (a gpu test)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -83,20 +83,28 @@ class BenchResult:
         return {**self.__dict__, "fraction_of_gemm": self.achieved_gflops / self.gemm_gflops}
 
 
-def make_model_dir(name: str, root: Path) -> Path:
-    from transformers import LlamaForCausalLM
-
-    from grouprl.model import build_char_tokenizer, tiny_llama_config
+def model_config(name: str, vocab_size: int):
+    """The Llama config of bench shape ``name``; ``vocab_size`` (the char tokenizer's) unless the shape sets
+    its own."""
+    from grouprl.model import tiny_llama_config
 
     c = CONFIGS[name]
-    tokenizer = build_char_tokenizer()
-    torch.manual_seed(0)
-    config = tiny_llama_config(c.get("vocab_size", len(tokenizer)), hidden_size=c["hidden_size"],
+    config = tiny_llama_config(c.get("vocab_size", vocab_size), hidden_size=c["hidden_size"],
                                num_layers=c["num_layers"], num_heads=c["num_heads"],
                                intermediate_size=c["intermediate_size"], max_position_embeddings=2048)
     config.num_key_value_heads = c.get("num_kv_heads", c["num_heads"])
     config.tie_word_embeddings = c.get("tie_word_embeddings", False)
-    model = LlamaForCausalLM(config)
+    return config
+
+
+def make_model_dir(name: str, root: Path) -> Path:
+    from transformers import LlamaForCausalLM
+
+    from grouprl.model import build_char_tokenizer
+
+    tokenizer = build_char_tokenizer()
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(model_config(name, len(tokenizer)))
     path = root / name
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

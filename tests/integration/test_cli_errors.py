@@ -133,3 +133,38 @@ def test_an_internal_error_is_a_traceback_not_a_user_error(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" in err and "ValueError: an invariant broke" in err
     assert "internal error (ValueError); this is a bug" in err.splitlines()[-1]
+
+
+MACHINES = {  # what the device checks see, whatever machine the test runs on
+    "no_cuda": {"is_available": lambda: False},
+    "one_gpu": {"is_available": lambda: True, "device_count": lambda: 1, "current_device": lambda: 0},
+}
+
+
+@pytest.mark.parametrize("args,machine,message", [
+    (["model.device=cuda"], "no_cuda", "model.device=cuda but CUDA is not available"),
+    (["model.device=cuda:3"], "one_gpu", "model.device=cuda:3 but this machine has 1 GPU(s)"),
+    (["model.device=tpu"], "no_cuda", "model.device='tpu' is not a device"),
+    (["train.precision=bf16"], "no_bf16", "train.precision=bf16 needs bfloat16 kernels"),
+    (["train.precision=fp16"], "no_cuda", "train.precision must be one of auto, fp32, bf16-mixed, bf16"),
+    (["model.attn_implementation=flash_attention_2"], "no_flash", "the flash_attn package is not installed"),
+])
+def test_a_device_or_precision_the_machine_lacks_exits_2(tmp_path, monkeypatch, capsys, args, machine,
+                                                          message):
+    import torch
+
+    from grouprl.model import device as devices
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    for name, value in MACHINES.get(machine, MACHINES["no_cuda"]).items():
+        monkeypatch.setattr(torch.cuda, name, value)
+    if machine == "no_bf16":
+        monkeypatch.setattr(devices, "cpu_supports_bf16", lambda: False)
+    if machine == "no_flash":
+        monkeypatch.setattr(devices.importlib.util, "find_spec", lambda name: None)
+    run_dir = tmp_path / "run"
+    code = main(["train", *args, f"output.run_dir={run_dir}", "output.progress=false"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not run_dir.exists()

@@ -4,18 +4,15 @@ both rollout backends, evaluation); and a tensor planted without a device is cau
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from device_guard import SRC, FactoryGuard, factory_calls_without_device
 from grouprl.config import load_config
 from grouprl.train import step as stages
 from grouprl.train.loop import train
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from device_guard import SRC, FactoryGuard, factory_calls_without_device  # noqa: E402
 
 SHORT = ["train.steps=1", "train.prompts_per_step=2", "rollout.num_generations=2", "data.num_eval=2",
          "eval.num_samples=2", "data.num_train=8", "output.progress=false", "output.plots=false",
