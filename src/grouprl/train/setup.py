@@ -242,7 +242,8 @@ def build(cfg: Config, run_dir: Path) -> Setup:
                                     micro_batch_size=micro, seq_len=seq_len,
                                     chunk_size=cfg.model.logprob_chunk_size,
                                     gradient_checkpointing=cfg.model.gradient_checkpointing,
-                                    shards=dist.world if cfg.train.fsdp else 1)) + budget_note
+                                    shards=dist.world if cfg.train.fsdp else 1)) + budget_note \
+        + f"; on {device} in {precision.name}"
     optimizer = build_optimizer(policy.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                                 betas=cfg.train.adam_betas)
     scheduler = build_scheduler(optimizer, warmup_steps=cfg.train.warmup_steps,

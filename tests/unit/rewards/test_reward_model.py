@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import AutoConfig, LlamaConfig, LlamaForSequenceClassification
 
+from grouprl.errors import ConfigError
 from grouprl.rewards import RewardError, RewardRunner, resolve_rewards
 from tolerance import assert_close, forward_path_length
 
@@ -55,3 +56,25 @@ def test_reward_model_reads_chat_rows_as_messages(reward_model_dir):
     text = runner.score(["1+1="], ["2"], None, {})
     assert chat.parts["reward_model"].tolist() == pytest.approx(text.parts["reward_model"].tolist(), abs=1e-6)
     assert chat.errors == {"reward_model": 0}
+
+
+def test_reward_model_has_its_own_device(reward_model_dir, monkeypatch):
+    [reward] = resolve_rewards([{"name": "reward_model", "path": str(reward_model_dir), "device": "cpu"}], [])
+    assert reward.fn.device == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"rewards\[0\].device=cuda but CUDA is not available"):
+        resolve_rewards([{"name": "reward_model", "path": str(reward_model_dir), "device": "cuda"}], [])
+
+
+def test_a_gpu_reward_model_in_the_forked_worker_is_refused(reward_model_dir, monkeypatch, tmp_path):
+    """A forked worker cannot use CUDA: the run stops before any model loads, in one line."""
+    from grouprl.config import load_config
+    from grouprl.rewards import model as reward_models
+    from grouprl.train.setup import build
+
+    monkeypatch.setattr(reward_models.RewardModel, "__init__", lambda self, path, device: setattr(
+        self, "device", torch.device("cuda", 0)))  # a stand-in placed on a GPU, built without one
+    monkeypatch.setattr("grouprl.model.device.resolve_device", lambda spec, key="": torch.device(spec))
+    cfg = load_config(None, [f"rewards=[{{name: reward_model, path: {reward_model_dir}, device: cuda}}]"])
+    with pytest.raises(ConfigError, match="reward_isolation=false"):
+        build(cfg, tmp_path)
