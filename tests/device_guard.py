@@ -47,10 +47,14 @@ class FactoryGuard(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+_DISPATCH = str(Path(torch.overrides.__file__))
+
+
 def _caller() -> str | None:
-    """``path:line`` of the grouprl frame that called the factory (None: torch or a library called it)."""
+    """``path:line`` of the frame that called the factory if it is grouprl's (None: torch itself or a library
+    called it; only torch's own dispatch frames are looked through)."""
     frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename.startswith(str(Path(torch.__file__).parent)):
+    while frame is not None and frame.f_code.co_filename == _DISPATCH:
         frame = frame.f_back
     if frame is None:
         return None
