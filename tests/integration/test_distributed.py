@@ -18,7 +18,8 @@ from tolerance import adamw_weight_gap, assert_runs_close
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 ARGS = ["train.prompts_per_step=4", "rollout.num_generations=4", "data.num_eval=0", "data.num_train=64",
         "output.progress=false", "train.lr=1e-3", "train.threads=1", "train.micro_batch_size=3"]
-VOLATILE = ("time/", "memory/", "tokens_per_s")
+# the sampler-vs-trainer gap is itself a rounding difference: another batching gives another one
+VOLATILE = ("time/", "memory/", "tokens_per_s", "rollout/logprob_diff", "rollout/kl_sampler")
 MICRO_BATCHES_AND_RANKS = 16 // 4 + 2  # a step's gradient sums these terms, in another order with 2 processes
 
 
