@@ -132,3 +132,13 @@ def test_bf16_parameters_get_float32_adamw_moments():
 def test_float32_parameters_keep_plain_adamw():
     weight = torch.nn.Parameter(torch.zeros(2, device="cpu"))
     assert type(build_optimizer([weight], lr=1e-3, weight_decay=0.0, betas=(0.9, 0.99))) is torch.optim.AdamW
+
+
+@pytest.mark.parametrize("kernel", ["eager", "sdpa"])
+def test_the_attention_kernel_reaches_the_model(kernel):
+    from grouprl.model.assets import DEFAULT_MODEL_DIR
+    from grouprl.model.load import load_model
+
+    model = load_model(DEFAULT_MODEL_DIR, attn_implementation=kernel, device="cpu")
+    assert model.config._attn_implementation == kernel
+    assert next(model.parameters()).device == torch.device("cpu")
