@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import inspect
 import json
 import statistics
 import tempfile
@@ -126,24 +127,43 @@ class Recorder:
     """Wall seconds per phase of the current step, each phase also a profiler range ``phase::NAME``."""
 
     seconds: dict[str, float] = field(default_factory=dict)
+    tokens_run: dict[str, int] = field(default_factory=dict)  # token positions the passes ran, padding too
     autocast: torch.dtype | None = None
+    phase: str = "outside"
 
     def wrap(self, phase: str, fn):
         def timed(*args, **kwargs):
-            t0 = time.perf_counter()
+            t0, outer = time.perf_counter(), self.phase
             cast = (torch.autocast("cpu", dtype=self.autocast)
                     if self.autocast is not None and phase != "optimizer" else contextlib.nullcontext())
-            with torch.profiler.record_function(f"phase::{phase}"), cast:
-                out = fn(*args, **kwargs)
+            self.phase = phase
+            try:
+                with torch.profiler.record_function(f"phase::{phase}"), cast:
+                    out = fn(*args, **kwargs)
+            finally:
+                self.phase = outer
             self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
             return out
 
         return timed
 
+    def count(self, fn, *tensors: str):
+        """``fn`` that adds the sizes of its arguments named ``tensors`` to ``tokens_run`` of the phase."""
+        names = list(inspect.signature(fn).parameters)
+
+        def counted(*args, **kwargs):
+            bound = dict(zip(names, args)) | kwargs
+            run = sum(bound[t].numel() for t in tensors)
+            self.tokens_run[self.phase] = self.tokens_run.get(self.phase, 0) + run
+            return fn(*args, **kwargs)
+
+        return counted
+
 
 @contextlib.contextmanager
 def instrumented(setup, recorder: Recorder):
     """Wrap the functions the loop calls for each phase; undo on exit."""
+    from grouprl.model import passes
     from grouprl.train import loop
     from grouprl.train import step as stages
 
@@ -152,11 +172,14 @@ def instrumented(setup, recorder: Recorder):
                (setup.optimizer, "step", "optimizer")]
     if setup.reference is not None:
         patches.append((setup.reference, "logprobs", "reference"))
-    saved = [(obj, name, obj.__dict__.get(name, _MISSING) if hasattr(obj, "__dict__") else _MISSING)
-             for obj, name, _ in patches]
+    counts = [(passes, "sequence_logprobs", ("input_ids",)),
+              (passes, "shared_prompt_logprobs", ("prompt_ids", "completion_ids"))]
+    saved = [(obj, name, obj.__dict__.get(name, _MISSING)) for obj, name, *_ in patches + counts]
     try:
         for obj, name, phase in patches:
             setattr(obj, name, recorder.wrap(phase, getattr(obj, name)))
+        for obj, name, tensors in counts:
+            setattr(obj, name, recorder.count(getattr(obj, name), *tensors))
         yield
     finally:
         for obj, name, old in saved:
@@ -256,7 +279,7 @@ def run_profile(model: str, steps: int, warmup: int, overrides: tuple[str, ...] 
         rows, profiles = [], []
         with instrumented(setup, rec):
             for step in range(1, warmup + steps + 1):
-                rec.seconds = {}
+                rec.seconds, rec.tokens_run = {}, {}
                 measured = step > warmup
                 prof = (torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
                                                record_shapes=True)
@@ -270,13 +293,24 @@ def run_profile(model: str, steps: int, warmup: int, overrides: tuple[str, ...] 
                     elapsed = time.perf_counter() - t0  # the profiler's processing at exit left out
                 if not measured:
                     continue
-                rows.append({"step": elapsed, **rec.seconds, "_batch": batch})
+                rows.append({"step": elapsed, **rec.seconds, "_batch": batch,
+                             "_run": dict(rec.tokens_run)})
+                rec.tokens_run = {}
                 if trace:
                     profiles.append(_phase_families(prof, vocab, rec.seconds))
         gemm, copy_bw = max(gemm, bench.gemm_gflops()), max(copy_bw, copy_gbytes_per_s())
-        floors = [step_floors(setup, r.pop("_batch"), n_params, gemm, copy_bw) for r in rows]
+        floors = [step_floors(setup, r["_batch"], n_params, gemm, copy_bw) for r in rows]
+        for r in rows:  # real tokens of one pass: each group's prompt once, the completions' tokens
+            batch, G = r.pop("_batch"), cfg.rollout.num_generations
+            real = int(batch.rollout.prompt_mask[::G].sum() + batch.rollout.completion_mask.sum())
+            r["_padding"] = {p: 1 - real * _passes(cfg, p) / n for p, n in r.pop("_run").items()}
         new_tokens = cfg.rollout.max_new_tokens
     return _summary(model, rows, floors, profiles, gemm, copy_bw, n_params, autocast, new_tokens)
+
+
+def _passes(cfg, phase: str) -> int:
+    """Passes over the whole batch a phase makes: the update one per iteration, a frozen pass one."""
+    return cfg.train.num_iterations if phase == "update" else 1
 
 
 def _phase_families(prof, vocab: int, seconds: dict[str, float]) -> dict[str, dict[str, float]]:
@@ -300,6 +334,9 @@ def _summary(model, rows, floors, profiles, gemm, copy_bw, n_params, autocast, n
         floor = med([f[p] for f in floors])
         fams = {k: med([pr.get(p, {}).get(k, 0.0) for pr in profiles]) for k in FAMILIES} if profiles else {}
         phases[p] = {"seconds": secs, "floor_s": floor, "fraction_of_floor": floor / secs, "families": fams}
+        if any(p in r["_padding"] for r in rows):
+            # the share of the positions run that were padding or repeated prompts
+            phases[p]["padding"] = med([r["_padding"].get(p, 0.0) for r in rows])
     step = med([r["step"] for r in rows])
     floor_total = sum(v["floor_s"] for v in phases.values())
     outside = step - sum(v["seconds"] for v in phases.values())  # prompts, rewards, advantages, metrics
@@ -320,8 +357,9 @@ def render(d: dict) -> str:
              + "".join(f"{f:>12}" for f in FAMILIES)]
     for name, p in d["phases"].items():
         fams = "".join(f"{p['families'].get(f, 0.0):>12.2f}" for f in FAMILIES) if p["families"] else ""
+        pad = f"   padding {100 * p['padding']:.0f}%" if "padding" in p else ""
         lines.append(f"  {name:<10}{p['seconds']:>9.2f}{p['floor_s']:>8.2f}"
-                     f"{100 * p['fraction_of_floor']:>8.0f}%   {fams}")
+                     f"{100 * p['fraction_of_floor']:>8.0f}%   {fams}{pad}")
     return "\n".join(lines)
 
 

@@ -150,17 +150,21 @@ def adapt_entropy(s, metrics: dict[str, float]) -> dict[str, float]:
 def accumulate_gradients(scorer, inputs: UpdateInputs, rows: torch.Tensor, G: int, spec: AlgoSpec,
                          counts: Counts, *, temperature: float, micro_batch_size: int, chunk_size: int,
                          norm_length: int, d: Dist = SINGLE,
-                         selection: TokenSelection | None = None) -> dict[str, float]:
+                         selection: TokenSelection | None = None,
+                         plan: list[torch.Tensor] | None = None) -> dict[str, float]:
     """Stage 7 for one mini-batch: forward/backward per micro-batch with the mini-batch's global counts.
 
     ``scorer`` is ``TrainingPass(policy)``, wrapped in DDP or FSDP2 when ``d.world > 1``. Every rank runs the
     same number of backward passes (DDP reduces gradients in the last one): a rank with fewer micro-batches
-    pads with passes over a dummy row whose loss mask is empty, which add exactly zero.
+    pads with passes over a dummy row whose loss mask is empty, which add exactly zero. The micro-batches are
+    consecutive runs of ``micro_batch_size`` rows, or ``plan``'s (positions into ``rows``, from
+    ``model.memory.plan_micro_batches``).
 
     Returns the mini-batch's metrics, summed over micro-batches and ranks (so they are global values).
     """
-    micros = [m for m in torch.split(rows, micro_batch_size) if len(m)]
-    places = torch.split(torch.arange(len(rows)), micro_batch_size)  # each micro-batch's rows in ``rows``
+    # each micro-batch's rows in ``rows``
+    places = [p for p in (plan or torch.split(torch.arange(len(rows)), micro_batch_size)) if len(p)]
+    micros = [rows[p] for p in places]
     n_passes = int(d.all_reduce(torch.tensor([len(micros)]), "max").item())
     no_sync = getattr(scorer, "no_sync", nullcontext)
     metrics: dict[str, torch.Tensor] = {}
