@@ -4,12 +4,13 @@ GEMM rate measured beside each round (benchmarks/RESULTS.md, "CPU speed").
     .venv/bin/python benchmarks/speed_ab.py update --model DIR --variants auto rows=64 ... [--lengths step1]
     .venv/bin/python benchmarks/speed_ab.py generate --model DIR --variants base bf16 [--new-tokens 32]
 
-``update``: forward + backward of ``TrainingPass`` over a synthetic 8 × 8 rollout (random token ids, prompt
-lengths 55–75 like the word-problem prompts; completion lengths ``step1``: two thirds at the 128 budget, the
-rest 20–127, as at step 1 of the SmolLM2 recipe; ``short``: 5–40, as after training), micro-batched as the
-variant says. ``generate``: ``FastRollout.generate`` of 8 × 8 completions. A variant is
-``auto`` (the budget of ``train.activation_budget_mib``), ``rows=K``, ``chunk=C``, ``bf16`` (autocast),
-``threads=K``, or several joined by ``+``.
+``update``: forward + backward of ``TrainingPass`` over a synthetic 8 × 8 rollout (random token ids,
+prompt lengths 55–75 like the word-problem prompts; completion lengths ``step1``: two thirds at the budget
+``--new-tokens``, the rest 20 up to it, as at step 1 of the SmolLM2 recipe; ``short``: 5–40, as after
+training), micro-batched as the variant says. ``generate``: ``FastRollout.generate`` of 8 × 8 completions.
+A variant is ``auto`` (consecutive rows, the budget of ``train.activation_budget_mib``), ``plan``
+(``plan_micro_batches``), ``rows=K``, ``chunk=C``, ``bf16`` (autocast), ``threads=K``, or several joined
+by ``+``.
 """
 
 import argparse
@@ -28,7 +29,7 @@ def synthetic_rollout(lengths: str, vocab: int, T: int = 128, B: int = 8, G: int
     prompt_mask = (torch.arange(P) >= P - plen[:, None]).long().repeat_interleave(G, 0)  # left-padded
     if lengths == "step1":
         clen = torch.where(torch.rand(B * G, generator=g) < 2 / 3, torch.tensor(T),
-                           torch.randint(20, T, (B * G,), generator=g))
+                           torch.randint(min(20, T - 1), T, (B * G,), generator=g))
     else:
         clen = torch.randint(5, 41, (B * G,), generator=g)
     cmask = (torch.arange(T) < clen[:, None]).long()
@@ -46,18 +47,28 @@ def parse(variant: str) -> dict:
 
 
 def update_seconds(policy, rollout, v: dict, budget_mib: float, G: int = 8) -> float:
-    from grouprl.model.memory import activation_bytes_per_token, micro_batch_rows
+    from grouprl.model.memory import (
+        activation_bytes_per_token,
+        micro_batch_rows,
+        plan_micro_batches,
+        row_extents,
+    )
     from grouprl.model.passes import TrainingPass
 
     scorer = TrainingPass(policy)
     n = rollout.completion_ids.shape[0]
     width = rollout.prompt_ids.shape[1] + rollout.completion_ids.shape[1]
-    rows = v.get("rows") or micro_batch_rows(n, width, activation_bytes_per_token(policy), budget_mib)
+    per_token = activation_bytes_per_token(policy)
+    rows = v.get("rows") or micro_batch_rows(n, width, per_token, budget_mib)
+    micros = list(torch.split(torch.arange(n), rows))
+    if v.get("plan"):  # model.memory.plan_micro_batches: rows of like length together
+        micros = plan_micro_batches(*row_extents(rollout.prompt_mask, rollout.completion_mask),
+                                    torch.arange(n) // G, per_token, budget_mib)
     cast = torch.autocast("cpu", dtype=torch.bfloat16) if v.get("bf16") else torch.autocast("cpu",
                                                                                             enabled=False)
     policy.zero_grad(set_to_none=True)
     t0 = time.perf_counter()
-    for micro in torch.split(torch.arange(n), rows):
+    for micro in micros:
         with cast:
             logp, entropy = scorer(rollout, micro, G, temperature=1.0, chunk_size=v.get("chunk", 1024))
         mask = rollout.completion_mask[micro]
@@ -93,7 +104,7 @@ def main() -> None:
     policy = load_model(args.model)
     default_threads = torch.get_num_threads()
     if args.what == "update":
-        rollout = synthetic_rollout(args.lengths, policy.config.vocab_size)
+        rollout = synthetic_rollout(args.lengths, policy.config.vocab_size, T=args.new_tokens)
         real = int(rollout.prompt_mask[::8].sum() + rollout.completion_mask.sum())
         n_params = sum(p.numel() for p in policy.parameters())
         print(f"real tokens {real}; floor {6 * n_params * real / 1e9:.0f} GFLOP")
