@@ -34,10 +34,10 @@ The profiler adds a few microseconds per op; phase seconds are those of the prof
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import inspect
 import json
+import re
 import statistics
 import tempfile
 import time
@@ -56,6 +56,7 @@ SHAPES = {
                                tie_word_embeddings=True, max_position_embeddings=2048),
 }
 PHASES = ("generate", "reference", "old", "update", "optimizer")
+TOP_OPS = 12
 FAMILIES = ("gemm", "lm_head", "attention", "elementwise", "optimizer", "other")
 _GEMM = {"mm", "addmm", "bmm", "matmul", "linear", "baddbmm", "addmv", "mv"}
 _SOFTMAX = {"logsumexp", "log_softmax", "_log_softmax", "softmax", "_softmax", "gather", "scatter",
@@ -192,9 +193,9 @@ def instrumented(setup, recorder: Recorder):
 _MISSING = object()
 
 
-def _family(event, vocab: int) -> str:
-    """The op family of an ``aten`` event (see the module docstring)."""
-    op = event.name.split("::", 1)[-1]
+def _family(name: str, shapes, vocab: int) -> str:
+    """The op family of an ``aten`` op (see the module docstring)."""
+    op = name.split("::", 1)[-1]
     if op.startswith("_foreach") or "adam" in op:
         return "optimizer"
     if "scaled_dot_product" in op or "flash_attention" in op:
@@ -202,34 +203,59 @@ def _family(event, vocab: int) -> str:
     if op in _SOFTMAX:
         return "lm_head"
     if op in _GEMM:
-        shapes = getattr(event, "input_shapes", None) or []
-        if any(vocab in s for s in shapes if isinstance(s, list | tuple)):
-            return "lm_head"
-        return "gemm"
+        return "lm_head" if any(vocab in s for s in shapes() if isinstance(s, list | tuple)) else "gemm"
     return "elementwise"
 
 
-def op_families(events, phase_ranges: list[tuple[float, float, str]], vocab: int) -> dict[str, dict]:
-    """Self CPU seconds by phase and family from profiler events; ``phase_ranges`` sorted ``(start_us,
-    end_us, phase)``. Events outside every phase go to ``outside``."""
-    starts = [r[0] for r in phase_ranges]
+def events_of(prof) -> list:
+    """The profiler's CPU events as ``(start_ns, end_ns, thread, name, shapes)``, ``shapes`` a callable
+    (read only for the few ops that need it: building the profiler's own event tree takes minutes for the
+    million events of a 135 M model's step)."""
+    return [(e.start_ns(), e.end_ns(), e.start_thread_id(), e.name(), e.shapes)
+            for e in prof.profiler.kineto_results.events() if str(e.device_type()).endswith("CPU")]
+
+
+def op_families(events: list, vocab: int) -> dict[str, dict[str, float]]:
+    """Self seconds by phase and family from ``events_of``; ops outside every ``phase::`` range go to
+    ``outside``. Nesting is rebuilt per thread from the time ranges; an ``aten`` op inside another ``aten`` op
+    takes that op's family, so a ``linear``'s ``mm`` counts as what the ``linear`` is."""
     out: dict[str, dict[str, float]] = {}
-    for e in events:
-        if e.name.startswith("phase::"):
-            continue
-        i = bisect.bisect_right(starts, e.time_range.start) - 1
-        phase = (phase_ranges[i][2] if i >= 0 and e.time_range.start < phase_ranges[i][1] else "outside")
-        top = e
-        while top.cpu_parent is not None and top.cpu_parent.name.startswith("aten::"):
-            top = top.cpu_parent
-        if phase == "optimizer":
-            family = "optimizer"
-        elif not top.name.startswith("aten::"):
-            family = "other"
-        else:
-            family = _family(top, vocab)
-        fams = out.setdefault(phase, {})
-        fams[family] = fams.get(family, 0.0) + e.self_cpu_time_total / 1e6
+
+    def close(entry: list) -> None:  # entry: [end, name, family, phase, duration, children]
+        if entry[2] is not None:
+            fams = out.setdefault(entry[3], {})
+            fams[entry[2]] = fams.get(entry[2], 0.0) + (entry[4] - entry[5]) / 1e9
+            ops = top.setdefault(entry[3], {})
+            ops[entry[1]] = ops.get(entry[1], 0.0) + (entry[4] - entry[5]) / 1e9
+
+    top: dict[str, dict[str, float]] = {}
+
+    for thread in {e[2] for e in events}:
+        stack: list[list] = []
+        for start, end, _, name, shapes in sorted((e for e in events if e[2] == thread),
+                                                  key=lambda e: (e[0], -e[1])):
+            while stack and stack[-1][0] <= start:
+                close(stack.pop())
+            parent = stack[-1] if stack else None
+            phase = parent[3] if parent else "outside"
+            if name.startswith("phase::"):  # a range, not an op: no time of its own
+                stack.append([end, name, None, name.split("::", 1)[1], 0, 0])
+                continue
+            if parent is not None and parent[2] is not None:
+                parent[5] += end - start
+            if phase == "optimizer":
+                family = "optimizer"
+            elif not name.startswith("aten::"):
+                family = "other"  # autograd nodes, annotations: Python and bookkeeping around ops
+            elif parent is not None and parent[1].startswith("aten::"):
+                family = parent[2]
+            else:
+                family = _family(name, shapes, vocab)
+            stack.append([end, name, family, phase, end - start, 0])
+        while stack:
+            close(stack.pop())
+    for phase, ops in top.items():  # the ops of most self time, for the report
+        out[phase]["top_ops"] = dict(sorted(ops.items(), key=lambda kv: -kv[1])[:TOP_OPS])
     return out
 
 
@@ -286,7 +312,7 @@ def run_profile(model: str, steps: int, warmup: int, overrides: tuple[str, ...] 
                         if measured and trace else contextlib.nullcontext())
                 with prof, warnings.catch_warnings():
                     # the wrapped optimizer.step makes the LR scheduler think step was overridden
-                    warnings.filterwarnings("ignore", "Seems like `optimizer.step()`")
+                    warnings.filterwarnings("ignore", re.escape("Seems like `optimizer.step()`"))
                     t0 = time.perf_counter()
                     batch, _ = sample_batch(setup, step)
                     batch, _ = update(setup, batch, step)
@@ -314,13 +340,11 @@ def _passes(cfg, phase: str) -> int:
 
 
 def _phase_families(prof, vocab: int, seconds: dict[str, float]) -> dict[str, dict[str, float]]:
-    events = prof.events()
-    ranges = sorted((e.time_range.start, e.time_range.end, e.name.split("::", 1)[1])
-                    for e in events if e.name.startswith("phase::"))
-    fams = op_families(events, ranges, vocab)
+    fams = op_families(events_of(prof), vocab)
     for phase, wall in seconds.items():  # wall time not inside any aten op: Python, autograd, profiler
         f = fams.setdefault(phase, {})
-        f["other"] = f.get("other", 0.0) + max(0.0, wall - sum(f.values()))
+        spent = sum(v for k, v in f.items() if k in FAMILIES)
+        f["other"] = f.get("other", 0.0) + max(0.0, wall - spent)
     return fams
 
 
@@ -334,6 +358,8 @@ def _summary(model, rows, floors, profiles, gemm, copy_bw, n_params, autocast, n
         floor = med([f[p] for f in floors])
         fams = {k: med([pr.get(p, {}).get(k, 0.0) for pr in profiles]) for k in FAMILIES} if profiles else {}
         phases[p] = {"seconds": secs, "floor_s": floor, "fraction_of_floor": floor / secs, "families": fams}
+        if profiles:
+            phases[p]["top_ops"] = profiles[-1].get(p, {}).get("top_ops", {})
         if any(p in r["_padding"] for r in rows):
             # the share of the positions run that were padding or repeated prompts
             phases[p]["padding"] = med([r["_padding"].get(p, 0.0) for r in rows])

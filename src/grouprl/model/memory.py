@@ -91,12 +91,13 @@ def plan_micro_batches(prompt_len: torch.Tensor, completion_len: torch.Tensor, g
     activation budget.
 
     A pass cuts the columns that are padding in all of its rows, so it runs ``k × (P + T)`` positions for
-    ``k`` rows whose longest prompt and completion are ``P`` and ``T``. Rows are taken groups by their
-    longest completion first, within a group longest first (the rows of a group stay together, so their
-    prompt still runs once), and a micro-batch is closed when the next row would take ``k × (P + T) ×
-    bytes_per_token`` past ``budget_mib``: long rows go with long rows, short with short. A row over the
-    budget on its own is a micro-batch of one. The gradient is the same sum in another order (global counts,
-    ``algo.Counts``): equal up to float rounding."""
+    ``k`` rows whose longest prompt and completion are ``P`` and ``T``, and runs a group's prompt once for
+    the rows of the group it holds. Groups are taken by their longest completion first, a group's rows
+    longest first; a micro-batch takes whole groups while ``k × (P + T) × bytes_per_token`` stays within
+    ``budget_mib``, so long rows go with long rows and no prompt runs twice; a group over the budget on its
+    own is cut into runs of rows that fit (a row over the budget alone is a micro-batch of one). The
+    gradient is the same sum in another order (global counts, ``algo.Counts``): equal up to float
+    rounding."""
     n = len(completion_len)
     if n == 0:
         return []
@@ -106,14 +107,27 @@ def plan_micro_batches(prompt_len: torch.Tensor, completion_len: torch.Tensor, g
     order = order[torch.argsort(groups[order], stable=True)]  # secondary: its group
     order = order[torch.argsort(-group_max[groups[order]], stable=True)]  # primary: the group's longest
     fit = budget_mib * 2**20 / max(bytes_per_token, 1.0)  # positions one micro-batch may run
-    plan, current, widest_p, widest_t = [], [], 0, 0
-    for i in order.tolist():
-        p, t = max(widest_p, int(prompt_len[i])), max(widest_t, int(completion_len[i]))
-        if current and (len(current) + 1) * (p + t) > fit:
+
+    def fits(rows: list[int]) -> bool:
+        return len(rows) <= 1 or len(rows) * int(prompt_len[rows].max() + completion_len[rows].max()) <= fit
+
+    plan: list[torch.Tensor] = []
+    current: list[int] = []
+    ordered = order.tolist()
+    _, counts = torch.unique_consecutive(groups[order], return_counts=True)
+    for size in counts.tolist():
+        group, ordered = ordered[:size], ordered[size:]
+        if fits(current + group):
+            current += group
+            continue
+        if current:
             plan.append(torch.tensor(current))
-            current, p, t = [], int(prompt_len[i]), int(completion_len[i])
-        current.append(i)
-        widest_p, widest_t = p, t
+            current = []
+        for i in group:  # a group that fits goes whole; one that does not, in runs of rows that fit
+            if not fits(current + [i]):
+                plan.append(torch.tensor(current))
+                current = []
+            current.append(i)
     plan.append(torch.tensor(current))
     return plan
 
