@@ -3,6 +3,7 @@ GEMM rate measured beside each round (benchmarks/RESULTS.md, "CPU speed").
 
     .venv/bin/python benchmarks/speed_ab.py update --model DIR --variants auto rows=64 ... [--lengths step1]
     .venv/bin/python benchmarks/speed_ab.py generate --model DIR --variants base bf16 [--new-tokens 32]
+    .venv/bin/python benchmarks/speed_ab.py optimizer --model DIR
 
 ``update``: forward + backward of ``TrainingPass`` over a synthetic 8 × 8 rollout (random token ids,
 prompt lengths 55–75 like the word-problem prompts; completion lengths ``step1``: two thirds at the budget
@@ -88,12 +89,33 @@ def generate_seconds(backend, prompts, v: dict, new_tokens: int) -> float:
     return elapsed, int(r.completion_mask.sum())
 
 
+def optimizer_steps(model_dir: str, steps: int = 3) -> None:
+    """Seconds of AdamW steps over the model's parameters with random gradients: fused, for-each, loop (the
+    first step allocates the two moments)."""
+    from grouprl.model import load_model
+
+    params = list(load_model(model_dir).parameters())
+    kinds = (("fused", {"fused": True}), ("foreach", {"foreach": True}), ("for-loop", {"foreach": False}))
+    for kind, kw in kinds:
+        ps = [torch.nn.Parameter(p.detach().clone()) for p in params]
+        for p in ps:
+            p.grad = torch.randn_like(p) * 1e-3
+        opt = torch.optim.AdamW(ps, lr=1e-5, **kw)
+        times = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            opt.step()
+            times.append(time.perf_counter() - t0)
+        print(f"{kind:<9} {sum(p.numel() for p in ps) / 1e6:.1f} M params: "
+              + ", ".join(f"{t:.2f}" for t in times) + " s", flush=True)
+
+
 def main() -> None:
     from grouprl.bench import gemm_gflops
     from grouprl.model import load_model, load_tokenizer
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["update", "generate"])
+    ap.add_argument("what", choices=["update", "generate", "optimizer"])
     ap.add_argument("--model", required=True)
     ap.add_argument("--variants", nargs="+", default=["auto"])
     ap.add_argument("--rounds", type=int, default=2)
@@ -101,6 +123,8 @@ def main() -> None:
     ap.add_argument("--budget-mib", type=float, default=3800.0)
     ap.add_argument("--new-tokens", type=int, default=32)
     args = ap.parse_args()
+    if args.what == "optimizer":
+        return optimizer_steps(args.model)
     policy = load_model(args.model)
     default_threads = torch.get_num_threads()
     if args.what == "update":
