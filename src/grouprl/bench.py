@@ -241,6 +241,10 @@ def side_by_side(args) -> dict:
 
 
 def main(args) -> int:
+    if getattr(args, "profile", False) or getattr(args, "model", None):
+        from grouprl import profile
+
+        return profile.main(args)
     if args.trl_only:
         print(json.dumps(run_trl(args.config, args.steps, args.warmup, args.device)))
         return 0

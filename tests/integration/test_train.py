@@ -153,3 +153,18 @@ def test_no_deprecation_warning_from_grouprl_calls(tmp_path, extra):
     deprecations = [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in caught
                     if issubclass(w.category, (FutureWarning, DeprecationWarning))]
     assert not deprecations, deprecations
+
+
+def test_length_ordered_micro_batches_train_as_consecutive_ones(tmp_path, capsys):
+    """train.micro_batch_order=length regroups the update's rows by length: same step up to float rounding
+    (a small budget so that the plan makes several micro-batches)."""
+    small = ("train.activation_budget_mib=1", "train.num_iterations=2")
+    a = read_jsonl(train(tmp_path, *small, name="rows") / "metrics.jsonl")
+    b = read_jsonl(train(tmp_path, *small, "train.micro_batch_order=length", name="length") / "metrics.jsonl")
+    for ra, rb in zip(a, b, strict=True):
+        assert ra["reward/mean"] == rb["reward/mean"]  # the first step's rollout is the same
+        for key in ("grad_norm", "entropy", "loss/policy"):
+            assert ra[key] == pytest.approx(rb[key], rel=1e-4, abs=1e-6), key
+        break
+    assert main(["train", *FAST, "train.micro_batch_order=shortest", f"output.run_dir={tmp_path / 'x'}"]) == 2
+    assert "train.micro_batch_order" in capsys.readouterr().err

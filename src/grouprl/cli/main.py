@@ -276,6 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=int, default=2, help="with --vs-trl: alternations of the two sides")
     bench.add_argument("--trl-only", action="store_true", help=argparse.SUPPRESS)
     bench.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (model.device)")
+    bench.add_argument("--profile", action="store_true",
+                       help="seconds per phase and per op family, against each phase's floor")
+    bench.add_argument("--model", default=None,
+                       help="an HF directory or .gguf, default, tiny, small or smollm2-135m "
+                       "(implies --profile)")
+    bench.add_argument("--autocast", choices=["bf16"], default=None,
+                       help="with --profile: run generate and update under torch.autocast (measurement only)")
     bench.add_argument("overrides", nargs="*", help="extra config overrides")
     bench.set_defaults(fn=lambda args: __import__("grouprl.bench", fromlist=["main"]).main(args))
 

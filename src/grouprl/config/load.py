@@ -299,6 +299,8 @@ def _check_values(cfg: Config) -> None:
          "whole groups"),
         (cfg.train.micro_batch_size >= 0, "train.micro_batch_size",
          "must be >= 0 (0: sized by train.activation_budget_mib)"),
+        (cfg.train.micro_batch_order in ("rows", "length"), "train.micro_batch_order",
+         "must be rows or length"),
         (cfg.train.activation_budget_mib >= 0, "train.activation_budget_mib",
          "must be >= 0 (MiB; 0: chosen from the free memory)"),
         (cfg.train.lr > 0, "train.lr", "must be > 0"),

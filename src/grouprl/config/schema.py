@@ -165,6 +165,11 @@ class TrainConfig:
     micro_batch_size: int = 0
     """Sequences per forward/backward (gradient accumulation); does not change the gradient. 0: sized from
     ``activation_budget_mib`` each step (balanced micro-batches)."""
+    micro_batch_order: str = "rows"
+    """With micro_batch_size=0, how rows are put into the update's micro-batches: ``rows`` (consecutive
+    runs of whole groups, balanced) or ``length`` (groups of like completion length together, each
+    micro-batch filled up to the budget at its own width: less padding; the same gradient up to float
+    rounding; ``model/memory.py`` ``plan_micro_batches``)."""
     activation_budget_mib: int = 0
     """With micro_batch_size=0: the estimated activations one micro-batch keeps for backward stay under
     this many MiB. 0: chosen at start-up from the memory free then (a quarter of it once gradients and

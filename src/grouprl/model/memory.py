@@ -77,6 +77,61 @@ def micro_batch_rows(num_rows: int, width: int, bytes_per_token: float, budget_m
     return max(1, -(-num_rows // parts))
 
 
+def row_extents(prompt_mask: torch.Tensor, sequence_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(prompt, completion)`` ``[n]``: the columns of each row a pass cannot cut, the real prompt tokens
+    (left-padded) and the completion up to its last present token (right-padded)."""
+    T = sequence_mask.shape[1]
+    last = (sequence_mask.bool() * torch.arange(1, T + 1, device=sequence_mask.device)).amax(-1)
+    return prompt_mask.sum(-1).cpu(), last.cpu()
+
+
+def plan_micro_batches(prompt_len: torch.Tensor, completion_len: torch.Tensor, groups: torch.Tensor,
+                       bytes_per_token: float, budget_mib: float) -> list[torch.Tensor]:
+    """Micro-batches of rows (positions ``[k]`` into the ``[n]`` inputs) with little padding, each under the
+    activation budget.
+
+    A pass cuts the columns that are padding in all of its rows, so it runs ``k × (P + T)`` positions for
+    ``k`` rows whose longest prompt and completion are ``P`` and ``T``, and runs a group's prompt once for
+    the rows of the group it holds. Groups are taken by their longest completion first, a group's rows
+    longest first; a micro-batch takes whole groups while ``k × (P + T) × bytes_per_token`` stays within
+    ``budget_mib``, so long rows go with long rows and no prompt runs twice; a group over the budget on its
+    own is cut into runs of rows that fit (a row over the budget alone is a micro-batch of one). The
+    gradient is the same sum in another order (global counts, ``algo.Counts``): equal up to float
+    rounding."""
+    n = len(completion_len)
+    if n == 0:
+        return []
+    group_max = torch.zeros(int(groups.max()) + 1, dtype=completion_len.dtype, device=groups.device)
+    group_max = group_max.scatter_reduce(0, groups, completion_len, "amax")
+    order = torch.argsort(-completion_len, stable=True)  # tertiary key: the row's length, longest first
+    order = order[torch.argsort(groups[order], stable=True)]  # secondary: its group
+    order = order[torch.argsort(-group_max[groups[order]], stable=True)]  # primary: the group's longest
+    fit = budget_mib * 2**20 / max(bytes_per_token, 1.0)  # positions one micro-batch may run
+
+    def fits(rows: list[int]) -> bool:
+        return len(rows) <= 1 or len(rows) * int(prompt_len[rows].max() + completion_len[rows].max()) <= fit
+
+    plan: list[torch.Tensor] = []
+    current: list[int] = []
+    ordered = order.tolist()
+    _, counts = torch.unique_consecutive(groups[order], return_counts=True)
+    for size in counts.tolist():
+        group, ordered = ordered[:size], ordered[size:]
+        if fits(current + group):
+            current += group
+            continue
+        if current:
+            plan.append(torch.tensor(current, dtype=torch.long, device=groups.device))
+            current = []
+        for i in group:  # a group that fits goes whole; one that does not, in runs of rows that fit
+            if not fits(current + [i]):
+                plan.append(torch.tensor(current, dtype=torch.long, device=groups.device))
+                current = []
+            current.append(i)
+    plan.append(torch.tensor(current, dtype=torch.long, device=groups.device))
+    return plan
+
+
 def estimate(model: torch.nn.Module, *, separate_reference: bool, micro_batch_size: int, seq_len: int,
              chunk_size: int, gradient_checkpointing: bool, shards: int = 1) -> dict[str, float]:
     """Rough peak memory per process by phase, in MiB.

@@ -27,7 +27,7 @@ from grouprl.logging.card import model_card
 from grouprl.logging.completions import write_completions
 from grouprl.logging.sinks import ConsoleProgress, open_sinks, say
 from grouprl.model.device import peak_memory_mib
-from grouprl.model.memory import activation_bytes_per_token, micro_batch_rows
+from grouprl.model.memory import activation_bytes_per_token, micro_batch_rows, plan_micro_batches, row_extents
 from grouprl.model.passes import frozen_logprobs
 from grouprl.train import step as stages
 from grouprl.train.checkpoint import checkpoint
@@ -96,6 +96,16 @@ def update(s: Setup, batch: Scored, step: int = 0) -> tuple[Scored, dict]:
     def micro_rows(n: int) -> int:  # sequences per forward/backward for a pass over n sequences
         return cfg.train.micro_batch_size or micro_batch_rows(n, width, per_token, s.activation_budget_mib)
 
+    by_length = not cfg.train.micro_batch_size and cfg.train.micro_batch_order == "length"
+    extents = row_extents(batch.rollout.prompt_mask, batch.rollout.sequence_mask()) if by_length else None
+
+    def plan(rows: torch.Tensor) -> list[torch.Tensor] | None:  # train.micro_batch_order=length
+        if extents is None:
+            return None
+        rows = rows.cpu()
+        return plan_micro_batches(extents[0][rows], extents[1][rows], rows // G, per_token,
+                                  s.activation_budget_mib)
+
     mbs = micro_rows(batch.rollout.completion_ids.shape[0])
     use_old, need_old = stages.needs_old_logp(cfg.train.num_iterations, cfg.train.mini_batches, spec)
     t0 = time.perf_counter()
@@ -131,7 +141,8 @@ def update(s: Setup, batch: Scored, step: int = 0) -> tuple[Scored, dict]:
             metrics = stages.accumulate_gradients(s.scorer, inputs, rows, G, spec, counts, temperature=temp,
                                                   micro_batch_size=micro_rows(len(rows)), chunk_size=chunk,
                                                   norm_length=cfg.rollout.max_new_tokens, d=d, selection=sel,
-                                                  gap=gap if first else None)
+                                                  gap=gap if first else None,
+                                                  plan=plan(rows))
             # DDP's all-reduce gives every rank the same gradients, so the same norm and skip decision.
             norm = stages.clip_gradients(s.policy, cfg.train.max_grad_norm)
             if not torch.isfinite(norm):

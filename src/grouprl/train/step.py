@@ -186,20 +186,25 @@ class SamplerGap:
 
 def accumulate_gradients(scorer, inputs: UpdateInputs, rows: torch.Tensor, G: int, spec: AlgoSpec,
                          counts: Counts, *, temperature: float, micro_batch_size: int, chunk_size: int,
-                         norm_length: int, d: Dist = SINGLE, selection: TokenSelection | None = None,
-                         gap: SamplerGap | None = None) -> dict[str, float]:
+                          norm_length: int, d: Dist = SINGLE, selection: TokenSelection | None = None,
+                          gap: SamplerGap | None = None,
+                          plan: list[torch.Tensor] | None = None) -> dict[str, float]:
     """Stage 7 for one mini-batch: forward/backward per micro-batch with the mini-batch's global counts.
 
     ``scorer`` is ``TrainingPass(policy)``, wrapped in DDP or FSDP2 when ``d.world > 1``. Every rank runs the
     same number of backward passes (DDP reduces gradients in the last one): a rank with fewer micro-batches
-    pads with passes over a dummy row whose loss mask is empty, which add exactly zero.
+    pads with passes over a dummy row whose loss mask is empty, which add exactly zero. The micro-batches are
+    consecutive runs of ``micro_batch_size`` rows, or ``plan``'s (positions into ``rows``, from
+    ``model.memory.plan_micro_batches``).
 
     Returns the mini-batch's metrics, summed over micro-batches and ranks (so they are global values).
     With ``gap``, the passes' log-probs are also compared with the sampler's there (``SamplerGap``).
     """
-    micros = [m for m in torch.split(rows, micro_batch_size) if len(m)]
-    # each micro-batch's rows in ``rows``
-    places = torch.split(torch.arange(len(rows), device=rows.device), micro_batch_size)
+    # each micro-batch's rows in ``rows``: consecutive runs, or the plan's
+    places = [p.to(rows.device) for p in plan] if plan else \
+        list(torch.split(torch.arange(len(rows), device=rows.device), micro_batch_size))
+    places = [p for p in places if len(p)]
+    micros = [rows[p] for p in places]
     n_passes = int(d.all_reduce(torch.tensor([len(micros)], device="cpu"), "max").item())
     no_sync = getattr(scorer, "no_sync", nullcontext)
     metrics: dict[str, torch.Tensor] = {}
