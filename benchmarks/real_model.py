@@ -191,6 +191,10 @@ def main() -> None:
     for side in args.sides.split(","):
         sides[side] = {"grouprl": grouprl_side, "trl": trl_side}[side](args, out)
     gemm_after = gemm_gflops()
+    # written at once: the evaluations below take long, and a stopped run keeps its timings
+    (out / "timings.json").write_text(json.dumps({"gemm_gflops": [gemm_before, gemm_after], "sides": sides},
+                                                 indent=1, default=str))
+    print(f"GEMM {gemm_before:.0f} / {gemm_after:.0f} GFLOP/s (before / after the training runs)", flush=True)
     base = accuracy(args, args.model, out)
     for r in sides.values():
         r["accuracy"] = {step: accuracy(args, path, out) for step, path in sorted(r["checkpoints"].items())}
