@@ -119,7 +119,7 @@ def cmd_eval(args) -> int:
     try:
         out = run_eval(setup, 0)
     finally:
-        setup.rewards.close()
+        setup.close()
     for key, value in out.items():
         print(f"{key:<20} {value:.4f}" if isinstance(value, float) else f"{key:<20} {value}")
     return 0
@@ -260,8 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("overrides", nargs="*", help="key=value overrides, as for train")
     ev.set_defaults(fn=cmd_eval)
 
-    sft = sub.add_parser("sft", help="supervised warm start on the arithmetic task (how the embedded default "
-                         "is made)")
+    sft = sub.add_parser("sft", help="supervised warm start from noisy demonstrations (how the embedded "
+                         "defaults are made)")
     from grouprl.cli.sft import add_arguments
 
     add_arguments(sft)

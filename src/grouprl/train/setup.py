@@ -187,10 +187,6 @@ def build(cfg: Config, run_dir: Path) -> Setup:
     rewards = resolve_rewards(cfg.rewards, default_rewards, columns)  # TRL-callable?
     if env is not None:
         rewards += environment_rewards(env)
-        if eval_rows:
-            say("evaluation: held-out evaluation of multi-turn episodes is not built yet; with an "
-                "environment none is run (data.num_eval is ignored)")
-            eval_rows = []
     if not rewards:
         raise ConfigError("rewards: no reward function; set rewards: [...] or use a built-in data.task")
     verifier_name(rewards, cfg.verifier)  # a verifier that names no reward fails before any model loads
@@ -287,24 +283,27 @@ def environment_rewards(env: type) -> list[Reward]:
 
 
 def environment_rollout(cfg: Config, env: type, policy, tokenizer, main: bool):
-    """Episodes of ``env`` on the hf backend; the fast one is set aside with a note (continuing an episode
-    in place on its KV cache is not built)."""
+    """Episodes of ``env`` on ``rollout.backend``: ``fast`` continues each episode in place on its KV cache,
+    ``hf`` re-runs the conversation every turn (the reference); ``auto`` is fast where the model allows."""
     from grouprl.env import TOOL_PARSERS, check_environment, tool_names
     from grouprl.env.episode import EnvironmentRollout, Renderer
     from grouprl.env.host import EnvHost
 
-    fast = cfg.rollout.backend == "fast" or (cfg.rollout.backend == "auto" and not unsupported_reason(policy))
-    if main and fast:
-        say("rollout: episodes with an environment run on the hf backend (the fast backend cannot continue "
-                "an episode in place yet)")
-    hf = build_backend("hf", policy, tokenizer)
+    kind = cfg.rollout.backend
+    if kind == "auto":
+        reason = unsupported_reason(policy)
+        kind = "hf" if reason else "fast"
+        if reason and main:
+            say(f"rollout: the fast backend cannot run this model ({reason}); episodes use the hf backend")
+    backend = build_backend(kind, policy, tokenizer)
     tools = check_environment(env, cfg.environment)
-    renderer = Renderer(tokenizer, tools, hf.eos_ids, cfg.data.system_prompt, cfg.data.chat_template_kwargs)
+    renderer = Renderer(tokenizer, tools, [int(i) for i in backend.eos_ids], cfg.data.system_prompt,
+                        cfg.data.chat_template_kwargs)
     renderer.check()  # a template that cannot render tool replies fails now, before any step
     host = EnvHost(env, tool_names(env), timeout=cfg.rollout.tool_timeout,
                    max_chars=cfg.rollout.tool_result_max_chars, isolate=cfg.reward_isolation,
                    memory_mb=cfg.reward_memory_mb)
-    return EnvironmentRollout(hf, tokenizer, host, renderer, TOOL_PARSERS.get(cfg.rollout.tool_parser),
+    return EnvironmentRollout(backend, tokenizer, host, renderer, TOOL_PARSERS.get(cfg.rollout.tool_parser),
                               max_turns=cfg.rollout.max_turns)
 
 
