@@ -26,7 +26,7 @@ from grouprl.config.load import total_updates
 from grouprl.data.prompts import PromptSource, load_rows, task_rows
 from grouprl.data.tasks import get_task
 from grouprl.distributed import sharding
-from grouprl.env import builtin_info, load_environment
+from grouprl.env import builtin_info, check_environment, load_environment
 from grouprl.errors import ConfigError, DataError
 from grouprl.logging.sinks import say
 from grouprl.model.assets import resolve_model_path
@@ -119,21 +119,27 @@ def _rows(cfg: Config) -> tuple[list[dict], list[dict], list]:
             task.reward_fns)
 
 
-def _check_context(tokenizer, model, rows: list[dict], cfg: Config) -> int:
-    """A prompt plus the generation budget must fit the model's context window; returns the longest prompt."""
+def _check_context(tokenizer, model, rows: list[dict], cfg: Config, tools: list[dict] | None = None) -> int:
+    """A prompt plus the generation budget must fit the model's context window; returns the longest prompt.
+    With an environment's ``tools``, the prompt is counted as the episode renders it: with their schemas (in
+    the chat template's ``tools=``)."""
     limit = getattr(model.config, "max_position_embeddings", None) or float("inf")
+    kwargs = dict(cfg.data.chat_template_kwargs or {})
+    if tools and tokenizer.chat_template:
+        kwargs["tools"] = tools
     longest = 0
     for i, row in enumerate(rows):
         try:
-            text = format_prompt(tokenizer, row["prompt"], cfg.data.system_prompt,
-                                 cfg.data.chat_template_kwargs)
+            text = format_prompt(tokenizer, row["prompt"], cfg.data.system_prompt, kwargs)
         except DataError as err:
             raise DataError(f"prompt {i}: {err}") from None
         n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
         longest = max(longest, n)
         if n + cfg.rollout.max_new_tokens > limit:
-            raise DataError(f"prompt {i} ({text[:40]!r}...) has {n} tokens; with rollout.max_new_tokens="
-                            f"{cfg.rollout.max_new_tokens} it exceeds the model's context of {limit} tokens; "
+            schemas = " (the tools' schemas included)" if "tools" in kwargs else ""
+            raise DataError(f"prompt {i} ({text[:40]!r}...) has {n} tokens{schemas}; with "
+                            f"rollout.max_new_tokens={cfg.rollout.max_new_tokens} it exceeds the model's "
+                            f"context of {limit} tokens; "
                             "shorten or drop long prompts, or lower rollout.max_new_tokens")
     return longest
 
@@ -200,7 +206,8 @@ def build(cfg: Config, run_dir: Path) -> Setup:
         tokenizer.chat_template = cfg.data.chat_template
     check_entropy_target(spec, len(tokenizer))
     policy, reference, peft_model = _policy(cfg, path, spec)
-    longest_prompt = _check_context(tokenizer, policy, train_rows + eval_rows, cfg)
+    tools = check_environment(env, cfg.environment) if env is not None else None
+    longest_prompt = _check_context(tokenizer, policy, train_rows + eval_rows, cfg, tools)
     if cfg.model.gradient_checkpointing:
         enable_gradient_checkpointing(policy)
     dist = distributed.init(cfg.train.collective_timeout)
