@@ -1,5 +1,6 @@
-"""``grouprl train environment=...`` end to end on the embedded default (it does not learn the game; it must
-run and log), a TRL-style environment file with a reward reading ``environments``, and bad input."""
+"""``grouprl train environment=...`` end to end (calculator on its embedded player, guess_number on the
+embedded default, which does not learn the game: both must run, evaluate and log; ``grouprl show`` prints
+the trajectories), a TRL-style environment file with a reward reading ``environments``, and bad input."""
 
 from __future__ import annotations
 
@@ -17,11 +18,11 @@ def read_jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("env", ["calculator", "guess_number"])
-def test_train_with_a_builtin_environment_logs_episode_metrics(tmp_path, env, capsys):
+@pytest.mark.parametrize("env,backend", [("calculator", "auto"), ("guess_number", "hf")])
+def test_train_with_a_builtin_environment_logs_episode_metrics(tmp_path, env, backend, capsys):
     run_dir = tmp_path / "run"
-    assert main(["train", *FAST, f"environment={env}", f"output.run_dir={run_dir}"]) == 0
-    assert "episodes with an environment run on the hf backend" in capsys.readouterr().err
+    assert main(["train", *FAST, f"environment={env}", f"rollout.backend={backend}", "data.num_eval=4",
+                 "eval.num_samples=2", f"output.run_dir={run_dir}"]) == 0
     rows = read_jsonl(run_dir / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
     for row in rows:
@@ -29,8 +30,18 @@ def test_train_with_a_builtin_environment_logs_episode_metrics(tmp_path, env, ca
         assert row["env/tool_calls_mean"] >= 0 and row["env/tool_errors_mean"] >= 0
     if env == "guess_number":  # every turn gets feedback, so the environment writes tokens
         assert any(r["env/token_frac"] > 0 for r in rows) and "reward/environment/mean" in rows[0]
-    completion = read_jsonl(run_dir / "completions.jsonl")[0]["completion"]
+    else:  # the embedded player calls a tool and reads its result
+        assert all(r["env/tool_calls_mean"] > 0 and r["env/token_frac"] > 0 for r in rows)
+    evals = read_jsonl(run_dir / "eval.jsonl")  # held-out episodes before and after
+    assert [e["step"] for e in evals] == [0, 2]
+    assert all(0 <= e["eval/pass@1"] <= 1 and e["eval/turns_mean"] >= 1 and "eval/mean@2" in e for e in evals)
+    logged = read_jsonl(run_dir / "completions.jsonl")[0]
+    completion = logged["completion"]
     assert isinstance(completion, list) and completion[0]["role"] == "assistant"
+    assert logged["episode/turns"] >= 1
+    capsys.readouterr()
+    assert main(["show", str(run_dir)]) == 0
+    assert "assistant: " in capsys.readouterr().out
 
 
 ENV_FILE = '''

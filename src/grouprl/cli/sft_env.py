@@ -39,7 +39,7 @@ from grouprl.model.configs import tiny_llama_config
 from grouprl.model.tokenizer import build_char_tokenizer
 from grouprl.rewards import Reward, RewardRunner
 from grouprl.rewards.arithmetic import correct_answer
-from grouprl.rollout.hf import HFRollout
+from grouprl.rollout.fast import FastRollout
 from grouprl.train.sft import sft
 
 ENVIRONMENTS = ("calculator",)
@@ -61,11 +61,12 @@ def demonstrations(rows: list[dict], rate: float, seed: int, renderer: Renderer)
 
 
 def play_backend(model, tokenizer) -> EnvironmentRollout:
-    """Episodes of the calculator environment on the hf backend, in this process."""
-    hf = HFRollout(model, tokenizer)
-    renderer = Renderer(tokenizer, check_environment(Calculator, "calculator"), hf.eos_ids)
+    """Episodes of the calculator environment on the fast backend (as training plays them), in this
+    process."""
+    fast = FastRollout(model, tokenizer)
+    renderer = Renderer(tokenizer, check_environment(Calculator, "calculator"), fast.eos_ids.tolist())
     host = EnvHost(Calculator, tool_names(Calculator), timeout=10.0, max_chars=2000, isolate=False)
-    return EnvironmentRollout(hf, tokenizer, host, renderer, hermes, max_turns=MAX_TURNS)
+    return EnvironmentRollout(fast, tokenizer, host, renderer, hermes, max_turns=MAX_TURNS)
 
 
 def measure(model, tokenizer, rows: list[dict], k: int, seed: int) -> dict[str, float]:
@@ -105,7 +106,7 @@ decay to 0), on {s["n_train"]} distinct training problems; loss on the model's t
 their EOS; the tool's reply is out of the loss, as in RL); final loss {s["final_loss"]:.3f}.
 
 Measured on {meta["eval"]["n"]} held-out problems (the environment's `eval` split, seed
-{meta["eval"]["seed"]}), whole episodes of at most {MAX_TURNS} turns and {MAX_NEW_TOKENS} tokens on the `hf`
+{meta["eval"]["seed"]}), whole episodes of at most {MAX_TURNS} turns and {MAX_NEW_TOKENS} tokens on the `fast`
 backend:
 
 | metric | value |
