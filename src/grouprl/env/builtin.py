@@ -90,6 +90,7 @@ CALCULATOR_SETTINGS = {
     "train.lr": 1e-3,
     "data.num_eval": 256,
     "eval.every": 0,
+    "eval.batch_size": 64,
 }
 """What ``environment=calculator`` trains with on its embedded player (``assets/default-calculator``): a call
 and an answer fit in 2 turns and 96 tokens; the rest is the run of benchmarks/multiturn.py. Each applies
