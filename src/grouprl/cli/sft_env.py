@@ -45,7 +45,7 @@ from grouprl.train.sft import sft
 ENVIRONMENTS = ("calculator",)
 MODEL = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 344,
          "max_position_embeddings": 160}
-MAX_TURNS, MAX_NEW_TOKENS = 2, 96  # a call and an answer; the episode's budget after the prompt
+MAX_TURNS, MAX_NEW_TOKENS = 2, 112  # a call (~65 tokens), its result (~36), an answer: the budget
 
 
 def demonstrations(rows: list[dict], rate: float, seed: int, renderer: Renderer) -> list[dict]:

@@ -83,17 +83,17 @@ def calculator_rows(split: str, n: int, seed: int) -> list[dict]:
 
 CALCULATOR_SETTINGS = {
     "model.name_or_path": "default-calculator",
-    "rollout.max_new_tokens": 96,
+    "rollout.max_new_tokens": 112,
     "rollout.max_turns": 2,
     "train.steps": 40,
     "train.prompts_per_step": 16,
-    "train.lr": 1e-3,
+    "train.lr": 2e-4,
     "data.num_eval": 256,
     "eval.every": 0,
     "eval.batch_size": 64,
 }
 """What ``environment=calculator`` trains with on its embedded player (``assets/default-calculator``): a call
-and an answer fit in 2 turns and 96 tokens; the rest is the run of benchmarks/multiturn.py. Each applies
+and an answer fit in 2 turns and 112 tokens; the rest is the run of benchmarks/multiturn.py. Each applies
 where the config does not set the key, and none when ``model.name_or_path`` names another model."""
 
 
