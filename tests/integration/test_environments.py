@@ -11,7 +11,7 @@ import pytest
 from grouprl.cli.main import main
 
 FAST = ["train.steps=2", "train.prompts_per_step=2", "rollout.num_generations=2", "data.num_train=16",
-        "output.progress=false", "output.plots=false", "rollout.max_new_tokens=16", "rollout.max_turns=3"]
+        "output.progress=false", "output.plots=false", "rollout.max_turns=3"]
 
 
 def read_jsonl(path):
@@ -19,10 +19,11 @@ def read_jsonl(path):
 
 
 @pytest.mark.parametrize("env,backend", [("calculator", "auto"), ("guess_number", "hf")])
-def test_train_with_a_builtin_environment_logs_episode_metrics(tmp_path, env, backend, capsys):
+def test_train_with_a_builtin_environment_logs_episode_metrics(tmp_path, env, backend, capsys, monkeypatch):
     run_dir = tmp_path / "run"
+    budget = [] if env == "calculator" else ["rollout.max_new_tokens=16"]  # the player's own: 112 tokens
     assert main(["train", *FAST, f"environment={env}", f"rollout.backend={backend}", "data.num_eval=4",
-                 "eval.num_samples=2", f"output.run_dir={run_dir}"]) == 0
+                 "eval.num_samples=2", f"output.run_dir={run_dir}", *budget]) == 0
     rows = read_jsonl(run_dir / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
     for row in rows:
@@ -40,6 +41,7 @@ def test_train_with_a_builtin_environment_logs_episode_metrics(tmp_path, env, ba
     assert isinstance(completion, list) and completion[0]["role"] == "assistant"
     assert logged["episode/turns"] >= 1
     capsys.readouterr()
+    monkeypatch.setenv("COLUMNS", "300")  # the table wide enough not to fold a message
     assert main(["show", str(run_dir)]) == 0
     assert "assistant: " in capsys.readouterr().out
 
@@ -71,7 +73,8 @@ def test_a_trl_style_environment_file_with_an_environments_reward(tmp_path):
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"find {k}", "key": k}) + "\n" for k in "abcd"))
     run_dir = tmp_path / "run"
-    assert main(["train", *FAST, f"environment={tmp_path}/lookup.py:Lookup", f"data.path={data}",
+    assert main(["train", *FAST, "rollout.max_new_tokens=16", f"environment={tmp_path}/lookup.py:Lookup",
+                 f"data.path={data}",
                  f"rewards=[{tmp_path}/lookup.py:used_no_tool]", f"output.run_dir={run_dir}"]) == 0
     rows = read_jsonl(run_dir / "metrics.jsonl")
     assert rows[-1]["reward/used_no_tool/errors"] == 0 and rows[-1]["reward/used_no_tool/mean"] is not None
