@@ -119,7 +119,7 @@ def cmd_eval(args) -> int:
     try:
         out = run_eval(setup, 0)
     finally:
-        setup.rewards.close()
+        setup.close()
     for key, value in out.items():
         print(f"{key:<20} {value:.4f}" if isinstance(value, float) else f"{key:<20} {value}")
     return 0
@@ -141,10 +141,12 @@ def cmd_report(args) -> int:
 
 
 def cmd_show(args) -> int:
-    """A readable table of sampled completions with their rewards and advantages."""
+    """A readable table of sampled completions with their rewards and advantages; an episode's trajectory
+    one message a line."""
     from rich.console import Console
     from rich.table import Table
 
+    from grouprl.logging.completions import render_completion
     from grouprl.logging.report import read_jsonl
 
     rows = read_jsonl(_existing_run(args.run_dir) / "completions.jsonl")
@@ -155,12 +157,13 @@ def cmd_show(args) -> int:
     rows = [r for r in rows if r["step"] == step]
     if not rows:
         raise UserError(f"no completions logged at step {step}; choose --step between 1 and {last}")
-    parts = sorted(k for k in rows[0] if k.startswith("reward/"))
+    parts = sorted(k for k in rows[0] if k.startswith(("reward/", "episode/")))
     table = Table(title=f"{args.run_dir} — step {step}")
     for column in ("prompt", "completion", "reward", "advantage", *parts):
         table.add_column(column, overflow="fold")
     for r in rows[: args.limit]:
-        table.add_row(str(r["prompt"]), repr(r["completion"]), f"{r['reward']:.3f}", f"{r['advantage']:+.3f}",
+        table.add_row(str(r["prompt"]), render_completion(r["completion"]), f"{r['reward']:.3f}",
+                      f"{r['advantage']:+.3f}",
                       *(f"{r[p]:.3f}" if isinstance(r[p], float) else str(r[p]) for p in parts))
     Console().print(table)
     return 0
@@ -260,8 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("overrides", nargs="*", help="key=value overrides, as for train")
     ev.set_defaults(fn=cmd_eval)
 
-    sft = sub.add_parser("sft", help="supervised warm start on the arithmetic task (how the embedded default "
-                         "is made)")
+    sft = sub.add_parser("sft", help="supervised warm start from noisy demonstrations (how the embedded "
+                         "defaults are made)")
     from grouprl.cli.sft import add_arguments
 
     add_arguments(sft)

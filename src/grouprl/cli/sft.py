@@ -44,19 +44,37 @@ TIE_EMBEDDINGS = False
 MAX_NEW_TOKENS = 8  # answers have at most 3 digits + EOS; room to show a model that does not stop
 
 
+ENV_DEFAULTS = {"steps": 1500, "distractor_rate": 0.6, "batch_size": 32}
+"""What ``--environment`` changes in the defaults (episodes are longer, so fewer steps of smaller batches)."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, required=True, help="directory for the model and tokenizer")
-    parser.add_argument("--steps", type=int, default=5000, help="SFT steps")
-    parser.add_argument("--distractor-rate", type=float, default=0.7,
-                        help="share of SFT answers replaced by the no-carry answer")
+    parser.add_argument("--environment", default=None,
+                        help="build a player of this environment instead (calculator: "
+                             "src/grouprl/assets/default-calculator)")
+    parser.add_argument("--steps", type=int, default=None, help="SFT steps (5000; 1500 with --environment)")
+    parser.add_argument("--distractor-rate", type=float, default=None,
+                        help="share of SFT answers replaced by the no-carry answer (0.7); with "
+                             "--environment, share of demonstrations that call the confused tool (0.6)")
     parser.add_argument("--lr", type=float, default=3e-3, help="peak SFT learning rate (cosine decay to 0)")
     parser.add_argument("--warmup", type=int, default=50,
                         help="linear warm-up steps of the SFT learning rate")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="rows per step (64; 32 with --environment)")
     parser.add_argument("--n-train", type=int, default=5000, help="distinct training prompts for SFT")
     parser.add_argument("--n-eval", type=int, default=256, help="held-out prompts for the measurements")
     parser.add_argument("--k", type=int, default=8, help="samples per prompt for pass@k and majority vote")
     parser.add_argument("--seed", type=int, default=0, help="seeds model init, SFT data and batch order")
+
+
+def _fill_defaults(args: argparse.Namespace) -> None:
+    """The arguments left unset take the defaults of the model being built."""
+    single = {"steps": 5000, "distractor_rate": 0.7, "batch_size": 64}
+    defaults = ENV_DEFAULTS if args.environment else single
+    for key, value in defaults.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
 
 
 def measure(model, tokenizer, rows: list[dict], verifier, k: int, seed: int) -> dict[str, float]:
@@ -119,6 +137,11 @@ Prompts are plain text without BOS, as `grouprl` encodes them; `metadata.json` h
 
 
 def run_sft(args: argparse.Namespace) -> int:
+    _fill_defaults(args)
+    if args.environment is not None:
+        from grouprl.cli.sft_env import run_env_sft
+
+        return run_env_sft(args)
     if not 0.0 <= args.distractor_rate < 1.0:
         raise UserError(f"--distractor-rate must be in [0, 1), got {args.distractor_rate}")
     torch.set_num_threads(2)

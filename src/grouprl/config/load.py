@@ -183,6 +183,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         layer_of.update(dict.fromkeys(trl_values, layer))
         ignored += [name for name in skipped if name not in ignored]
     trl.resolve(cfg, values, _assigner(cfg, given, values, layer_of), _dataset_size, _clip)
+    _environment_settings(cfg, given)
     _resolve_warmup(cfg, given)
     if ignored and int(os.environ.get("RANK", 0)) == 0:
         print(f"grouprl: ignoring {', '.join(ignored)}: TRL/open-r1 settings with no meaning in grouprl "
@@ -215,6 +216,23 @@ def _assigner(cfg: Config, given: dict, values: dict, layer_of: dict) -> Callabl
         given[key] = (layer, names[0])
 
     return assign
+
+
+def _environment_settings(cfg: Config, given: dict) -> None:
+    """A built-in environment with an embedded player (``calculator``: ``default-calculator``) brings the
+    settings that model trains with, for each key not given; only while the policy is that model (the
+    schema's default ``default`` or the player's name)."""
+    from grouprl.env import builtin_info
+
+    if cfg.environment is None:
+        return
+    settings = builtin_info(cfg.environment).get("settings") or {}
+    player = settings.get("model.name_or_path")
+    if not settings or ("model.name_or_path" in given and cfg.model.name_or_path != player):
+        return
+    for key, value in settings.items():
+        if key not in given:
+            _merge(cfg, _nest(key, value))
 
 
 def _dataset_size(cfg: Config) -> int:

@@ -3,7 +3,8 @@
 ``ENVIRONMENTS`` names the built-ins; ``environment=`` in the config is one of them, ``package.module:Class``
 or ``path/to/file.py:Class`` (loaded as reward files are). A built-in is registered with ``rows`` (its prompt
 generator ``rows(split, n, seed)``, used when no ``data.path`` is given) and ``rewards`` (the reward names it
-is scored by when ``rewards`` is empty). The protocol is in ``protocol.py``, the episode loop in
+is scored by when ``rewards`` is empty) and may bring ``settings``, the config its embedded player trains
+with (applied by the config loader to keys not given). The protocol is in ``protocol.py``, the episode loop in
 ``episode.py``, where the instances live and tools run in ``host.py``; docs/environments.md.
 """
 
@@ -14,14 +15,22 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from grouprl.env.builtin import Calculator, GuessNumber, PythonTool, calculator_rows, guess_rows
+from grouprl.env.builtin import (
+    CALCULATOR_SETTINGS,
+    Calculator,
+    GuessNumber,
+    PythonTool,
+    calculator_rows,
+    guess_rows,
+)
 from grouprl.env.parse import TOOL_PARSERS
 from grouprl.env.protocol import check_environment, tool_names, tool_schema
 from grouprl.errors import ConfigError
 from grouprl.registry import Registry
 
 ENVIRONMENTS: Registry = Registry("environment")
-ENVIRONMENTS.register("calculator", rows=calculator_rows, rewards=("correct_answer",))(Calculator)
+ENVIRONMENTS.register("calculator", rows=calculator_rows, rewards=("correct_answer",),
+                      settings=CALCULATOR_SETTINGS)(Calculator)
 ENVIRONMENTS.register("guess_number", rows=guess_rows, rewards=())(GuessNumber)
 ENVIRONMENTS.register("python", rows=None, rewards=())(PythonTool)
 

@@ -81,6 +81,22 @@ def calculator_rows(split: str, n: int, seed: int) -> list[dict]:
     return rows
 
 
+CALCULATOR_SETTINGS = {
+    "model.name_or_path": "default-calculator",
+    "rollout.max_new_tokens": 112,
+    "rollout.max_turns": 2,
+    "train.steps": 40,
+    "train.prompts_per_step": 16,
+    "train.lr": 2e-4,
+    "data.num_eval": 256,
+    "eval.every": 0,
+    "eval.batch_size": 64,
+}
+"""What ``environment=calculator`` trains with on its embedded player (``assets/default-calculator``): a call
+and an answer fit in 2 turns and 112 tokens; the rest is the run of benchmarks/multiturn.py. Each applies
+where the config does not set the key, and none when ``model.name_or_path`` names another model."""
+
+
 class GuessNumber:
     """Guess a secret number; after each wrong guess the environment says ``higher`` or ``lower``. No tools:
     the model's answer goes to ``respond``. ``get_reward`` is 1.0 when it found the number within the turn

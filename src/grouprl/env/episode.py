@@ -1,19 +1,21 @@
 """The multi-turn rollout: G episodes per prompt row, each a conversation between the policy and an
 environment, turned into one ``Rollout`` row whose environment tokens are out of the loss.
 
-One turn: every running episode's whole sequence so far (prompt, the model's turns, the environment's
-replies) goes to the ``hf`` backend, which samples until EOS or the episode's remaining token budget; the
-turn's text is parsed for tool calls (``rollout.tool_parser``); each call runs on the episode's environment
+Two ways to run the turns, with the same episode rules (``_take``) and, greedily, the same trajectories:
+
+* on the ``fast`` backend (``FastRollout.interleave``) every episode continues **in place**: a row that ends a
+  turn with EOS gets its environment reply at once, the reply's tokens are fed onto that row's KV cache (one
+  per step; the conversation is never run again), and the rows go on in one batch whatever turn each is in;
+* on the ``hf`` backend, the reference, each turn re-runs every running episode's whole sequence so far
+  (prompt, the model's turns, the environment's replies) through ``generate``, all episodes turn by turn.
+
+Each turn is parsed for tool calls (``rollout.tool_parser``); each call runs on the episode's environment
 (``EnvHost``); the results, rendered by the chat template as ``tool`` messages (a turn without a call goes to
 the environment's ``respond``, rendered as a ``user`` message), are appended as environment tokens, and the
 next turn starts. An episode ends when a turn makes no call (and there is no ``respond``, or it returns
 None), at ``rollout.max_turns`` model turns, or when the budget ``rollout.max_new_tokens``, which counts the
 model's and the environment's tokens after the prompt as TRL's ``max_completion_length`` does, has no room
 for the environment's reply and an answer (then ``truncated``).
-
-How this departs from a KV-cache agent loop: each turn re-runs the whole conversation through ``generate``
-(no cache is kept between turns). That is the reference behaviour, simple and exact; continuing in place on
-the fast backend's cache is not built, and an environment always runs on ``hf``.
 
 The environment's reply is rendered as the template renders it after a short dummy conversation (the tokens
 after the dummy assistant turn's end-of-turn token), so the model's own tokens are never re-tokenized and
@@ -29,7 +31,7 @@ import torch
 from grouprl.env.host import EnvHost
 from grouprl.env.parse import Call, Malformed
 from grouprl.errors import EnvError
-from grouprl.rollout.hf import HFRollout, left_pad
+from grouprl.rollout.hf import left_pad
 from grouprl.types import Rollout, SamplingParams
 
 _PROBE = [{"role": "user", "content": "hi"}]
@@ -137,10 +139,11 @@ class Played:
 
 
 class EnvironmentRollout:
-    """Multi-turn episodes on the ``hf`` backend. ``play(rows, G, sampling) -> Played``; ``generate`` and
-    ``load_weights`` are the wrapped backend's (single-turn sampling, weights)."""
+    """Multi-turn episodes on the ``fast`` backend (in place) or the ``hf`` one (the reference).
+    ``play(rows, G, sampling) -> Played``; ``generate`` and ``load_weights`` are the wrapped backend's
+    (single-turn sampling, weights)."""
 
-    def __init__(self, backend: HFRollout, tokenizer, host: EnvHost, renderer: Renderer, parser, *,
+    def __init__(self, backend, tokenizer, host: EnvHost, renderer: Renderer, parser, *,
                  max_turns: int) -> None:
         self.backend, self.tokenizer, self.host, self.renderer = backend, tokenizer, host, renderer
         self.parser, self.max_turns = parser, max_turns
@@ -164,16 +167,31 @@ class EnvironmentRollout:
             row = rows[slot // G]
             prompt = first_prompt(row.get("prompt"), self.host.reset(slot, row))
             episodes.append(_Episode(slot, prompt, self._encode(self.renderer.prompt(prompt))))
-        for turn in range(self.max_turns):
-            active = [e for e in episodes if not e.done]
-            if not active:
-                break
-            self._turn(active, sampling, turn)
+        if hasattr(self.backend, "interleave"):
+            self._in_place(episodes, G, sampling)
+        else:
+            for turn in range(self.max_turns):
+                active = [e for e in episodes if not e.done]
+                if not active:
+                    break
+                self._turn(active, sampling, turn)
         finished = [self.host.finish(e.slot) for e in episodes]
         return self._played(episodes, finished, G, sampling.max_new_tokens)
 
+    def _in_place(self, episodes: list[_Episode], G: int, sampling: SamplingParams) -> None:
+        """All turns of all episodes in one pass of the fast backend, each continuing on its own cache."""
+        budget = sampling.max_new_tokens
+
+        def reply(i: int, tokens: list[int], logps: list[float], ended: bool) -> list[int] | None:
+            e = episodes[i]
+            before = len(e.ids) + len(tokens)
+            self._take(e, tokens, logps, ended, budget)
+            return None if e.done else e.ids[before:]
+
+        self.backend.interleave([e.prompt_ids for e in episodes], G, sampling, reply)
+
     def _turn(self, active: list[_Episode], sampling: SamplingParams, turn: int) -> None:
-        """One model turn of every running episode, then the environment's replies."""
+        """One model turn of every running episode (the whole conversation re-run), then the replies."""
         budget = sampling.max_new_tokens
         seed = None if sampling.seed is None else sampling.seed + 7919 * (turn + 1)
         out = self.backend.generate([e.prompt_ids + e.ids for e in active], 1, SamplingParams(
@@ -181,15 +199,18 @@ class EnvironmentRollout:
             top_p=sampling.top_p, top_k=sampling.top_k, seed=seed, group_offset=sampling.group_offset))
         lengths = out.completion_mask.sum(-1).tolist()
         for j, e in enumerate(active):
-            room = budget - len(e.ids)
-            n = min(lengths[j], room)
+            n = min(lengths[j], budget - len(e.ids))
             ended = n == lengths[j] and not bool(out.truncated[j])  # EOS within this episode's budget
-            tokens = out.completion_ids[j, :n].tolist()
-            e.ids += tokens
-            e.own += [1] * n
-            e.logp += out.sampler_logprobs[j, :n].tolist()
-            e.turns += 1
-            self._answer(e, self.tokenizer.decode(tokens, skip_special_tokens=True), ended, budget)
+            self._take(e, out.completion_ids[j, :n].tolist(), out.sampler_logprobs[j, :n].tolist(), ended,
+                       budget)
+
+    def _take(self, e: _Episode, tokens: list[int], logps: list[float], ended: bool, budget: int) -> None:
+        """A model turn of ``e`` (its tokens, ``ended``: by EOS), then the environment's side of it."""
+        e.ids += tokens
+        e.own += [1] * len(tokens)
+        e.logp += logps
+        e.turns += 1
+        self._answer(e, self.tokenizer.decode(tokens, skip_special_tokens=True), ended, budget)
 
     def _answer(self, e: _Episode, text: str, ended: bool, budget: int) -> None:
         """The environment's side of a turn: run the calls (or ``respond``) and append the reply."""

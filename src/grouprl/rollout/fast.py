@@ -19,6 +19,12 @@ What it does differently from ``model.generate`` (the reference backend in ``hf.
   float32 weights (no second, bfloat16 copy of the model is kept); the sampler upcasts the logits to float32
   before its softmax.
 
+Multi-turn episodes (``interleave``, used by ``env/episode.py``) continue **in place**: a row that ends a
+turn with EOS hands its turn to the caller, which answers with the environment's reply tokens (or ends the
+episode); those tokens are fed to that row one per step, onto its own cache, while the other rows go on
+sampling in the same batch. Nothing of the conversation is run twice: every token of an episode enters the
+cache once, whatever turn each row is in.
+
 It runs any ``transformers`` decoder whose layers all use full attention through the ``Cache`` API (Llama,
 Qwen2/3, Mistral without a sliding window, Phi-3, Gemma …); ``unsupported_reason`` says why it cannot run a
 model, and the trainer then uses ``hf``.
@@ -138,3 +144,89 @@ class FastRollout:
             truncated=truncated,
             sampler_logprobs=logps[:, :width].masked_fill(~mask, 0.0),
         )
+
+    @torch.no_grad()
+    def interleave(self, prompt_ids: list[list[int]], num_generations: int, sampling: SamplingParams,
+                   reply: Callable[[int, list[int], list[float], bool], list[int] | None]) -> None:
+        """Multi-turn episodes on one cache: row ``i`` (of ``N = len(prompt_ids)``, groups of ``G``) starts
+        from ``prompt_ids[i]`` and samples until EOS or until it holds ``max_new_tokens`` tokens after its
+        prompt; then ``reply(i, turn_tokens, turn_logps, ended)`` (``ended``: the turn ended with EOS) gives
+        the tokens that follow (the environment's, fed one per step without sampling) or None (the episode
+        is over). The caller keeps the episodes; this returns nothing.
+
+        Every row feeds exactly one token per step (a sampled one, or the next environment token), so the
+        rows' cache positions stay aligned and one batched forward serves rows in different turns. A group's
+        rows share one prefill when their prompts are equal. The random stream of a row is its group's
+        (``sampler.py``), indexed by the token's place after the prompt (which is the step: one token a step).
+        """
+        G, T = num_generations, sampling.max_new_tokens
+        _validate(prompt_ids, G, sampling)
+        N = len(prompt_ids)
+        if N % G:
+            raise ValueError(f"{N} episodes are not whole groups of {G}")
+        B = N // G
+        device = self.model.device
+        shared = all(prompt_ids[g * G + j] == prompt_ids[g * G] for g in range(B) for j in range(G))
+        firsts = prompt_ids[::G] if shared else prompt_ids
+        prompts, prompt_mask = (x.to(device) for x in left_pad(firsts, self.pad_id))
+        repeats = G if shared else 1
+        P = prompts.shape[1]
+        seed = sampling.seed if sampling.seed is not None else int(torch.randint(1 << 62, (), device="cpu"))
+        uniforms = None
+        if sampling.temperature > 0:
+            uniforms = group_uniforms(seed, sampling.group_offset, B, G, T).to(device)  # [N, T]
+        eos = set(self.eos_ids.tolist())
+        seqs: list[list[int]] = [[] for _ in range(N)]  # each row's tokens after its prompt, fed or not
+        turn: list[list[int]] = [[] for _ in range(N)]  # the current turn's sampled tokens ...
+        turn_logp: list[list[float]] = [[] for _ in range(N)]  # ... and their log-probs
+        fed = [0] * N  # how many of seqs[i] are in the cache
+        with _sampling_state(self.model, None), self.autocast():
+            positions = position_ids_from_mask(prompt_mask)
+            prefill = DynamicCache(config=self.model.config)
+            out = self.model(input_ids=prompts, attention_mask=prompt_mask, position_ids=positions,
+                             use_cache=True, logits_to_keep=1, **with_cache(self.model, prefill))
+            cache = preallocated_copies(prefill, repeats, P + T)
+            logits = out.logits[:, -1].repeat_interleave(repeats, 0)  # [N, V]
+            del out, prefill
+            rows = torch.arange(N, device=device)  # the episodes the cache holds, in cache order
+            alive = [True] * N  # per cache row
+            attention = torch.cat([prompt_mask.repeat_interleave(repeats, 0),
+                                   torch.ones(N, T, dtype=prompt_mask.dtype, device=device)], dim=1)
+            next_position = positions[:, -1:].repeat_interleave(repeats, 0) + 1  # [N, 1]
+            for t in range(T):
+                order = rows.tolist()
+                u = None if uniforms is None else uniforms[rows, t]  # a live row's next token is its t-th
+                new, logp = sample_tokens(logits, u, sampling.temperature, sampling.top_p, sampling.top_k)
+                new, logp = new.tolist(), logp.tolist()
+                feed = [self.pad_id] * len(order)
+                for c, i in enumerate(order):
+                    if not alive[c]:
+                        continue
+                    if fed[i] == len(seqs[i]):  # nothing pending: the model's turn
+                        seqs[i].append(new[c])
+                        turn[i].append(new[c])
+                        turn_logp[i].append(logp[c])
+                        ended = new[c] in eos
+                        if ended or len(seqs[i]) >= T:
+                            after = reply(i, turn[i], turn_logp[i], ended)
+                            turn[i], turn_logp[i] = [], []
+                            if after is None:
+                                alive[c] = False
+                                continue
+                            seqs[i] += after
+                    feed[c] = seqs[i][fed[i]]
+                    fed[i] += 1
+                if not any(alive) or t == T - 1:
+                    break
+                keep = [c for c, a in enumerate(alive) if a]
+                if len(order) - len(keep) >= COMPACT_FRACTION * len(order):  # drop finished rows
+                    index = torch.tensor(keep, device=device)
+                    for layer in cache.layers:
+                        layer.keep_rows(index)
+                    rows, next_position, attention = rows[index], next_position[index], attention[index]
+                    feed, alive = [feed[c] for c in keep], [True] * len(keep)
+                inputs = torch.tensor(feed, device=device).unsqueeze(-1)
+                out = self.model(input_ids=inputs, attention_mask=attention[:, : P + t + 1],
+                                 position_ids=next_position + t, use_cache=True,
+                                 **with_cache(self.model, cache))
+                logits = out.logits[:, -1]

@@ -26,7 +26,7 @@ from grouprl.config.load import total_updates
 from grouprl.data.prompts import PromptSource, load_rows, task_rows
 from grouprl.data.tasks import get_task
 from grouprl.distributed import sharding
-from grouprl.env import builtin_info, load_environment
+from grouprl.env import builtin_info, check_environment, load_environment
 from grouprl.errors import ConfigError, DataError
 from grouprl.logging.sinks import say
 from grouprl.model.assets import resolve_model_path
@@ -123,21 +123,27 @@ def _rows(cfg: Config) -> tuple[list[dict], list[dict], list]:
             task.reward_fns)
 
 
-def _check_context(tokenizer, model, rows: list[dict], cfg: Config) -> int:
-    """A prompt plus the generation budget must fit the model's context window; returns the longest prompt."""
+def _check_context(tokenizer, model, rows: list[dict], cfg: Config, tools: list[dict] | None = None) -> int:
+    """A prompt plus the generation budget must fit the model's context window; returns the longest prompt.
+    With an environment's ``tools``, the prompt is counted as the episode renders it: with their schemas (in
+    the chat template's ``tools=``)."""
     limit = getattr(model.config, "max_position_embeddings", None) or float("inf")
+    kwargs = dict(cfg.data.chat_template_kwargs or {})
+    if tools and tokenizer.chat_template:
+        kwargs["tools"] = tools
     longest = 0
     for i, row in enumerate(rows):
         try:
-            text = format_prompt(tokenizer, row["prompt"], cfg.data.system_prompt,
-                                 cfg.data.chat_template_kwargs)
+            text = format_prompt(tokenizer, row["prompt"], cfg.data.system_prompt, kwargs)
         except DataError as err:
             raise DataError(f"prompt {i}: {err}") from None
         n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
         longest = max(longest, n)
         if n + cfg.rollout.max_new_tokens > limit:
-            raise DataError(f"prompt {i} ({text[:40]!r}...) has {n} tokens; with rollout.max_new_tokens="
-                            f"{cfg.rollout.max_new_tokens} it exceeds the model's context of {limit} tokens; "
+            schemas = " (the tools' schemas included)" if "tools" in kwargs else ""
+            raise DataError(f"prompt {i} ({text[:40]!r}...) has {n} tokens{schemas}; with "
+                            f"rollout.max_new_tokens={cfg.rollout.max_new_tokens} it exceeds the model's "
+                            f"context of {limit} tokens; "
                             "shorten or drop long prompts, or lower rollout.max_new_tokens")
     return longest
 
@@ -198,10 +204,6 @@ def build(cfg: Config, run_dir: Path) -> Setup:
     rewards = resolve_rewards(cfg.rewards, default_rewards, columns)  # TRL-callable?
     if env is not None:
         rewards += environment_rewards(env)
-        if eval_rows:
-            say("evaluation: held-out evaluation of multi-turn episodes is not built yet; with an "
-                "environment none is run (data.num_eval is ignored)")
-            eval_rows = []
     if not rewards:
         raise ConfigError("rewards: no reward function; set rewards: [...] or use a built-in data.task")
     verifier_name(rewards, cfg.verifier)  # a verifier that names no reward fails before any model loads
@@ -220,7 +222,8 @@ def build(cfg: Config, run_dir: Path) -> Setup:
         tokenizer.chat_template = cfg.data.chat_template
     check_entropy_target(spec, len(tokenizer))
     policy, reference, peft_model = _policy(cfg, path, spec, device, precision)
-    longest_prompt = _check_context(tokenizer, policy, train_rows + eval_rows, cfg)
+    tools = check_environment(env, cfg.environment) if env is not None else None
+    longest_prompt = _check_context(tokenizer, policy, train_rows + eval_rows, cfg, tools)
     if cfg.model.gradient_checkpointing:
         enable_gradient_checkpointing(policy)
     dist = distributed.init(cfg.train.collective_timeout, device)
@@ -306,24 +309,27 @@ def environment_rewards(env: type) -> list[Reward]:
 
 
 def environment_rollout(cfg: Config, env: type, policy, tokenizer, main: bool, autocast=nullcontext):
-    """Episodes of ``env`` on the hf backend; the fast one is set aside with a note (continuing an episode
-    in place on its KV cache is not built)."""
+    """Episodes of ``env`` on ``rollout.backend``: ``fast`` continues each episode in place on its KV cache,
+    ``hf`` re-runs the conversation every turn (the reference); ``auto`` is fast where the model allows."""
     from grouprl.env import TOOL_PARSERS, check_environment, tool_names
     from grouprl.env.episode import EnvironmentRollout, Renderer
     from grouprl.env.host import EnvHost
 
-    fast = cfg.rollout.backend == "fast" or (cfg.rollout.backend == "auto" and not unsupported_reason(policy))
-    if main and fast:
-        say("rollout: episodes with an environment run on the hf backend (the fast backend cannot continue "
-                "an episode in place yet)")
-    hf = build_backend("hf", policy, tokenizer, autocast=autocast)
+    kind = cfg.rollout.backend
+    if kind == "auto":
+        reason = unsupported_reason(policy)
+        kind = "hf" if reason else "fast"
+        if reason and main:
+            say(f"rollout: the fast backend cannot run this model ({reason}); episodes use the hf backend")
+    backend = build_backend(kind, policy, tokenizer, autocast=autocast)
     tools = check_environment(env, cfg.environment)
-    renderer = Renderer(tokenizer, tools, hf.eos_ids, cfg.data.system_prompt, cfg.data.chat_template_kwargs)
+    renderer = Renderer(tokenizer, tools, [int(i) for i in backend.eos_ids], cfg.data.system_prompt,
+                        cfg.data.chat_template_kwargs)
     renderer.check()  # a template that cannot render tool replies fails now, before any step
     host = EnvHost(env, tool_names(env), timeout=cfg.rollout.tool_timeout,
                    max_chars=cfg.rollout.tool_result_max_chars, isolate=cfg.reward_isolation,
                    memory_mb=cfg.reward_memory_mb)
-    return EnvironmentRollout(hf, tokenizer, host, renderer, TOOL_PARSERS.get(cfg.rollout.tool_parser),
+    return EnvironmentRollout(backend, tokenizer, host, renderer, TOOL_PARSERS.get(cfg.rollout.tool_parser),
                               max_turns=cfg.rollout.max_turns)
 
 

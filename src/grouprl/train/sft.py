@@ -19,13 +19,23 @@ IGNORE = -100  # label of positions outside the loss (prompt and padding)
 
 
 def encode_rows(tokenizer, rows: Sequence[dict[str, Any]]) -> list[tuple[list[int], list[int]]]:
-    """Per row, ``(input_ids, labels)`` of ``prompt + answer + EOS``; labels are ``IGNORE`` on the prompt."""
+    """Per row, ``(input_ids, labels)`` of ``prompt + answer + EOS``; labels are ``IGNORE`` on the prompt.
+
+    A row with ``turns`` instead of ``answer`` is a multi-turn episode: ``turns`` is a list of ``(text,
+    model)`` pairs after the prompt; a model turn is followed by EOS and is in the loss (EOS included), the
+    other turns (the environment's replies, as they are rendered into the episode) are not."""
     encoded = []
     for row in rows:
-        prompt = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
-        completion = (tokenizer(row["answer"], add_special_tokens=False)["input_ids"]
-                      + [tokenizer.eos_token_id])
-        encoded.append((prompt + completion, [IGNORE] * len(prompt) + completion))
+        ids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+        labels = [IGNORE] * len(ids)
+        turns = row["turns"] if "turns" in row else [(row["answer"], True)]
+        for text, model in turns:
+            part = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if model:
+                part = part + [tokenizer.eos_token_id]
+            ids += part
+            labels += part if model else [IGNORE] * len(part)
+        encoded.append((ids, labels))
     return encoded
 
 
@@ -86,7 +96,8 @@ def sft(
     weight_decay: float = 0.0,
     max_grad_norm: float = 1.0,
 ) -> list[float]:
-    """Fine-tune ``model`` in place on ``rows`` (``prompt``, ``answer``) for ``steps`` AdamW steps.
+    """Fine-tune ``model`` in place on ``rows`` (``prompt``, and ``answer`` or ``turns``: ``encode_rows``)
+    for ``steps`` AdamW steps.
 
     Args:
         steps: optimiser steps; the learning rate warms up over ``warmup`` steps, then decays to 0 by a

@@ -39,6 +39,24 @@ def test_encode_rows_labels_only_the_answer_and_eos(tokenizer):
     assert labels == [IGNORE] * 6 + tokenizer("42")["input_ids"] + [eos]
 
 
+def test_an_episode_is_labelled_on_the_model_turns_and_their_eos_only(tokenizer):
+    from grouprl.cli.sft_env import demonstrations
+    from grouprl.env.episode import Renderer
+
+    row = {"prompt": "Ann has 37 pens, buys 5. Pens?", "answer": "42"}
+    right, wrong = (demonstrations([row], rate, 0, Renderer(tokenizer, [], [tokenizer.eos_token_id]))[0]
+                    for rate in (0.0, 0.999))
+    assert '"name":"add"' in right["turns"][0][0] and '"name":"sub"' in wrong["turns"][0][0]
+    assert right["turns"][2] == ("42", True) and wrong["turns"][2] == ("32", True)
+    (ids, labels), = encode_rows(tokenizer, [right])
+    eos = tokenizer.eos_token_id
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    call, reply = encode(right["turns"][0][0]), encode(right["turns"][1][0])
+    assert ids == encode(row["prompt"]) + call + [eos] + reply + encode("42") + [eos]
+    assert labels == ([IGNORE] * len(encode(row["prompt"])) + call + [eos] + [IGNORE] * len(reply)
+                      + encode("42") + [eos])
+
+
 def test_loss_has_no_gradient_through_prompt_predictions(tokenizer):
     batch = collate(encode_rows(tokenizer, ROWS), tokenizer.pad_token_id)
     logits = torch.randn(*batch["input_ids"].shape, len(tokenizer), requires_grad=True)
