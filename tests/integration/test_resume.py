@@ -16,12 +16,20 @@ ARGS = ["train.steps=4", "train.prompts_per_step=4", "rollout.num_generations=4"
         "train.num_iterations=2"]
 
 
+# The sampler-trainer gap is float rounding by definition (the same tokens scored by the decode kernels and
+# by the teacher-forced pass). Its last digits differed between the straight run, which runs inside pytest,
+# and the crashed one, a subprocess (6.89e-7 against 7.01e-7 at step 1), while every training metric was
+# identical; so it is checked for size, not equality.
+GAP = ("rollout/logprob_diff", "rollout/kl_sampler")
+
+
 def rows(run_dir):
     out = []
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         row = json.loads(line)
+        assert all(abs(v) < 1e-3 for k, v in row.items() if k.startswith(GAP)), row
         out.append({k: v for k, v in row.items()
-                    if not k.startswith(("time/", "memory/")) and k != "tokens_per_s"})
+                    if not k.startswith(("time/", "memory/", *GAP)) and k != "tokens_per_s"})
     return out
 
 

@@ -85,6 +85,11 @@ def row_extents(prompt_mask: torch.Tensor, sequence_mask: torch.Tensor) -> tuple
     return prompt_mask.sum(-1).cpu(), last.cpu()
 
 
+def rollout_extents(rollout) -> tuple[torch.Tensor, torch.Tensor]:
+    """``row_extents`` of a ``Rollout``'s rows (what the model attends to: its tokens and the env's)."""
+    return row_extents(rollout.prompt_mask, rollout.sequence_mask())
+
+
 def plan_micro_batches(prompt_len: torch.Tensor, completion_len: torch.Tensor, groups: torch.Tensor,
                        bytes_per_token: float, budget_mib: float) -> list[torch.Tensor]:
     """Micro-batches of rows (positions ``[k]`` into the ``[n]`` inputs) with little padding, each under the

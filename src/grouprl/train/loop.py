@@ -27,7 +27,12 @@ from grouprl.logging.card import model_card
 from grouprl.logging.completions import write_completions
 from grouprl.logging.sinks import ConsoleProgress, open_sinks, say
 from grouprl.model.device import peak_memory_mib
-from grouprl.model.memory import activation_bytes_per_token, micro_batch_rows, plan_micro_batches, row_extents
+from grouprl.model.memory import (
+    activation_bytes_per_token,
+    micro_batch_rows,
+    plan_micro_batches,
+    rollout_extents,
+)
 from grouprl.model.passes import frozen_logprobs
 from grouprl.train import step as stages
 from grouprl.train.checkpoint import checkpoint
@@ -97,7 +102,7 @@ def update(s: Setup, batch: Scored, step: int = 0) -> tuple[Scored, dict]:
         return cfg.train.micro_batch_size or micro_batch_rows(n, width, per_token, s.activation_budget_mib)
 
     by_length = not cfg.train.micro_batch_size and cfg.train.micro_batch_order == "length"
-    extents = row_extents(batch.rollout.prompt_mask, batch.rollout.sequence_mask()) if by_length else None
+    extents = rollout_extents(batch.rollout) if by_length else None
 
     def plan(rows: torch.Tensor) -> list[torch.Tensor] | None:  # train.micro_batch_order=length
         if extents is None:
