@@ -76,6 +76,24 @@ class FastRollout:
         if policy is not self.model:
             self.model.load_state_dict(policy.state_dict())
 
+    def _prefill(self, prompts: torch.Tensor, prompt_mask: torch.Tensor, repeats: int, T: int):
+        """Run the ``[B, P]`` prompts once and give each ``repeats`` rows of a cache with room for ``T`` more
+        tokens: ``(cache, logits [N, V] of the next token, attention [N, P+T], next_position [N, 1])``,
+        ``N = B * repeats``."""
+        P = prompts.shape[1]
+        positions = position_ids_from_mask(prompt_mask)  # [B, P]
+        prefill = DynamicCache(config=self.model.config)
+        out = self.model(input_ids=prompts, attention_mask=prompt_mask, position_ids=positions,
+                         use_cache=True, logits_to_keep=1, **with_cache(self.model, prefill))
+        cache = preallocated_copies(prefill, repeats, P + T)
+        logits = out.logits[:, -1].repeat_interleave(repeats, 0)  # [N, V]
+        del out, prefill
+        attention = torch.cat([prompt_mask.repeat_interleave(repeats, 0),
+                               torch.ones(len(logits), T, dtype=prompt_mask.dtype, device=prompts.device)],
+                              dim=1)  # [N, P+T]
+        next_position = positions[:, -1:].repeat_interleave(repeats, 0) + 1  # [N, 1]
+        return cache, logits, attention, next_position
+
     @torch.no_grad()
     def generate(self, prompt_ids: list[list[int]], num_generations: int,
                  sampling: SamplingParams) -> Rollout:
@@ -95,20 +113,9 @@ class FastRollout:
         tokens = torch.full((N, T), self.pad_id, dtype=torch.long, device=device)
         logps = torch.zeros(N, T, device=device)
         with _sampling_state(self.model, None), self.autocast():
-            positions = position_ids_from_mask(prompt_mask)  # [B, P]
-            prefill = DynamicCache(config=self.model.config)
-            out = self.model(input_ids=prompts, attention_mask=prompt_mask, position_ids=positions,
-                             use_cache=True, logits_to_keep=1, **with_cache(self.model, prefill))
-            cache = preallocated_copies(prefill, G, P + T)
-            logits = out.logits[:, -1].repeat_interleave(G, 0)  # [N, V]
-            del out, prefill
-
+            cache, logits, attention, next_position = self._prefill(prompts, prompt_mask, G, T)
             rows = torch.arange(N, device=device)  # the batch rows the cache holds, in cache order
             alive = torch.ones(N, dtype=torch.bool, device=device)  # per cache row: not finished yet
-            attention = torch.cat([prompt_mask.repeat_interleave(G, 0),
-                                   torch.ones(N, T, dtype=prompt_mask.dtype, device=device)],
-                                  dim=1)  # [N, P+T]
-            next_position = positions[:, -1:].repeat_interleave(G, 0) + 1  # [N, 1]
             width = T
             for t in range(T):
                 u = None if uniforms is None else uniforms[rows, t]
@@ -181,18 +188,9 @@ class FastRollout:
         turn_logp: list[list[float]] = [[] for _ in range(N)]  # ... and their log-probs
         fed = [0] * N  # how many of seqs[i] are in the cache
         with _sampling_state(self.model, None), self.autocast():
-            positions = position_ids_from_mask(prompt_mask)
-            prefill = DynamicCache(config=self.model.config)
-            out = self.model(input_ids=prompts, attention_mask=prompt_mask, position_ids=positions,
-                             use_cache=True, logits_to_keep=1, **with_cache(self.model, prefill))
-            cache = preallocated_copies(prefill, repeats, P + T)
-            logits = out.logits[:, -1].repeat_interleave(repeats, 0)  # [N, V]
-            del out, prefill
+            cache, logits, attention, next_position = self._prefill(prompts, prompt_mask, repeats, T)
             rows = torch.arange(N, device=device)  # the episodes the cache holds, in cache order
             alive = [True] * N  # per cache row
-            attention = torch.cat([prompt_mask.repeat_interleave(repeats, 0),
-                                   torch.ones(N, T, dtype=prompt_mask.dtype, device=device)], dim=1)
-            next_position = positions[:, -1:].repeat_interleave(repeats, 0) + 1  # [N, 1]
             for t in range(T):
                 order = rows.tolist()
                 u = None if uniforms is None else uniforms[rows, t]  # a live row's next token is its t-th
