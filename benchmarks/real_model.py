@@ -39,6 +39,13 @@ def knobs_of(text: str) -> dict:
     return out
 
 
+def dataset_rows(task, n: int, seed: int) -> list[dict]:
+    """The task's training rows for a TRL ``Dataset``: Arrow needs one type per column, so the prompt and the
+    scalar columns the verifier reads."""
+    return [{k: v for k, v in row.items() if k == "prompt" or isinstance(v, (str, int, float, bool))}
+            for row in task.generate("train", n, seed)]
+
+
 def grouprl_side(args, out: Path) -> dict:
     run_dir = out / "grouprl"
     mapping = ", ".join(f"{k}: {v}" for k, v in knobs_of(args.knobs).items())
@@ -80,9 +87,7 @@ def trl_worker(args, out: Path) -> None:
 
     torch.manual_seed(args.seed)
     task = get_task(args.task, **knobs_of(args.knobs))
-    # Arrow needs one type per column: keep the prompt and the scalar columns the verifier reads.
-    rows = [{k: v for k, v in row.items() if k == "prompt" or isinstance(v, (str, int, float, bool))}
-            for row in task.generate("train", args.num_train, args.seed)]
+    rows = dataset_rows(task, args.num_train, args.seed)
 
     class StepTimes(TrainerCallback):
         def __init__(self):

@@ -26,11 +26,11 @@ import torch
 def trl_step(args, task) -> tuple[dict, torch.Tensor, list[float], list[list[int]]]:
     """TRL's inputs to its loss, its gradient, and the rewards and completion ids in scoring order."""
     from datasets import Dataset
+    from real_model import dataset_rows
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    rows = [{k: v for k, v in row.items() if k == "prompt" or isinstance(v, (str, int, float, bool))}
-            for row in task.generate("train", 2000, args.seed)]
+    rows = dataset_rows(task, 2000, args.seed)
     verifier = task.reward_fns[0]
     scored: dict = {}
 
@@ -67,8 +67,6 @@ def trl_step(args, task) -> tuple[dict, torch.Tensor, list[float], list[list[int
 
     trainer.compute_loss = keep_inputs
     trainer.train()
-    del trainer, keep_inputs  # the trainer's model and optimizer state would sit beside grouprl's pass
-    gc.collect()
     kept["inputs"]["loss"] = kept["loss"]
     return kept["inputs"], kept["grad"], scored["rewards"], scored["ids"]
 
@@ -92,6 +90,7 @@ def main() -> None:
 
     task = get_task(args.task, **knobs_of(args.knobs))
     inputs, trl_grad, rewards, scored_ids = trl_step(args, task)
+    gc.collect()  # the finished trainer (a cycle via its patched compute_loss) must not sit beside ours
 
     # TRL shuffled the rows: put them back in scoring order (groups contiguous) by their completion tokens
     where = {tuple(ids): i for i, ids in enumerate(scored_ids)}
